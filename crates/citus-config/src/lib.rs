@@ -1,0 +1,534 @@
+//! The Citus cluster described in TOML: nodes, addresses, credentials source and backend settings.
+//!
+//! This crate is pure: [`Cluster::parse`] takes the file's text (and its path, for
+//! messages) and returns a validated [`Cluster`] or a [`ConfigError`] that names the
+//! file, line and column with a caret under the offending text.
+//!
+//! Every node has two addresses:
+//! - the **client address** (`host`/`port`): what this tool and your tests use, e.g. `localhost:5601`;
+//! - the **cluster address**: what the other nodes use to reach it (the seed's
+//!   `CITUS_NODE_NAME`, `host:port`). It defaults per [`Backend`]: the service name and
+//!   5432 inside a compose network, the client address for local processes; set
+//!   `cluster_address` on a node to override it.
+//!
+//! ```
+//! let text = r#"
+//! database = "app"
+//! [coordinator]
+//! name = "coord"
+//! port = 5600
+//! [[workers]]
+//! name = "w1"
+//! port = 5601
+//! "#;
+//! let cluster = citus_config::Cluster::parse(text, "citus.toml".as_ref()).unwrap();
+//! let w1 = &cluster.workers[0];
+//! assert_eq!(cluster.cluster_address(w1, citus_config::Backend::Docker).to_string(), "w1:5432");
+//! assert_eq!(cluster.cluster_address(w1, citus_config::Backend::Local).to_string(), "localhost:5601");
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    ops::Range,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// The password used when neither `password_env` names a set variable nor `password_file` is given.
+/// It is the seed's (CommCare HQ's) development password; never use it outside a dev machine or CI.
+pub const DEV_PASSWORD: &str = "commcarehq";
+
+/// Which machinery starts the nodes; it decides the default cluster addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One container per node, from a generated compose file.
+    Docker,
+    /// `initdb` + `pg_ctl` per node on this machine.
+    Local,
+}
+
+impl Backend {
+    /// The name used on the command line and in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Docker => "docker",
+            Backend::Local => "local",
+        }
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "docker" => Ok(Backend::Docker),
+            "local" => Ok(Backend::Local),
+            other => Err(format!("unknown backend `{other}`: expected `docker` or `local`")),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `host:port` pair.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Address {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Address {
+    pub fn new(host: impl Into<String>, port: u16) -> Address {
+        Address { host: host.into(), port }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for Address {
+    type Err = String;
+    /// Parses `host:port` (`[v6]:port` for IPv6 literals), as in the seed's `CITUS_NODE_NAME`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{s}` is not `host:port`"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("`{s}` has an empty host"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{s}`: port must be a number from 1 to 65535"))?;
+        if port == 0 {
+            return Err(format!("`{s}`: port must be a number from 1 to 65535"));
+        }
+        Ok(Address::new(host, port))
+    }
+}
+
+/// Coordinator or worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Coordinator,
+    Worker,
+}
+
+/// One PostgreSQL server of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The node's name: container/service name (docker), data folder name (local).
+    pub name: String,
+    pub role: Role,
+    /// What this tool and the tests connect to.
+    pub client: Address,
+    /// Explicit cluster address (the seed's `CITUS_NODE_NAME`); `None` means the backend default.
+    pub cluster_address: Option<Address>,
+}
+
+/// Where the password comes from. The password itself is never stored in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordSource {
+    /// Environment variable read first (default `CITUS_PASSWORD`).
+    pub env: String,
+    /// File read when the variable is unset (first line, without the newline).
+    pub file: Option<PathBuf>,
+}
+
+/// Settings of the docker backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerSettings {
+    /// Image of every node.
+    pub image: String,
+    /// PostgreSQL major version inside the image; decides where the data volume is mounted.
+    pub pg_major: u32,
+    /// Host address the client ports are published on.
+    pub bind: String,
+}
+
+impl DockerSettings {
+    /// Where the image's PostgreSQL keeps its data: images built on PostgreSQL 18 and later
+    /// use `/var/lib/postgresql`, older ones `/var/lib/postgresql/data`.
+    pub fn data_mount(&self) -> &'static str {
+        if self.pg_major >= 18 {
+            "/var/lib/postgresql"
+        } else {
+            "/var/lib/postgresql/data"
+        }
+    }
+}
+
+/// Settings of the local-process backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSettings {
+    /// Root of the data directories (relative paths are resolved against the config file's folder).
+    pub data_dir: PathBuf,
+    /// Folder holding `initdb`, `pg_ctl` and `postgres`; `None` means ask `pg_config --bindir`.
+    pub bin_dir: Option<PathBuf>,
+    /// Development-speed settings (fsync, synchronous_commit, full_page_writes off).
+    /// Data survives a clean `down`, not a machine crash.
+    pub dev_speed: bool,
+}
+
+/// The validated cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Cluster name: the compose project name and the folder of its local data.
+    pub name: String,
+    /// The database created on every node, with `citus` in it.
+    pub database: String,
+    /// Database the tool connects to before `database` exists.
+    pub maintenance_database: String,
+    pub user: String,
+    pub password: PasswordSource,
+    /// Backend used when the command line does not say.
+    pub backend: Backend,
+    pub coordinator: Node,
+    pub workers: Vec<Node>,
+    pub docker: DockerSettings,
+    pub local: LocalSettings,
+    /// How long to wait for nodes to accept a login.
+    pub ready_timeout_secs: u64,
+    /// The file this came from, for messages.
+    pub source: PathBuf,
+}
+
+/// A config that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The text is not valid TOML or does not have the expected shape.
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    /// A value is well-formed but not acceptable (duplicates, ranges, lengths).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(default = "default_name")]
+    name: Spanned<String>,
+    database: Spanned<String>,
+    #[serde(default = "default_maintenance")]
+    maintenance_database: Spanned<String>,
+    #[serde(default = "default_user")]
+    user: Spanned<String>,
+    #[serde(default = "default_password_env")]
+    password_env: String,
+    password_file: Option<PathBuf>,
+    #[serde(default = "default_backend")]
+    backend: Backend,
+    coordinator: RawNode,
+    #[serde(default)]
+    workers: Vec<RawNode>,
+    #[serde(default)]
+    docker: RawDocker,
+    #[serde(default)]
+    local: RawLocal,
+    #[serde(default)]
+    wait: RawWait,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: Spanned<String>,
+    port: Spanned<i64>,
+    #[serde(default = "default_host")]
+    host: String,
+    cluster_address: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    #[serde(default = "default_image")]
+    image: String,
+    #[serde(default = "default_pg_major")]
+    pg_major: u32,
+    #[serde(default = "default_bind")]
+    bind: String,
+}
+
+impl Default for RawDocker {
+    fn default() -> Self {
+        RawDocker { image: default_image(), pg_major: default_pg_major(), bind: default_bind() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocal {
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    bin_dir: Option<PathBuf>,
+    #[serde(default = "default_true")]
+    dev_speed: bool,
+}
+
+impl Default for RawLocal {
+    fn default() -> Self {
+        RawLocal { data_dir: default_data_dir(), bin_dir: None, dev_speed: true }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWait {
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+}
+
+impl Default for RawWait {
+    fn default() -> Self {
+        RawWait { timeout_secs: default_timeout() }
+    }
+}
+
+fn unspanned<T>(v: T) -> Spanned<T> {
+    Spanned::new(0..0, v)
+}
+fn default_name() -> Spanned<String> {
+    unspanned("citus".into())
+}
+fn default_maintenance() -> Spanned<String> {
+    unspanned("postgres".into())
+}
+fn default_user() -> Spanned<String> {
+    unspanned("postgres".into())
+}
+fn default_password_env() -> String {
+    "CITUS_PASSWORD".into()
+}
+fn default_backend() -> Backend {
+    Backend::Docker
+}
+fn default_host() -> String {
+    "localhost".into()
+}
+/// The default image: a pinned tag of the official Citus image built on PostgreSQL 15.
+pub const DEFAULT_IMAGE: &str = "citusdata/citus:13.0.3-pg15";
+fn default_image() -> String {
+    DEFAULT_IMAGE.into()
+}
+fn default_pg_major() -> u32 {
+    15
+}
+fn default_bind() -> String {
+    "127.0.0.1".into()
+}
+fn default_data_dir() -> PathBuf {
+    ".citus-data".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_timeout() -> u64 {
+    60
+}
+
+/// Renders a message pointing at `span` of `src`, in the style of the TOML parser's own errors.
+fn span_error(path: &Path, src: &str, span: Range<usize>, message: &str) -> String {
+    let start = span.start.min(src.len());
+    let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = src[start..].find('\n').map_or(src.len(), |i| start + i);
+    let line_no = src[..start].matches('\n').count() + 1;
+    let col = src[line_start..start].chars().count() + 1;
+    let width = src[start..span.end.min(line_end).max(start)].chars().count().max(1);
+    let gutter = " ".repeat(line_no.to_string().len());
+    format!(
+        "{path}:{line_no}:{col}: {message}\n{gutter} |\n{line_no} | {}\n{gutter} | {}{}\n",
+        &src[line_start..line_end],
+        " ".repeat(col - 1),
+        "^".repeat(width),
+        path = path.display(),
+    )
+}
+
+impl Cluster {
+    /// Reads and validates a config file's text. `path` is only used in messages and to
+    /// resolve relative paths (`local.data_dir`, `password_file`).
+    pub fn parse(src: &str, path: &Path) -> Result<Cluster, ConfigError> {
+        let raw: RawCluster = toml::from_str(src).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut errors = Vec::new();
+        let mut err = |span: Range<usize>, msg: String| {
+            if span.is_empty() {
+                errors.push(format!("{}: {msg}", path.display()));
+            } else {
+                errors.push(span_error(path, src, span, &msg));
+            }
+        };
+
+        for (what, value) in [("name", &raw.name), ("database", &raw.database), ("user", &raw.user), ("maintenance_database", &raw.maintenance_database)] {
+            check_identifier(what, value, &mut err);
+        }
+
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        let mut nodes = Vec::new();
+        let mut spans = Vec::new();
+        for (i, rn) in std::iter::once(&raw.coordinator).chain(raw.workers.iter()).enumerate() {
+            let role = if i == 0 { Role::Coordinator } else { Role::Worker };
+            check_identifier("node name", &rn.name, &mut err);
+            let port = match u16::try_from(*rn.port.get_ref()) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    err(rn.port.span(), format!("port {} is out of range: a client port is a number from 1 to 65535", rn.port.get_ref()));
+                    0
+                }
+            };
+            let cluster_address = match &rn.cluster_address {
+                None => None,
+                Some(s) => match s.get_ref().parse::<Address>() {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        err(s.span(), format!("bad cluster_address: {e} (expected `host:port`, the address the other nodes use)"));
+                        None
+                    }
+                },
+            };
+            if rn.host.is_empty() {
+                err(rn.name.span(), format!("node `{}` has an empty host", rn.name.get_ref()));
+            }
+            spans.push((rn.name.span(), rn.port.span()));
+            nodes.push(Node { name: rn.name.get_ref().clone(), role, client: Address::new(rn.host.clone(), port), cluster_address });
+        }
+        let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut seen_ports: BTreeMap<(&str, u16), usize> = BTreeMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if let Some(&j) = seen_names.get(n.name.as_str()) {
+                err(spans[i].0.clone(), format!("duplicate node name `{}` (also used by node {} in this file): every node needs its own name", n.name, j + 1));
+            } else {
+                seen_names.insert(&n.name, i);
+            }
+            if n.client.port == 0 {
+                continue;
+            }
+            if let Some(&j) = seen_ports.get(&(n.client.host.as_str(), n.client.port)) {
+                err(spans[i].1.clone(), format!("duplicate client address {} (already used by `{}`): every node needs its own port", n.client, nodes[j].name));
+            } else {
+                seen_ports.insert((&n.client.host, n.client.port), i);
+            }
+        }
+        if raw.wait.timeout_secs == 0 {
+            err(0..0, "wait.timeout_secs must be at least 1".into());
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid(errors.join("\n")));
+        }
+        let mut nodes = nodes.into_iter();
+        let coordinator = nodes.next().expect("coordinator is always present");
+        Ok(Cluster {
+            name: raw.name.into_inner(),
+            database: raw.database.into_inner(),
+            maintenance_database: raw.maintenance_database.into_inner(),
+            user: raw.user.into_inner(),
+            password: PasswordSource { env: raw.password_env, file: raw.password_file.map(resolve) },
+            backend: raw.backend,
+            coordinator,
+            workers: nodes.collect(),
+            docker: DockerSettings { image: raw.docker.image, pg_major: raw.docker.pg_major, bind: raw.docker.bind },
+            local: LocalSettings { data_dir: resolve(raw.local.data_dir), bin_dir: raw.local.bin_dir.map(resolve), dev_speed: raw.local.dev_speed },
+            ready_timeout_secs: raw.wait.timeout_secs,
+            source: path.to_path_buf(),
+        })
+    }
+
+    /// All nodes, coordinator first.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        std::iter::once(&self.coordinator).chain(self.workers.iter())
+    }
+
+    /// Finds a node by name.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes().find(|n| n.name == name)
+    }
+
+    /// The address the other nodes use to reach `node`: its `cluster_address` if set, else
+    /// the backend's default (service name and 5432 on docker; the client address locally).
+    pub fn cluster_address(&self, node: &Node, backend: Backend) -> Address {
+        if let Some(a) = &node.cluster_address {
+            return a.clone();
+        }
+        match backend {
+            Backend::Docker => Address::new(node.name.clone(), 5432),
+            Backend::Local => node.client.clone(),
+        }
+    }
+
+    /// Returns the cluster with exactly `n` workers: the first `n` configured ones, then
+    /// derived ones named after the last worker's name with its number counted up
+    /// (`citus_worker3`, `citus_worker4`, ...) on the next client ports.
+    pub fn with_workers(mut self, n: usize) -> Result<Cluster, ConfigError> {
+        if n <= self.workers.len() {
+            self.workers.truncate(n);
+            return Ok(self);
+        }
+        let last = self.workers.last().cloned().unwrap_or_else(|| Node {
+            name: format!("{}_worker0", self.coordinator.name),
+            role: Role::Worker,
+            client: self.coordinator.client.clone(),
+            cluster_address: None,
+        });
+        let stem = last.name.trim_end_matches(|c: char| c.is_ascii_digit());
+        let mut number: usize = last.name[stem.len()..].parse().unwrap_or(self.workers.len());
+        let mut port = last.client.port;
+        while self.workers.len() < n {
+            number += 1;
+            port = port.checked_add(1).ok_or_else(|| ConfigError::Invalid(format!("--workers {n}: derived worker ports run past 65535 after `{}`", last.name)))?;
+            let name = format!("{stem}{number}");
+            if self.nodes().any(|x| x.name == name || x.client == Address::new(last.client.host.clone(), port)) {
+                return Err(ConfigError::Invalid(format!(
+                    "--workers {n}: the derived worker `{name}` on port {port} collides with a configured node; configure the extra workers explicitly in {}",
+                    self.source.display()
+                )));
+            }
+            if name.len() > MAX_IDENTIFIER_BYTES {
+                return Err(ConfigError::Invalid(format!("--workers {n}: derived name `{name}` is longer than {MAX_IDENTIFIER_BYTES} bytes")));
+            }
+            self.workers.push(Node { name, role: Role::Worker, client: Address::new(last.client.host.clone(), port), cluster_address: None });
+        }
+        Ok(self)
+    }
+}
+
+fn check_identifier(what: &str, value: &Spanned<String>, err: &mut impl FnMut(Range<usize>, String)) {
+    let v = value.get_ref();
+    if v.is_empty() {
+        err(value.span(), format!("{what} must not be empty"));
+    } else if v.len() > MAX_IDENTIFIER_BYTES {
+        err(
+            value.span(),
+            format!("{what} `{v}` is {} bytes long; PostgreSQL silently truncates names to {MAX_IDENTIFIER_BYTES} bytes, so two names could collide: shorten it", v.len()),
+        );
+    } else if v.contains('\0') {
+        err(value.span(), format!("{what} must not contain a NUL character"));
+    }
+}
+
+#[cfg(test)]
+mod tests;

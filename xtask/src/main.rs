@@ -1,0 +1,2 @@
+//! cargo xtask entry point.
+fn main() {}
