@@ -1,0 +1,143 @@
+//! Snapshot tests of the plans users see with `setup --dry-run`, and of the repairs.
+
+use super::*;
+use std::path::Path;
+
+fn seed() -> Cluster {
+    Cluster::parse(include_str!("../../../citus.toml"), Path::new("citus.toml")).unwrap()
+}
+
+fn check(cluster: &Cluster, backend: Backend, observed: &Observed) -> String {
+    plan(cluster, backend, observed, "s3cret'pw").unwrap().render()
+}
+
+/// The observed state of a fully set-up seed cluster (docker addresses).
+fn settled(cluster: &Cluster) -> Observed {
+    let mut o = Observed::default();
+    let v = Some(Version::new(13, 2));
+    o.dist_nodes.push(DistNode { nodeid: 1, groupid: 0, address: Address::new("citus_master", 5432), isactive: true });
+    for (i, w) in cluster.workers.iter().enumerate() {
+        let id = i as i32 + 2;
+        o.dist_nodes.push(DistNode { nodeid: id, groupid: id, address: Address::new(w.name.clone(), 5432), isactive: true });
+    }
+    let count = o.dist_nodes.len() as i64;
+    for (i, n) in cluster.nodes().enumerate() {
+        let group = if i == 0 { 0 } else { i as i32 + 1 };
+        o.nodes.insert(
+            n.name.clone(),
+            NodeState { database_exists: true, available: v, installed: v, local_group: Some(group), dist_node_count: Some(count), authinfo_in_place: true },
+        );
+    }
+    o
+}
+
+#[test]
+fn seed_cluster_from_nothing() {
+    let c = seed();
+    insta::assert_snapshot!(check(&c, Backend::Docker, &Observed::fresh(&c, Version::new(13, 2))));
+}
+
+#[test]
+fn seed_cluster_local_backend_uses_client_addresses() {
+    let c = seed();
+    insta::assert_snapshot!(check(&c, Backend::Local, &Observed::fresh(&c, Version::new(13, 2))));
+}
+
+#[test]
+fn one_plus_eight_from_nothing() {
+    let c = seed().with_workers(8).unwrap();
+    insta::assert_snapshot!(check(&c, Backend::Docker, &Observed::fresh(&c, Version::new(13, 2))));
+}
+
+#[test]
+fn old_citus_uses_master_functions() {
+    let c = seed();
+    insta::assert_snapshot!(check(&c, Backend::Docker, &Observed::fresh(&c, Version::new(9, 5))));
+}
+
+#[test]
+fn settled_cluster_needs_nothing() {
+    let c = seed();
+    let p = plan(&c, Backend::Docker, &settled(&c), "pw").unwrap();
+    assert!(p.is_empty(), "{}", p.render());
+    insta::assert_snapshot!(p.render());
+}
+
+#[test]
+fn repairs() {
+    let c = seed().with_workers(4).unwrap();
+    let mut o = settled(&c);
+    // worker1: disabled on the coordinator.
+    o.dist_nodes[1].isactive = false;
+    // worker2: database dropped and recreated: no extension, fresh metadata.
+    o.nodes.insert("citus_worker2".into(), NodeState { database_exists: true, available: Some(Version::new(13, 2)), ..NodeState::default() });
+    // worker3: extension older than the library, and metadata out of sync.
+    let w3 = o.nodes.get_mut("citus_worker3").unwrap();
+    w3.installed = Some(Version::new(13, 1));
+    w3.dist_node_count = Some(1);
+    // worker4: registered under an old address (group 5); the config now says w4-new:6432.
+    o.dist_nodes[4].address = Address::new("old-w4", 5432);
+    let mut c = c;
+    c.workers[3].cluster_address = Some(Address::new("w4-new", 6432));
+    // an extra registered node nobody configured.
+    o.dist_nodes.push(DistNode { nodeid: 9, groupid: 9, address: Address::new("stray", 5432), isactive: true });
+    // the coordinator row still says localhost.
+    o.dist_nodes[0].address = Address::new("localhost", 5432);
+    insta::assert_snapshot!(check(&c, Backend::Docker, &o));
+}
+
+#[test]
+fn passwords_never_render() {
+    let c = seed();
+    let text = plan(&c, Backend::Docker, &Observed::fresh(&c, Version::new(13, 2)), "hunter2-secret").unwrap().render();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("<secret>"));
+}
+
+#[test]
+fn identifiers_are_quoted_by_the_library() {
+    let mut c = seed();
+    c.database = "x\"; DROP DATABASE postgres; --".into();
+    let p = plan(&c, Backend::Docker, &Observed::fresh(&c, Version::new(13, 2)), "pw").unwrap();
+    let create = p.steps().next().unwrap();
+    assert_eq!(create.sql, "CREATE DATABASE \"x\"\"; DROP DATABASE postgres; --\"");
+}
+
+#[test]
+fn hostile_host_is_a_parameter() {
+    let mut c = seed();
+    c.workers[0].cluster_address = Some(Address::new("h'); SELECT pg_sleep(10); --", 5432));
+    let p = plan(&c, Backend::Docker, &Observed::fresh(&c, Version::new(13, 2)), "pw").unwrap();
+    let add = p.steps().find(|s| s.kind == StepKind::AddWorker).unwrap();
+    assert_eq!(add.sql, "SELECT citus_add_node($1, $2)");
+    assert_eq!(add.params[0], Param::Text("h'); SELECT pg_sleep(10); --".into()));
+}
+
+#[test]
+fn worker_pointing_at_coordinator_is_refused() {
+    let mut c = seed();
+    c.workers[1].cluster_address = Some(Address::new("citus_master", 5432));
+    let e = plan(&c, Backend::Docker, &Observed::default(), "pw").unwrap_err();
+    insta::assert_snapshot!(e.to_string());
+}
+
+#[test]
+fn shared_cluster_address_is_refused() {
+    let mut c = seed();
+    c.workers[0].cluster_address = Some(Address::new("db", 5432));
+    c.workers[1].cluster_address = Some(Address::new("db", 5432));
+    let e = plan(&c, Backend::Docker, &Observed::default(), "pw").unwrap_err();
+    assert!(matches!(e, PlanError::SharedClusterAddress { .. }), "{e}");
+}
+
+#[test]
+fn authinfo_escapes_quotes_and_backslashes() {
+    assert_eq!(authinfo_for(r"a'b\c"), r"password='a\'b\\c'");
+}
+
+#[test]
+fn version_parsing() {
+    assert_eq!(Version::parse("13.2-1"), Some(Version::new(13, 2)));
+    assert_eq!(Version::parse("9.5.12"), Some(Version::new(9, 5)));
+    assert_eq!(Version::parse("x"), None);
+}
