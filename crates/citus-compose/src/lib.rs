@@ -1,0 +1,218 @@
+//! Renders the docker compose file of a Citus cluster from its [`citus_config::Cluster`].
+//!
+//! This crate is pure: [`render`] takes the validated config and returns the complete
+//! compose file as text. Writing it, comparing it with a committed copy and running
+//! `docker compose` are the caller's business.
+//!
+//! What the file contains, one entry per node of the config (coordinator first):
+//! - a service named after the node, `hostname` = node name, no `container_name`
+//!   (so two compose projects, one per cluster, can coexist: the tool passes `-p <cluster name>`);
+//! - the image of `[docker] image`, started as
+//!   `postgres -c shared_preload_libraries=citus -c listen_addresses=*` so `citus` is the
+//!   first preloaded library;
+//! - `POSTGRES_USER` = `user`, `POSTGRES_DB` = `maintenance_database` (the tool creates the
+//!   target database itself, on every node), and `POSTGRES_PASSWORD` only as the compose
+//!   interpolation `${<password_env>:?...}`: the password is never written in the file, and
+//!   compose refuses to start when the variable is unset. No trust authentication anywhere;
+//! - a named volume `<node>_data` at [`citus_config::DockerSettings::data_mount`]; `PGDATA`
+//!   is never set, so images built on PostgreSQL 18 and later keep their own default
+//!   (a versioned folder under the mount), older ones use the mount itself;
+//! - a health check with `pg_isready` over TCP on 127.0.0.1: the image's first-start
+//!   initialisation runs a temporary server on the Unix socket only, so a TCP check does not
+//!   call a node ready before its real server listens;
+//! - the client port published on `[docker] bind` only (127.0.0.1 by default; IPv6
+//!   addresses bracketed), mapped to 5432 in the container;
+//! - one private network, `citus`: the nodes reach each other by service name on 5432,
+//!   which is the docker backend's cluster address. No membership-manager container and no
+//!   Docker socket: the tool registers the workers itself.
+//!
+//! Any `$` in a value taken from the config is written as `$$`, so compose passes it
+//! through instead of interpolating it. The name in `password_env` is used as written and must
+//! be a valid variable name (letters, digits, `_`).
+//!
+//! # Why serde-saphyr
+//! The YAML is emitted by [`serde_saphyr`] (version 2, serializer only) from a serde model
+//! of the compose file, not written by hand: it is maintained, `#![forbid(unsafe_code)]`,
+//! quotes every string that a YAML 1.1 reader (docker-compose v1 uses PyYAML) could read as
+//! something else (`yes`, `5600:5432` as base-60, numbers, ...), and offers
+//! [`serde_saphyr::DoubleQuoted`]/[`serde_saphyr::FlowSeq`] to force the styles compose
+//! users expect. The usual alternatives are out: `serde_yaml` is archived and `serde_yml`
+//! has an unsoundness advisory.
+//!
+//! # Example
+//! ```
+//! let text = r#"
+//! database = "app"
+//! [coordinator]
+//! name = "coord"
+//! port = 5600
+//! [[workers]]
+//! name = "w1"
+//! port = 5601
+//! "#;
+//! let cluster = citus_config::Cluster::parse(text, "citus.toml".as_ref()).unwrap();
+//! let yaml = citus_compose::render(&cluster);
+//! assert!(yaml.starts_with("# Generated from citus.toml"));
+//! assert!(yaml.contains("\"127.0.0.1:5601:5432\""));
+//! assert!(yaml.contains("POSTGRES_PASSWORD: ${CITUS_PASSWORD:?"));
+//! ```
+
+use std::collections::BTreeMap;
+
+use citus_config::{Cluster, Node};
+use serde::{ser::SerializeMap, Serialize, Serializer};
+use serde_saphyr::{DoubleQuoted, FlowSeq};
+
+/// The port PostgreSQL listens on inside every container.
+pub const CONTAINER_PORT: u16 = 5432;
+
+/// The private network every service is attached to.
+pub const NETWORK: &str = "citus";
+
+/// The named volume holding `node`'s data.
+pub fn volume_name(node: &Node) -> String {
+    format!("{}_data", node.name)
+}
+
+/// Renders the complete compose file (header comment included) for `cluster`.
+///
+/// The output depends only on `cluster` (nodes in config order, keys in a fixed order),
+/// so it can be committed and compared.
+pub fn render(cluster: &Cluster) -> String {
+    let file = model(cluster);
+    let yaml = serde_saphyr::to_string(&file)
+        .expect("the compose model holds only strings, integers, lists and maps, which always serialize");
+    let mut out = header(cluster);
+    out.push_str(&yaml);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+fn header(cluster: &Cluster) -> String {
+    // Only the file name: a full path would make the output depend on the machine.
+    let source = cluster
+        .source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "citus.toml".into());
+    let env = &cluster.password.env;
+    let name = &cluster.name;
+    format!(
+        "# Generated from {source} by `cargo xtask compose --write`: do not edit.\n\
+         # Change the config and regenerate instead.\n\
+         # By hand: {env}=... docker compose -p {name} -f <this file> up -d\n\
+         # ({env} is required; `cargo xtask up` sets it for you.)\n"
+    )
+}
+
+/// A map that serializes its entries in the order they were pushed.
+#[derive(Debug)]
+struct Ordered<V>(Vec<(String, V)>);
+
+impl<V: Serialize> Serialize for Ordered<V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// An empty mapping (`{}`), for volumes and networks with default settings.
+type Empty = BTreeMap<String, String>;
+
+#[derive(Debug, Serialize)]
+struct ComposeFile {
+    services: Ordered<Service>,
+    networks: Ordered<Empty>,
+    volumes: Ordered<Empty>,
+}
+
+#[derive(Debug, Serialize)]
+struct Service {
+    image: String,
+    hostname: String,
+    command: FlowSeq<Vec<DoubleQuoted<String>>>,
+    environment: Environment,
+    ports: Vec<DoubleQuoted<String>>,
+    volumes: Vec<String>,
+    networks: Vec<String>,
+    healthcheck: Healthcheck,
+}
+
+#[derive(Debug, Serialize)]
+#[allow(non_snake_case)]
+struct Environment {
+    POSTGRES_USER: String,
+    POSTGRES_DB: String,
+    POSTGRES_PASSWORD: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Healthcheck {
+    test: FlowSeq<Vec<DoubleQuoted<String>>>,
+    interval: String,
+    timeout: String,
+    retries: u32,
+}
+
+/// Escapes `$` so compose does not interpolate a value taken from the config.
+/// Only values are interpolated, so mapping keys (service and volume names) stay as they are.
+fn literal(s: &str) -> String {
+    s.replace('$', "$$")
+}
+
+fn quoted(items: &[&str]) -> FlowSeq<Vec<DoubleQuoted<String>>> {
+    FlowSeq(items.iter().map(|s| DoubleQuoted(s.to_string())).collect())
+}
+
+/// `bind:port:5432`, with an IPv6 bind address in brackets.
+fn port_mapping(bind: &str, port: u16) -> String {
+    let bind = if bind.contains(':') && !bind.starts_with('[') { format!("[{bind}]") } else { bind.to_string() };
+    format!("{bind}:{port}:{CONTAINER_PORT}")
+}
+
+fn model(cluster: &Cluster) -> ComposeFile {
+    let user = literal(&cluster.user);
+    let maintenance_db = literal(&cluster.maintenance_database);
+    let env = &cluster.password.env;
+    let password = format!("${{{env}:?set {env} (cargo xtask up sets it for you)}}");
+    let container_port = CONTAINER_PORT.to_string();
+    let services = cluster
+        .nodes()
+        .map(|node| {
+            let service = Service {
+                image: literal(&cluster.docker.image),
+                hostname: literal(&node.name),
+                command: quoted(&["postgres", "-c", "shared_preload_libraries=citus", "-c", "listen_addresses=*"]),
+                environment: Environment {
+                    POSTGRES_USER: user.clone(),
+                    POSTGRES_DB: maintenance_db.clone(),
+                    POSTGRES_PASSWORD: password.clone(),
+                },
+                ports: vec![DoubleQuoted(port_mapping(&cluster.docker.bind, node.client.port))],
+                volumes: vec![format!("{}:{}", literal(&volume_name(node)), cluster.docker.data_mount())],
+                networks: vec![NETWORK.to_string()],
+                healthcheck: Healthcheck {
+                    test: quoted(&["CMD", "pg_isready", "-h", "127.0.0.1", "-p", &container_port, "-U", &user, "-d", &maintenance_db]),
+                    interval: "1s".into(),
+                    timeout: "5s".into(),
+                    retries: 60,
+                },
+            };
+            (node.name.clone(), service)
+        })
+        .collect();
+    let volumes = cluster.nodes().map(|node| (volume_name(node), Empty::new())).collect();
+    ComposeFile {
+        services: Ordered(services),
+        networks: Ordered(vec![(NETWORK.to_string(), Empty::new())]),
+        volumes: Ordered(volumes),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,162 @@
+//! Snapshot tests of the rendered compose file, a check by the real compose binary, and the committed-file check.
+
+use std::{path::Path, process::Command};
+
+use citus_config::Cluster;
+
+use super::*;
+
+const SEED: &str = include_str!("../../../citus.toml");
+const COMMITTED: &str = "../../compose/docker-compose.yml";
+
+fn default_cluster() -> Cluster {
+    Cluster::parse(SEED, Path::new("citus.toml")).expect("the default citus.toml parses")
+}
+
+/// Snapshots `render(&cluster)` under the calling test's name. A macro rather than a fn:
+/// insta names a snapshot after the function the assertion is written in, so a shared fn
+/// would file every test's snapshot under `check`, numbered in whatever order tests finish.
+macro_rules! check {
+    ($cluster:expr) => {{
+        let cluster: Cluster = $cluster;
+        insta::assert_snapshot!(render(&cluster))
+    }};
+}
+
+#[test]
+fn default_config() {
+    check!(default_cluster())
+}
+
+#[test]
+fn one_coordinator_four_workers() {
+    check!(default_cluster().with_workers(4).unwrap())
+}
+
+/// PostgreSQL 18 image, IPv6 bind address, another password variable, another file name.
+fn pg18_ipv6_cluster() -> Cluster {
+    let src = SEED
+        .replace("image = \"citusdata/citus:13.0.3-pg15\"", "image = \"citusdata/citus:13.2.0-pg18\"")
+        .replace("pg_major = 15", "pg_major = 18")
+        .replace("bind = \"127.0.0.1\"", "bind = \"::1\"")
+        .replace("password_env = \"CITUS_PASSWORD\"", "password_env = \"MY_CITUS_PW\"");
+    let cluster = Cluster::parse(&src, Path::new("conf/other.toml")).unwrap();
+    assert_eq!(cluster.docker.pg_major, 18);
+    cluster
+}
+
+#[test]
+fn pg18_with_custom_ipv6_bind() {
+    check!(pg18_ipv6_cluster())
+}
+
+#[test]
+fn port_mappings_bracket_ipv6() {
+    assert_eq!(port_mapping("127.0.0.1", 5600), "127.0.0.1:5600:5432");
+    assert_eq!(port_mapping("::1", 5600), "[::1]:5600:5432");
+    assert_eq!(port_mapping("[::1]", 5600), "[::1]:5600:5432");
+    assert_eq!(port_mapping("0.0.0.0", 1), "0.0.0.0:1:5432");
+}
+
+#[test]
+fn no_secrets_no_socket_no_trust() {
+    for cluster in [default_cluster(), default_cluster().with_workers(4).unwrap()] {
+        let text = render(&cluster);
+        assert!(!text.contains("POSTGRES_PASSWORD: commcarehq"), "the dev password is in the file:\n{text}");
+        // The default user is also `commcarehq`, so look at password lines only.
+        let leaked: Vec<_> = text.lines().filter(|l| l.contains("PASSWORD") && l.contains(citus_config::DEV_PASSWORD)).collect();
+        assert!(leaked.is_empty(), "the dev password is in the file: {leaked:?}");
+        assert!(!text.contains("docker.sock"), "{text}");
+        assert!(!text.contains("trust"), "{text}");
+        assert!(!text.contains("container_name"), "{text}");
+        assert!(!text.contains("PGDATA"), "{text}");
+        assert!(text.contains("POSTGRES_PASSWORD: ${CITUS_PASSWORD:?set CITUS_PASSWORD (cargo xtask up sets it for you)}"), "{text}");
+        for node in cluster.nodes() {
+            let mapping = format!("\"127.0.0.1:{}:5432\"", node.client.port);
+            assert!(text.contains(&mapping), "{mapping} is not a quoted string in:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn values_with_dollar_are_not_interpolated() {
+    let src = SEED.replace("user = \"commcarehq\"", "user = \"a$b\"");
+    let text = render(&Cluster::parse(&src, Path::new("citus.toml")).unwrap());
+    assert!(text.contains("POSTGRES_USER: a$$b"), "{text}");
+    assert!(!text.contains("a$b\""), "{text}");
+}
+
+#[test]
+fn output_is_deterministic() {
+    assert_eq!(render(&default_cluster()), render(&default_cluster()));
+}
+
+/// `docker-compose` (v1) if it exists, else `docker compose` (v2) if `docker compose version` works.
+fn compose_command() -> Result<Command, String> {
+    let works = |program: &str, args: &[&str]| {
+        Command::new(program).args(args).output().map(|o| o.status.success()).unwrap_or(false)
+    };
+    if works("docker-compose", &["version"]) {
+        return Ok(Command::new("docker-compose"));
+    }
+    if works("docker", &["compose", "version"]) {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        return Ok(c);
+    }
+    Err("neither `docker-compose version` nor `docker compose version` succeeds on this machine".into())
+}
+
+/// Runs `<compose> -p <project> -f <file> config -q` on `text`; `password` is put in (or,
+/// if `None`, removed from) the child's environment as the variable `env`.
+fn compose_config(text: &str, env: &str, password: Option<&str>) -> Option<std::process::Output> {
+    let mut cmd = match compose_command() {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIPPED: validating the rendered file with docker compose, because {why}");
+            return None;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("docker-compose.yml");
+    std::fs::write(&file, text).unwrap();
+    cmd.arg("-p").arg("citus-compose-test").arg("-f").arg(&file).args(["config", "-q"]).current_dir(dir.path());
+    match password {
+        Some(p) => cmd.env(env, p),
+        None => cmd.env_remove(env),
+    };
+    Some(cmd.output().expect("the compose binary ran a moment ago"))
+}
+
+#[test]
+fn docker_compose_accepts_the_file() {
+    for cluster in [default_cluster(), default_cluster().with_workers(4).unwrap(), pg18_ipv6_cluster()] {
+        let Some(out) = compose_config(&render(&cluster), &cluster.password.env, Some("s3cret-for-the-test")) else { return };
+        assert!(
+            out.status.success(),
+            "compose rejected the rendered file ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn docker_compose_refuses_without_password() {
+    let Some(out) = compose_config(&render(&default_cluster()), "CITUS_PASSWORD", None) else { return };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "compose accepted the file with CITUS_PASSWORD unset");
+    assert!(stderr.contains("set CITUS_PASSWORD"), "compose's message does not say what to do:\n{stderr}");
+}
+
+#[test]
+fn committed_compose_file_is_up_to_date() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(COMMITTED);
+    let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let rendered = render(&default_cluster());
+    assert!(
+        committed == rendered,
+        "compose/docker-compose.yml is stale: run \"cargo xtask compose --write\" to regenerate it\n--- committed\n{committed}\n--- rendered from citus.toml\n{rendered}"
+    );
+}
