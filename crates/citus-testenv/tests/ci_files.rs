@@ -1,0 +1,103 @@
+//! The CI templates in `ci/` parse as YAML and run the recipe: up, test-env, verify, tests, down.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+fn load(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ci").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: not valid YAML: {e}", path.display()))
+}
+
+fn str_list(v: &Value) -> Vec<&str> {
+    match v {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items.iter().map(|i| i.as_str().expect("a list of strings")).collect(),
+        other => panic!("expected a string or a list of strings, got {other}"),
+    }
+}
+
+/// Index of the first entry containing all of `needles`, or a panic naming what is missing.
+fn position(entries: &[&str], needles: &[&str]) -> usize {
+    entries
+        .iter()
+        .position(|e| needles.iter().all(|n| e.contains(n)))
+        .unwrap_or_else(|| panic!("no entry contains all of {needles:?} in {entries:#?}"))
+}
+
+/// A light check that every `cargo xtask` command line uses the existing subcommands and
+/// flags (the real parser's check lives elsewhere).
+fn check_xtask_lines(entries: &[&str]) {
+    let allowed: &[(&str, &[&str])] = &[
+        ("up", &["--backend", "--workers", "--config", "--no-setup"]),
+        ("setup", &["--dry-run"]),
+        ("verify", &["--json"]),
+        ("down", &["--purge"]),
+        ("test-env", &["--format", "--profile", "--django-version"]),
+    ];
+    let mut seen = 0;
+    for entry in entries {
+        for line in entry.lines() {
+            let mut tail = line;
+            while let Some(i) = tail.find("cargo xtask ") {
+                let rest = &tail[i + "cargo xtask ".len()..];
+                tail = rest;
+                let end = rest.find([')', '>', '|', '&', ';', '"']).unwrap_or(rest.len());
+                let words: Vec<&str> = rest[..end].split_whitespace().collect();
+                let (sub, args) = words.split_first().unwrap_or_else(|| panic!("no subcommand in {line:?}"));
+                let flags = allowed.iter().find(|(s, _)| s == sub).unwrap_or_else(|| panic!("unknown subcommand in {line:?}")).1;
+                for a in args.iter().filter(|a| a.starts_with('-')) {
+                    assert!(flags.contains(a), "unknown flag {a} in {line:?}");
+                }
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 4, "expected the up/test-env/verify/down lines, saw {seen}");
+}
+
+#[test]
+fn github_actions_workflow_runs_the_recipe() {
+    let wf = load("github-actions.yml");
+    assert!(wf.get("on").is_some(), "the `on` key must be read as a string key: {wf:#}");
+    let jobs = wf["jobs"].as_object().expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    let job = jobs.values().next().unwrap();
+    assert!(job["runs-on"].as_str().unwrap().starts_with("ubuntu"));
+    let steps = job["steps"].as_array().expect("steps");
+    let uses: Vec<&str> = steps.iter().filter_map(|s| s["uses"].as_str()).collect();
+    assert!(uses.iter().any(|u| u.starts_with("actions/checkout@")), "{uses:?}");
+    assert!(uses.iter().any(|u| u.contains("rust-toolchain")), "{uses:?}");
+
+    let runs: Vec<&str> = steps.iter().map(|s| s["run"].as_str().unwrap_or("")).collect();
+    let up = position(&runs, &["cargo xtask up"]);
+    let env = position(&runs, &["cargo xtask test-env", "--format github", ">> \"$GITHUB_ENV\""]);
+    let verify = position(&runs, &["cargo xtask verify"]);
+    let tests = position(&runs, &["pytest"]);
+    let down = position(&runs, &["cargo xtask down"]);
+    assert!(up < env && env < verify && verify < tests && tests < down, "order: {runs:#?}");
+    assert!(steps[tests]["name"].as_str().unwrap().contains("EDIT ME"), "the test step is marked for editing");
+    assert_eq!(steps[down]["if"].as_str().map(str::trim), Some("always()"), "down runs even when the tests fail");
+    assert_eq!(down, steps.len() - 1, "down is the last step");
+    check_xtask_lines(&runs);
+}
+
+#[test]
+fn travis_config_runs_the_recipe() {
+    let t = load("travis.yml");
+    assert!(str_list(&t["services"]).contains(&"docker"), "services: docker");
+    let before = str_list(&t["before_script"]);
+    let up = position(&before, &["cargo xtask up"]);
+    let env = position(&before, &["eval \"$(cargo xtask test-env", "--format shell", ")\""]);
+    let verify = position(&before, &["cargo xtask verify"]);
+    assert!(up < env && env < verify, "order: {before:#?}");
+    let script = str_list(&t["script"]);
+    position(&script, &["pytest"]);
+    let after = str_list(&t["after_script"]);
+    position(&after, &["cargo xtask down"]);
+    let install = str_list(&t["before_install"]);
+    position(&install, &["rustup"]);
+    let all: Vec<&str> = [before, script, after, install].concat();
+    check_xtask_lines(&all);
+}
