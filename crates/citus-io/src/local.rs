@@ -1,0 +1,455 @@
+//! The local-process backend: one `postgres` per node on this machine, from a cached
+//! pristine `initdb` template, run as the `postgres` OS user when the tool runs as root.
+//!
+//! Servers are started directly (`postgres -D <pgdata>`, never through a shell or
+//! `pg_ctl`, whose start command goes through `/bin/sh`), in their own process group so
+//! they outlive the tool, and stopped by signalling the postmaster (SIGINT: PostgreSQL's
+//! "fast" shutdown, a clean one with a checkpoint).
+
+use std::{
+    fs,
+    io::Write,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use citus_config::{Cluster, Node};
+
+use crate::{pg, state, Progress};
+
+/// The PostgreSQL installation and the OS user the servers run as.
+#[derive(Debug, Clone)]
+pub struct Local {
+    pub bin_dir: PathBuf,
+    /// uid, gid and name of the user the servers run as (`postgres` when we are root).
+    pub run_as: Option<(u32, u32, String)>,
+    /// That user's home: the servers' `HOME`, where libpq inside Citus looks for `~/.postgresql`.
+    pub home: Option<PathBuf>,
+}
+
+/// Finds `initdb` and `postgres` (config `local.bin_dir`, else `pg_config --bindir`, else
+/// the newest `/usr/lib/postgresql/*/bin`) and decides which user runs the servers.
+pub fn detect(cluster: &Cluster) -> anyhow::Result<Local> {
+    let bin_dir = match &cluster.local.bin_dir {
+        Some(d) => d.clone(),
+        None => find_bin_dir().ok_or_else(|| {
+            anyhow::anyhow!("no PostgreSQL server binaries found (initdb, postgres): install them (Debian: `apt-get install postgresql`) or set [local] bin_dir in {}", cluster.source.display())
+        })?,
+    };
+    for b in ["initdb", "postgres"] {
+        if !bin_dir.join(b).exists() {
+            bail!("{} does not exist: install the PostgreSQL server (Debian: `apt-get install postgresql`) or fix [local] bin_dir in {}", bin_dir.join(b).display(), cluster.source.display());
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    let (run_as, home) = if unsafe { libc::geteuid() } == 0 {
+        let (uid, gid, name, home) = lookup_user("postgres").ok_or_else(|| anyhow::anyhow!("running as root, but there is no `postgres` OS user to run the servers (initdb refuses root): create one (`useradd --system postgres`) or run as a normal user"))?;
+        (Some((uid, gid, name)), Some(home))
+    } else {
+        (None, None)
+    };
+    Ok(Local { bin_dir, run_as, home })
+}
+
+fn find_bin_dir() -> Option<PathBuf> {
+    if let Ok(pg_config) = which::which("pg_config") {
+        if let Ok(out) = std::process::Command::new(pg_config).arg("--bindir").output() {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if dir.join("initdb").exists() && dir.join("postgres").exists() {
+                return Some(dir);
+            }
+        }
+    }
+    let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, p): &(u32, PathBuf)| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
+}
+
+fn lookup_user(name: &str) -> Option<(u32, u32, String, PathBuf)> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam returns NULL or a pointer to static storage, read at once.
+    let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, points to a valid passwd struct.
+    let (uid, gid, dir) = unsafe { ((*pw).pw_uid, (*pw).pw_gid, std::ffi::CStr::from_ptr((*pw).pw_dir)) };
+    Some((uid, gid, name.to_string(), PathBuf::from(dir.to_string_lossy().into_owned())))
+}
+
+/// A node's files.
+#[derive(Debug, Clone)]
+pub struct NodePaths {
+    pub dir: PathBuf,
+    pub pgdata: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Where `node`'s data and log live.
+pub fn paths(cluster: &Cluster, node: &Node) -> NodePaths {
+    let dir = state::cluster_dir(cluster).join(&node.name);
+    NodePaths { pgdata: dir.join("pgdata"), log: dir.join("postgres.log"), dir }
+}
+
+impl Local {
+    fn command(&self, program: impl AsRef<Path>) -> std::process::Command {
+        let mut c = std::process::Command::new(program.as_ref());
+        if let Some((uid, gid, _)) = &self.run_as {
+            c.uid(*uid).gid(*gid);
+        }
+        // The servers' libpq (Citus's inter-node connections) must not see our PG* variables
+        // or look for client certificates in our home.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PG") {
+                c.env_remove(k);
+            }
+        }
+        if let Some((_, _, name)) = &self.run_as {
+            c.env("USER", name).env("LOGNAME", name);
+        }
+        if let Some(home) = &self.home {
+            c.env("HOME", home);
+        }
+        c
+    }
+
+    fn chown(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some((uid, gid, _)) = &self.run_as {
+            std::os::unix::fs::chown(path, Some(*uid), Some(*gid)).with_context(|| format!("chown {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    fn run(&self, mut c: std::process::Command, what: &str) -> anyhow::Result<()> {
+        let out = c.stdin(std::process::Stdio::null()).output().with_context(|| format!("starting {what}"))?;
+        if !out.status.success() {
+            let user = self.run_as.as_ref().map_or(String::new(), |(_, _, u)| format!(" (as OS user {u}: it must be able to enter every parent folder)"));
+            bail!("{what} failed{user}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
+    /// `initdb --version`, which keys the template cache.
+    fn version(&self) -> anyhow::Result<String> {
+        let out = std::process::Command::new(self.bin_dir.join("initdb")).arg("--version").output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Returns the pristine template data directory for these credentials, creating it
+    /// once. It never has the citus extension in it: copies of a data directory in which
+    /// `CREATE EXTENSION citus` ran share Citus's server id and cannot join one cluster.
+    pub fn template(&self, cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<PathBuf> {
+        let version = self.version()?;
+        let key = fnv1a(&[version.as_bytes(), creds.user.as_bytes(), creds.password.as_bytes()]);
+        let root = cluster.local.data_dir.join(".templates");
+        let dir = root.join(format!("{key:016x}"));
+        if dir.join("PG_VERSION").exists() {
+            return Ok(dir);
+        }
+        fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        fs::set_permissions(&cluster.local.data_dir, fs::Permissions::from_mode(0o755)).ok();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).ok();
+        self.chown(&root)?;
+        let tmp = root.join(format!("{key:016x}.tmp{}", std::process::id()));
+        let pwfile = root.join(format!("pw{}", std::process::id()));
+        progress(&format!("initdb: creating the pristine template ({version}) once; later clusters copy it"));
+        let t0 = Instant::now();
+        {
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode_0600().open(&pwfile).with_context(|| format!("creating {}", pwfile.display()))?;
+            f.write_all(creds.password.as_bytes())?;
+        }
+        self.chown(&pwfile)?;
+        let mut c = self.command(self.bin_dir.join("initdb"));
+        c.arg("-D").arg(&tmp).arg(format!("--username={}", creds.user)).arg(format!("--pwfile={}", pwfile.display()));
+        c.args(["--auth=scram-sha-256", "--no-sync", "--encoding=UTF8", "--locale=C", "--no-instructions"]);
+        let r = self.run(c, "initdb");
+        let _ = fs::remove_file(&pwfile);
+        r?;
+        let mut conf = fs::OpenOptions::new().append(true).open(tmp.join("postgresql.conf"))?;
+        writeln!(conf, "\n# settings of cargo xtask (rewritten on every start)\ninclude_if_exists = 'citus-xtask.conf'")?;
+        match fs::rename(&tmp, &dir) {
+            Ok(()) => {}
+            Err(_) if dir.join("PG_VERSION").exists() => {
+                let _ = fs::remove_dir_all(&tmp);
+            }
+            Err(e) => return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display())),
+        }
+        progress(&format!("initdb: template ready ({:.2} s)", t0.elapsed().as_secs_f64()));
+        Ok(dir)
+    }
+
+    /// Creates `node`'s data directory from the template unless it exists; never re-initialises.
+    pub fn ensure_data(&self, cluster: &Cluster, node: &Node, template: &Path) -> anyhow::Result<bool> {
+        let p = paths(cluster, node);
+        if p.pgdata.join("PG_VERSION").exists() {
+            return Ok(false);
+        }
+        if state::non_empty_dir(&p.pgdata) {
+            bail!(
+                "node {}: {} exists but is not a PostgreSQL data directory; it is left untouched. Move it away, or remove it yourself if you are sure",
+                node.name,
+                p.pgdata.display()
+            );
+        }
+        fs::create_dir_all(&p.dir).with_context(|| format!("creating {}", p.dir.display()))?;
+        fs::set_permissions(&p.dir, fs::Permissions::from_mode(0o700))?;
+        self.chown(&p.dir)?;
+        let _ = fs::remove_dir(&p.pgdata);
+        let mut c = self.command("cp");
+        c.arg("-a").arg("--reflink=auto").arg("--").arg(template).arg(&p.pgdata);
+        self.run(c, &format!("copying the template for node {}", node.name))?;
+        Ok(true)
+    }
+
+    fn write_settings(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
+        let p = paths(cluster, node);
+        let listen = node.client.host.as_str();
+        let mut text = format!(
+            "# Written by `cargo xtask up` from {} on every start: edit that file, not this one.\n\
+             port = {}\nlisten_addresses = {}\nunix_socket_directories = ''\nshared_preload_libraries = 'citus'\n\
+             max_connections = 200\n",
+            cluster.source.display(),
+            node.client.port,
+            conf_quote(listen),
+        );
+        if cluster.local.dev_speed {
+            text.push_str("# dev_speed = true: fast, but a machine crash can lose data (not a clean shutdown)\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+        }
+        let file = p.pgdata.join("citus-xtask.conf");
+        fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+        self.chown(&file)
+    }
+
+    /// Starts `node` unless it is running. Returns the child when it was started now.
+    pub fn start(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<Option<std::process::Child>> {
+        let p = paths(cluster, node);
+        if running_pid(&p.pgdata).is_some() {
+            return Ok(None);
+        }
+        check_port_free(cluster, node)?;
+        self.write_settings(cluster, node)?;
+        let log = fs::OpenOptions::new().create(true).append(true).open(&p.log).with_context(|| format!("opening {}", p.log.display()))?;
+        self.chown(&p.log)?;
+        let mut c = self.command(self.bin_dir.join("postgres"));
+        c.arg("-D").arg(&p.pgdata).stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
+        let child = c.spawn().with_context(|| format!("starting postgres for node {}", node.name))?;
+        Ok(Some(child))
+    }
+}
+
+/// Stops `node` with a clean ("fast") shutdown and waits until it has exited.
+pub fn stop(cluster: &Cluster, node: &Node, timeout: Duration) -> anyhow::Result<bool> {
+    let p = paths(cluster, node);
+    let Some(pid) = running_pid(&p.pgdata) else { return Ok(false) };
+    // SAFETY: plain syscall on a pid read from the node's own postmaster.pid.
+    if unsafe { libc::kill(pid, libc::SIGINT) } != 0 {
+        bail!("node {}: cannot signal postgres (pid {pid}): {}", node.name, std::io::Error::last_os_error());
+    }
+    let deadline = Instant::now() + timeout;
+    while alive(pid) && p.pgdata.join("postmaster.pid").exists() {
+        if Instant::now() > deadline {
+            bail!("node {} (pid {pid}) did not stop within {} s; see {}", node.name, timeout.as_secs(), p.log.display());
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    Ok(true)
+}
+
+/// The postmaster's pid if `pgdata/postmaster.pid` names a live postgres process.
+pub fn running_pid(pgdata: &Path) -> Option<i32> {
+    let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    if !alive(pid) {
+        return None;
+    }
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains("postgres").then_some(pid)
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is not alive: it has exited and only waits to be reaped.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The last lines of a node's log, for error messages.
+pub fn log_tail(cluster: &Cluster, node: &Node, lines: usize) -> String {
+    let p = paths(cluster, node);
+    let text = fs::read_to_string(&p.log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let tail = all[all.len().saturating_sub(lines)..].join("\n    ");
+    format!("last lines of {}:\n    {tail}", p.log.display())
+}
+
+fn check_port_free(cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
+    let hosts: Vec<&str> = if node.client.host == "localhost" { vec!["127.0.0.1", "::1"] } else { vec![node.client.host.as_str()] };
+    for h in hosts {
+        if let Err(e) = std::net::TcpListener::bind((h, node.client.port)) {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                bail!(
+                    "node {}: client port {} ({}) is already in use{}; stop that program or change `port` of {} in {}. Nothing was started for this node",
+                    node.name,
+                    node.client.port,
+                    node.client,
+                    holder(node.client.port).map_or(String::new(), |h| format!(" by {h}")),
+                    node.name,
+                    cluster.source.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Names the process listening on `port`, from `ss` when it is installed.
+fn holder(port: u16) -> Option<String> {
+    let ss = which::which("ss").ok()?;
+    let out = std::process::Command::new(ss).args(["-Hltnp", &format!("sport = :{port}")]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let users = text.lines().find_map(|l| l.split_once("users:((").map(|(_, u)| u.to_string()))?;
+    let mut parts = users.split(',');
+    let name = parts.next()?.trim_matches('"');
+    let pid = parts.next().and_then(|p| p.strip_prefix("pid=")).unwrap_or("?");
+    Some(format!("{name} (pid {pid})"))
+}
+
+/// Quotes a value for postgresql.conf.
+fn conf_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter().chain([0u8].iter()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+impl Mode0600 for fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+    }
+}
+
+/// Starts every node (creating data directories from the template where missing), in
+/// parallel, and waits until each accepts a login. A server that exits while starting fails
+/// at once with the tail of its log.
+pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<()> {
+    let local = detect(cluster)?;
+    let nodes: Vec<&Node> = cluster.nodes().collect();
+    // Refuse before starting anything when a port is taken by something else.
+    for n in &nodes {
+        if running_pid(&paths(cluster, n).pgdata).is_none() {
+            check_port_free(cluster, n)?;
+        }
+    }
+    let needs_template = nodes.iter().any(|n| !paths(cluster, n).pgdata.join("PG_VERSION").exists());
+    let template = if needs_template { Some(local.template(cluster, creds, progress)?) } else { None };
+    state::record_backend(cluster, citus_config::Backend::Local)?;
+    fs::set_permissions(state::cluster_dir(cluster), fs::Permissions::from_mode(0o755)).ok();
+    let deadline = Instant::now() + Duration::from_secs(cluster.ready_timeout_secs);
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let local = &local;
+                let template = template.as_deref();
+                s.spawn(move || -> anyhow::Result<()> {
+                    if let Some(t) = template {
+                        if local.ensure_data(cluster, n, t)? {
+                            progress(&format!("{}: new data directory {}", n.name, paths(cluster, n).pgdata.display()));
+                        }
+                    }
+                    let mut child = local.start(cluster, n)?;
+                    if child.is_none() {
+                        progress(&format!("{}: already running", n.name));
+                    }
+                    let mut delay = Duration::from_millis(5);
+                    let mut announced = false;
+                    loop {
+                        match pg::connect(n, creds, &cluster.maintenance_database, Duration::from_secs(2)) {
+                            Ok(_) => {
+                                progress(&format!("ready: {} at {}", n.name, n.client));
+                                return Ok(());
+                            }
+                            Err(e) if !e.is_transient() => bail!("{e}"),
+                            Err(e) => {
+                                if let Some(c) = child.as_mut() {
+                                    if let Some(status) = c.try_wait()? {
+                                        bail!("node {} at {}: postgres exited while starting ({status}); {}", n.name, n.client, log_tail(cluster, n, 15));
+                                    }
+                                }
+                                if Instant::now() > deadline {
+                                    bail!("node {} at {} did not accept a login within {} s (last error: {e}); {}", n.name, n.client, cluster.ready_timeout_secs, log_tail(cluster, n, 15));
+                                }
+                                if !announced && delay >= Duration::from_millis(160) {
+                                    progress(&format!("waiting for {} at {}", n.name, n.client));
+                                    announced = true;
+                                }
+                                std::thread::sleep(delay);
+                                delay = (delay * 2).min(Duration::from_millis(200));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("node thread panicked")).collect()
+    });
+    let errs: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
+    if !errs.is_empty() {
+        bail!("{}", errs.join("\n"));
+    }
+    Ok(())
+}
+
+/// Stops every node in parallel (clean shutdown); keeps the data unless `purge`.
+pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = cluster
+            .nodes()
+            .map(|n| {
+                s.spawn(move || {
+                    if stop(cluster, n, Duration::from_secs(60))? {
+                        progress(&format!("stopped {} at {}", n.name, n.client));
+                    } else {
+                        progress(&format!("{} was not running", n.name));
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("stop thread panicked")).collect()
+    });
+    let errs: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
+    if !errs.is_empty() {
+        bail!("{}", errs.join("\n"));
+    }
+    if purge {
+        for n in cluster.nodes() {
+            let p = paths(cluster, n);
+            if p.dir.exists() {
+                fs::remove_dir_all(&p.dir).with_context(|| format!("removing {}", p.dir.display()))?;
+                progress(&format!("purged {} ({})", n.name, p.dir.display()));
+            }
+        }
+        state::forget(cluster);
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! PostgreSQL connections to the nodes: connect, classify failures, and wait for readiness.
+
+use std::{
+    fmt,
+    time::{Duration, Instant},
+};
+
+use citus_config::{Address, Cluster, Node};
+use postgres::{error::SqlState, Client, NoTls};
+
+use crate::Progress;
+
+/// How to log in to every node.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+    /// Where the password came from, for messages (never the password itself).
+    pub origin: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials {{ user: {:?}, password: <from {}> }}", self.user, self.origin)
+    }
+}
+
+/// Reads the password: the variable named by `password_env`, else `password_file`, else the
+/// documented dev default.
+pub fn credentials(cluster: &Cluster) -> anyhow::Result<Credentials> {
+    let src = &cluster.password;
+    let (password, origin) = match std::env::var(&src.env) {
+        Ok(v) if !v.is_empty() => (v, format!("${}", src.env)),
+        _ => match &src.file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read password_file {}: {e}; fix the path in {} or set ${}", path.display(), cluster.source.display(), src.env)
+                })?;
+                (text.lines().next().unwrap_or("").to_string(), format!("password_file {}", path.display()))
+            }
+            None => (citus_config::DEV_PASSWORD.to_string(), format!("the dev default (set ${} to change it)", src.env)),
+        },
+    };
+    if password.is_empty() {
+        anyhow::bail!("the password from {origin} is empty; PostgreSQL needs a password for {}", cluster.user);
+    }
+    Ok(Credentials { user: cluster.user.clone(), password, origin })
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The server answered and refused the login: retrying will not help.
+    #[error("node {node} at {address}: authentication failed for user {user:?} ({detail}); the node's password differs from the one in {origin}, or its pg_hba.conf rejects this client: make them agree")]
+    Auth { node: String, address: Address, user: String, origin: String, detail: String },
+    /// The database does not exist.
+    #[error("node {node} at {address}: database {database:?} does not exist ({detail})")]
+    NoDatabase { node: String, address: Address, database: String, detail: String },
+    /// Not reachable (yet): refused, timed out, starting up, shutting down.
+    #[error("node {node} at {address}: {detail}")]
+    Unreachable { node: String, address: Address, detail: String },
+}
+
+impl ConnectError {
+    /// True when waiting longer may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConnectError::Unreachable { .. })
+    }
+}
+
+/// Full text of a postgres error, including the server's message and SQLSTATE.
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; detail: {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s.push_str(&format!(": {inner}"));
+                src = inner.source();
+            }
+            s
+        }
+    }
+}
+
+/// Opens one connection to `node`'s client address, in `database`.
+pub fn connect(node: &Node, creds: &Credentials, database: &str, timeout: Duration) -> Result<Client, ConnectError> {
+    let mut cfg = postgres::Config::new();
+    cfg.host(&node.client.host)
+        .port(node.client.port)
+        .user(&creds.user)
+        .password(&creds.password)
+        .dbname(database)
+        .application_name("citus-xtask")
+        .connect_timeout(timeout);
+    cfg.connect(NoTls).map_err(|e| {
+        let detail = describe(&e);
+        let code = e.code().cloned();
+        if code == Some(SqlState::INVALID_PASSWORD) || code == Some(SqlState::INVALID_AUTHORIZATION_SPECIFICATION) {
+            ConnectError::Auth { node: node.name.clone(), address: node.client.clone(), user: creds.user.clone(), origin: creds.origin.clone(), detail }
+        } else if code == Some(SqlState::INVALID_CATALOG_NAME) {
+            ConnectError::NoDatabase { node: node.name.clone(), address: node.client.clone(), database: database.to_string(), detail }
+        } else {
+            ConnectError::Unreachable { node: node.name.clone(), address: node.client.clone(), detail }
+        }
+    })
+}
+
+/// Waits until `node` accepts a real login to `database` and answers `SELECT 1`, retrying
+/// with backoff until `deadline`. Authentication and missing-database errors fail at once.
+pub fn wait_ready(node: &Node, creds: &Credentials, database: &str, deadline: Instant, progress: Progress<'_>) -> Result<Client, WaitError> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(5);
+    let mut announced = false;
+    let mut last_note = Instant::now();
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let attempt = connect(node, creds, database, remaining.clamp(Duration::from_millis(200), Duration::from_secs(5)))
+            .map_err(WaitError::Connect)
+            .and_then(|mut c| match c.simple_query("SELECT 1") {
+                Ok(_) => Ok(c),
+                Err(e) => Err(WaitError::Connect(ConnectError::Unreachable { node: node.name.clone(), address: node.client.clone(), detail: describe(&e) })),
+            });
+        match attempt {
+            Ok(c) => {
+                progress(&format!("ready: {} at {} ({:.2} s)", node.name, node.client, start.elapsed().as_secs_f64()));
+                return Ok(c);
+            }
+            Err(WaitError::Connect(e)) if e.is_transient() => {
+                if Instant::now() >= deadline {
+                    return Err(WaitError::Deadline { node: node.name.clone(), address: node.client.clone(), waited: start.elapsed(), last: e.to_string() });
+                }
+                if !announced || last_note.elapsed() > Duration::from_secs(5) {
+                    progress(&format!("waiting for {} at {} ({})", node.name, node.client, short(&e.to_string())));
+                    announced = true;
+                    last_note = Instant::now();
+                }
+                std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
+                delay = (delay * 2).min(Duration::from_millis(250));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn short(s: &str) -> &str {
+    let s = s.split_once(": ").map_or(s, |(_, rest)| rest);
+    s.lines().next().unwrap_or(s)
+}
+
+/// Why waiting for a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error(transparent)]
+    Connect(ConnectError),
+    #[error("node {node} at {address} did not accept a login within {:.0} s; last error: {last}. Is it running? (`cargo xtask up` starts it; raise [wait] timeout_secs for slow machines)", waited.as_secs_f64())]
+    Deadline { node: String, address: Address, waited: Duration, last: String },
+}
+
+/// Waits for every node in parallel; returns one maintenance-database client per node, in
+/// the order of `nodes`, or every node's error.
+pub fn wait_all(nodes: &[&Node], creds: &Credentials, database: &str, deadline: Instant, progress: Progress<'_>) -> Result<Vec<Client>, Vec<WaitError>> {
+    let results: Vec<Result<Client, WaitError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes.iter().map(|n| s.spawn(move || wait_ready(n, creds, database, deadline, progress))).collect();
+        handles.into_iter().map(|h| h.join().expect("wait thread panicked")).collect()
+    });
+    let (ok, errs): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    if errs.is_empty() {
+        Ok(ok.into_iter().map(|r| r.ok().expect("partitioned")).collect())
+    } else {
+        Err(errs.into_iter().map(|r| r.err().expect("partitioned")).collect())
+    }
+}

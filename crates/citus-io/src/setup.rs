@@ -1,0 +1,312 @@
+//! `setup`: observe every node, plan with `citus-plan`, apply the plan phase by phase
+//! (nodes in parallel within a phase), under an advisory lock on the coordinator.
+
+use std::{collections::BTreeMap, time::Instant};
+
+use anyhow::{bail, Context};
+use citus_config::{Backend, Cluster, Node};
+use citus_plan::{Database, DistNode, NodeState, Observed, Param, Plan, Step, StepKind, Version};
+use postgres::{error::SqlState, types::ToSql, Client};
+
+use crate::{
+    pg::{self, Credentials},
+    Progress,
+};
+
+/// Advisory lock key held on the coordinator's maintenance database while `setup` runs
+/// (the bytes of "citusxt"), so two setups against one cluster take turns.
+pub const SETUP_LOCK_KEY: i64 = 0x63_69_74_75_73_78_74;
+
+/// What a cluster and how to reach it.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub cluster: &'a Cluster,
+    pub backend: Backend,
+    pub creds: &'a Credentials,
+}
+
+/// The connections `setup` and `verify` use, one set per node (coordinator first).
+pub struct Conns<'a> {
+    pub nodes: Vec<NodeConn<'a>>,
+}
+
+/// A node's connections: the maintenance database, and the target database once it exists.
+pub struct NodeConn<'a> {
+    pub node: &'a Node,
+    pub maint: Client,
+    pub target: Option<Client>,
+}
+
+impl<'a> NodeConn<'a> {
+    /// The target-database connection, opened on first use.
+    pub fn target(&mut self, t: &Target<'_>) -> anyhow::Result<&mut Client> {
+        if self.target.is_none() {
+            let c = pg::connect(self.node, t.creds, &t.cluster.database, std::time::Duration::from_secs(10))?;
+            self.target = Some(c);
+        }
+        Ok(self.target.as_mut().expect("just opened"))
+    }
+}
+
+/// Waits (until `deadline`) for every node to accept a login to the maintenance database.
+pub fn connect_all<'a>(t: &Target<'a>, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<Conns<'a>> {
+    let nodes: Vec<&Node> = t.cluster.nodes().collect();
+    match pg::wait_all(&nodes, t.creds, &t.cluster.maintenance_database, deadline, progress) {
+        Ok(clients) => Ok(Conns { nodes: nodes.into_iter().zip(clients).map(|(node, maint)| NodeConn { node, maint, target: None }).collect() }),
+        Err(errs) => {
+            let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
+            bail!("{} node(s) not ready:\n{}", errs.len(), lines.join("\n"))
+        }
+    }
+}
+
+/// Runs `f` once per node, in parallel, and collects the results in node order.
+pub fn per_node<'a, T: Send>(conns: &mut Conns<'a>, f: impl Fn(&mut NodeConn<'a>) -> anyhow::Result<T> + Sync) -> Vec<anyhow::Result<T>> {
+    let f = &f;
+    std::thread::scope(|s| {
+        let hs: Vec<_> = conns.nodes.iter_mut().map(|nc| s.spawn(move || f(nc))).collect();
+        hs.into_iter().map(|h| h.join().expect("node thread panicked")).collect()
+    })
+}
+
+/// What `setup` did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub changed: Vec<String>,
+    pub in_place: Vec<String>,
+    pub left_alone: Vec<String>,
+}
+
+/// Reads the state `citus-plan` needs from every node.
+pub fn observe(t: &Target<'_>, conns: &mut Conns<'_>) -> anyhow::Result<Observed> {
+    let wanted_authinfo = citus_plan::authinfo_for(&t.creds.password);
+    let states = per_node(conns, |nc| observe_node(t, nc, &wanted_authinfo));
+    let mut observed = Observed::default();
+    for (nc, st) in conns.nodes.iter().zip(states) {
+        observed.nodes.insert(nc.node.name.clone(), st?);
+    }
+    let coord = &mut conns.nodes[0];
+    if observed.nodes[&coord.node.name].installed.is_some() {
+        let rows = coord
+            .target(t)?
+            .query("SELECT nodeid, groupid, nodename, nodeport, isactive FROM pg_dist_node WHERE noderole = 'primary' ORDER BY nodeid", &[])
+            .with_context(|| format!("reading pg_dist_node on {} at {}", coord.node.name, coord.node.client))?;
+        observed.dist_nodes = rows
+            .iter()
+            .map(|r| DistNode {
+                nodeid: r.get(0),
+                groupid: r.get(1),
+                address: citus_config::Address::new(r.get::<_, String>(2), u16::try_from(r.get::<_, i32>(3)).unwrap_or(0)),
+                isactive: r.get(4),
+            })
+            .collect();
+    }
+    Ok(observed)
+}
+
+fn observe_node(t: &Target<'_>, nc: &mut NodeConn<'_>, wanted_authinfo: &str) -> anyhow::Result<NodeState> {
+    let ctx = || format!("observing {} at {}", nc.node.name, nc.node.client);
+    let row = nc
+        .maint
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1), \
+             (SELECT default_version FROM pg_available_extensions WHERE name = 'citus')",
+            &[&t.cluster.database],
+        )
+        .with_context(ctx)?;
+    let mut st = NodeState { database_exists: row.get(0), available: row.get::<_, Option<String>>(1).as_deref().and_then(Version::parse), ..NodeState::default() };
+    if !st.database_exists {
+        return Ok(st);
+    }
+    let c = nc.target(t).with_context(ctx)?;
+    let installed: Option<String> = c.query_opt("SELECT extversion FROM pg_extension WHERE extname = 'citus'", &[]).with_context(ctx)?.map(|r| r.get(0));
+    st.installed = installed.as_deref().and_then(Version::parse);
+    if st.installed.is_some() {
+        let r = c
+            .query_one(
+                "SELECT (SELECT groupid FROM pg_dist_local_group), (SELECT count(*) FROM pg_dist_node), \
+                 EXISTS (SELECT 1 FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = $1 AND authinfo = $2)",
+                &[&t.cluster.user, &wanted_authinfo],
+            )
+            .with_context(ctx)?;
+        st.local_group = r.get(0);
+        st.dist_node_count = r.get(1);
+        st.authinfo_in_place = r.get(2);
+    }
+    Ok(st)
+}
+
+/// Refuses when two configured nodes' client addresses reach the same server.
+fn check_distinct_servers(conns: &mut Conns<'_>) -> anyhow::Result<()> {
+    let ids = per_node(conns, |nc| {
+        let r = nc.maint.query_one(
+            "SELECT system_identifier::text || ':' || current_setting('data_directory') || ':' || pg_postmaster_start_time()::text FROM pg_control_system()",
+            &[],
+        )?;
+        Ok(r.get::<_, String>(0))
+    });
+    let mut seen: BTreeMap<String, &Node> = BTreeMap::new();
+    for (nc, id) in conns.nodes.iter().zip(ids) {
+        if let Some(other) = seen.insert(id?, nc.node) {
+            bail!(
+                "nodes {} ({}) and {} ({}) are the same PostgreSQL server: give every node its own client address (host/port in the config)",
+                other.name, other.client, nc.node.name, nc.node.client
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Brings the cluster to the configured state; safe to repeat and to run twice at once.
+pub fn run(t: &Target<'_>, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<Outcome> {
+    let mut conns = connect_all(t, deadline, progress)?;
+    check_distinct_servers(&mut conns)?;
+    {
+        let coord = &mut conns.nodes[0];
+        let got: bool = coord.maint.query_one("SELECT pg_try_advisory_lock($1)", &[&SETUP_LOCK_KEY])?.get(0);
+        if !got {
+            progress(&format!("another setup is running against {} at {}; waiting for it to finish", coord.node.name, coord.node.client));
+            coord.maint.execute("SELECT pg_advisory_lock($1)", &[&SETUP_LOCK_KEY])?;
+        }
+    }
+    let observed = observe(t, &mut conns)?;
+    for (name, st) in &observed.nodes {
+        if st.available.is_none() {
+            let n = t.cluster.node(name).expect("observed nodes are configured");
+            bail!("node {name} at {}: the citus extension is not installed in this PostgreSQL server (pg_available_extensions has no citus); install Citus there, or use an image that has it", n.client);
+        }
+    }
+    let plan = citus_plan::plan(t.cluster, t.backend, &observed, &t.creds.password)?;
+    apply(t, &mut conns, &plan, progress)?;
+    let mut outcome = Outcome { in_place: plan.in_place.clone(), left_alone: plan.left_alone.clone(), ..Outcome::default() };
+    outcome.changed = plan.steps().map(|s| format!("{}: {}", s.node, s.why)).collect();
+    Ok(outcome)
+}
+
+/// Applies `plan`: phase by phase, each node's steps of a phase in parallel with the others'.
+pub fn apply(t: &Target<'_>, conns: &mut Conns<'_>, plan: &Plan, progress: Progress<'_>) -> anyhow::Result<()> {
+    for phase in &plan.phases {
+        if phase.steps.is_empty() {
+            continue;
+        }
+        progress(&format!("{} ...", phase.name));
+        let results = per_node(conns, |nc| {
+            for step in phase.steps.iter().filter(|s| s.node == nc.node.name) {
+                run_step(t, nc, step, progress)?;
+            }
+            Ok(())
+        });
+        let errs: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
+        if !errs.is_empty() {
+            bail!("setup failed in phase `{}`:\n  - {}", phase.name, errs.join("\n  - "));
+        }
+    }
+    Ok(())
+}
+
+fn params(step: &Step) -> Vec<Box<dyn ToSql + Sync>> {
+    step.params
+        .iter()
+        .map(|p| -> Box<dyn ToSql + Sync> {
+            match p {
+                Param::Text(s) | Param::Secret(s) => Box::new(s.clone()),
+                Param::Int(i) => Box::new(*i),
+            }
+        })
+        .collect()
+}
+
+fn run_step(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, progress: Progress<'_>) -> anyhow::Result<()> {
+    let node = nc.node;
+    let owned = params(step);
+    let refs: Vec<&(dyn ToSql + Sync)> = owned.iter().map(|b| b.as_ref()).collect();
+    if matches!(step.kind, StepKind::AddWorker | StepKind::UpdateWorkerAddress) {
+        precheck_reachable(t, nc, step)?;
+    }
+    let client = match step.database {
+        Database::Maintenance => &mut nc.maint,
+        Database::Target => nc.target(t)?,
+    };
+    let result = if step.params.is_empty() { client.batch_execute(&step.sql).map(|_| None) } else { client.query_opt(&step.sql, &refs).map(|r| r.and_then(|r| r.try_get::<_, i32>(0).ok())) };
+    match result {
+        Ok(returned) => {
+            if step.kind == StepKind::AddWorker {
+                check_added_is_worker(t, nc, step, returned)?;
+            }
+            progress(&format!("  {}: {}", node.name, step.why));
+            Ok(())
+        }
+        Err(e) => {
+            let code = e.code().cloned();
+            let already = match step.kind {
+                StepKind::CreateDatabase => code == Some(SqlState::DUPLICATE_DATABASE) || code == Some(SqlState::UNIQUE_VIOLATION),
+                StepKind::CreateExtension => code == Some(SqlState::UNIQUE_VIOLATION) || code == Some(SqlState::DUPLICATE_OBJECT),
+                _ => false,
+            };
+            if already {
+                progress(&format!("  {}: already done by a concurrent run ({})", node.name, step.why));
+                return Ok(());
+            }
+            Err(anyhow::anyhow!("{}", explain_failure(t, node, step, &pg::describe(&e))))
+        }
+    }
+}
+
+fn subject_address(t: &Target<'_>, step: &Step) -> Option<(String, String)> {
+    let w = t.cluster.node(step.subject.as_deref()?)?;
+    Some((w.name.clone(), t.cluster.cluster_address(w, t.backend).to_string()))
+}
+
+fn precheck_reachable(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step) -> anyhow::Result<()> {
+    let Some(subject) = step.subject.as_deref().and_then(|s| t.cluster.node(s)) else { return Ok(()) };
+    let addr = t.cluster.cluster_address(subject, t.backend);
+    let c = nc.target(t)?;
+    let has_check: bool = c.query_one("SELECT to_regproc('citus_check_connection_to_node') IS NOT NULL", &[])?.get(0);
+    if !has_check {
+        return Ok(());
+    }
+    let ok: bool = c.query_one("SELECT citus_check_connection_to_node($1, $2)", &[&addr.host, &i32::from(addr.port)])?.get(0);
+    if !ok {
+        bail!(
+            "the coordinator {} cannot connect to worker {} at its cluster address {addr}.\n    \
+             Each node has two addresses: the client address this tool uses ({}) and the cluster address the other nodes use ({addr}). \
+             Fix: make {addr} reachable and resolvable from the coordinator, or set `cluster_address` of {} in {} (the seed's CITUS_NODE_NAME), then re-run `cargo xtask setup`",
+            nc.node.name, subject.name, subject.client, subject.name, t.cluster.source.display()
+        );
+    }
+    Ok(())
+}
+
+fn check_added_is_worker(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, nodeid: Option<i32>) -> anyhow::Result<()> {
+    let Some(id) = nodeid else { return Ok(()) };
+    let group: i32 = nc.target(t)?.query_one("SELECT groupid FROM pg_dist_node WHERE nodeid = $1", &[&id])?.get(0);
+    if group == 0 {
+        let (w, addr) = subject_address(t, step).unwrap_or_default();
+        bail!(
+            "registering worker {w} at {addr} returned the coordinator's own row: {addr} is the coordinator. \
+             Each node has two addresses (client and cluster); set `cluster_address` of {w} to the address at which the coordinator reaches that worker"
+        );
+    }
+    Ok(())
+}
+
+fn explain_failure(t: &Target<'_>, node: &Node, step: &Step, detail: &str) -> String {
+    let head = format!("node {} at {}: {} failed: {detail}", node.name, node.client, step.sql);
+    let (w, addr) = subject_address(t, step).unwrap_or_default();
+    let fix = if detail.contains("can only be loaded via shared_preload_libraries") {
+        format!("put citus first in shared_preload_libraries on {} and restart it", node.name)
+    } else if detail.contains("could not open extension control file") {
+        format!("the citus extension is not installed in {}'s PostgreSQL: install Citus there or use an image that has it", node.name)
+    } else if detail.contains("SSL was required") || detail.contains("assign_distributed_transaction_id") {
+        format!("worker {w} at {addr} has no citus extension in database {:?} (Citus reports this as an SSL error); re-run `cargo xtask setup`, which creates it first", t.cluster.database)
+    } else if detail.contains("cannot add itself") {
+        format!("{addr} reaches the coordinator itself, not worker {w}: set `cluster_address` of {w} to the worker's own address")
+    } else if detail.contains("password authentication failed") || detail.contains("no password") {
+        format!("worker {w} at {addr} rejected the coordinator's login: every node needs the same password for {} (Citus copies roles between nodes)", t.cluster.user)
+    } else if detail.contains("connect") || detail.contains("translate host name") {
+        format!("the coordinator cannot reach {w} at its cluster address {addr}: check `cluster_address` of {w} (what the coordinator uses) versus its client address {}", t.cluster.node(&w).map(|n| n.client.to_string()).unwrap_or_default())
+    } else {
+        "see the server's message above".to_string()
+    };
+    format!("{head}\n    fix: {fix}")
+}

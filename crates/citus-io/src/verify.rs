@@ -1,0 +1,274 @@
+//! `verify`: checks that prove the cluster works, each naming the node, its address and a fix.
+
+use std::time::Duration;
+
+use citus_config::{Address, Node};
+use citus_plan::Version;
+use serde::Serialize;
+
+use crate::{
+    pg,
+    setup::Target,
+    Progress,
+};
+
+/// One check's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Node the check is about (`cluster` for cluster-wide checks).
+    pub node: String,
+    /// That node's client address.
+    pub address: String,
+    pub check: String,
+    pub ok: bool,
+    /// What was seen.
+    pub detail: String,
+    /// The likely fix, for a failed check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// All checks, in order.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn push(&mut self, node: &Node, check: &str, ok: bool, detail: impl Into<String>, fix: impl FnOnce() -> String) {
+        self.checks.push(Check {
+            node: node.name.clone(),
+            address: node.client.to_string(),
+            check: check.into(),
+            ok,
+            detail: detail.into(),
+            fix: (!ok).then(fix),
+        });
+    }
+
+    /// A fixed-width table for people.
+    pub fn table(&self) -> String {
+        let w_node = self.checks.iter().map(|c| c.node.len()).max().unwrap_or(4).max(4);
+        let w_addr = self.checks.iter().map(|c| c.address.len()).max().unwrap_or(7).max(7);
+        let w_check = self.checks.iter().map(|c| c.check.len()).max().unwrap_or(5).max(5);
+        let mut out = format!("{:<4}  {:<w_node$}  {:<w_addr$}  {:<w_check$}  detail\n", "", "node", "address", "check");
+        for c in &self.checks {
+            out.push_str(&format!("{:<4}  {:<w_node$}  {:<w_addr$}  {:<w_check$}  {}\n", if c.ok { "ok" } else { "FAIL" }, c.node, c.address, c.check, c.detail));
+            if let Some(fix) = &c.fix {
+                out.push_str(&format!("{:<4}  {:<w_node$}  fix: {fix}\n", "", ""));
+            }
+        }
+        let failed = self.checks.iter().filter(|c| !c.ok).count();
+        out.push_str(&if failed == 0 { format!("all {} checks passed\n", self.checks.len()) } else { format!("{failed} of {} checks failed\n", self.checks.len()) });
+        out
+    }
+}
+
+/// How long `verify` waits for a node before calling it unreachable.
+pub const VERIFY_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs every check. Never fails early: an unreachable node fails its checks and the others still run.
+pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
+    let mut report = Report::default();
+    let cluster = t.cluster;
+    let db = &cluster.database;
+    // Reachability, in parallel; a node that answers gets a target-database connection.
+    let nodes: Vec<&Node> = cluster.nodes().collect();
+    let conns: Vec<Result<postgres::Client, String>> = std::thread::scope(|s| {
+        let hs: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                s.spawn(move || {
+                    pg::connect(n, t.creds, db, VERIFY_CONNECT_TIMEOUT).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("verify thread panicked")).collect()
+    });
+    let mut live: Vec<(&Node, postgres::Client)> = Vec::new();
+    let mut versions: Vec<(String, Option<Version>)> = Vec::new();
+    for (node, c) in nodes.iter().zip(conns) {
+        match c {
+            Ok(mut client) => {
+                report.push(node, "reachable", true, format!("login to {db} as {}", t.creds.user), String::new);
+                node_checks(&mut report, node, &mut client, &mut versions);
+                live.push((node, client));
+            }
+            Err(e) => report.push(node, "reachable", false, e, || {
+                format!("start the node (`cargo xtask up`) and re-run `cargo xtask setup`; check it listens on {}", node.client)
+            }),
+        }
+    }
+    progress(&format!("{} of {} nodes reachable", live.len(), nodes.len()));
+    let distinct: std::collections::BTreeSet<_> = versions.iter().filter_map(|(_, v)| *v).collect();
+    let listing = versions.iter().map(|(n, v)| format!("{n}={}", v.map(|v| v.to_string()).unwrap_or("none".into()))).collect::<Vec<_>>().join(", ");
+    report.checks.push(Check {
+        node: "cluster".into(),
+        address: "-".into(),
+        check: "same citus version".into(),
+        ok: distinct.len() == 1 && versions.len() == nodes.len(),
+        detail: if listing.is_empty() { "no node answered".into() } else { listing },
+        fix: (distinct.len() != 1 || versions.len() != nodes.len()).then(|| "install the same Citus version on every node, then `ALTER EXTENSION citus UPDATE` (cargo xtask setup does it)".into()),
+    });
+
+    let coord_live = live.first().is_some_and(|(n, _)| n.name == cluster.coordinator.name);
+    if !coord_live {
+        report.ok = report.checks.iter().all(|c| c.ok);
+        return report;
+    }
+    coordinator_checks(t, &mut report, &mut live);
+    report.ok = report.checks.iter().all(|c| c.ok);
+    report
+}
+
+fn node_checks(report: &mut Report, node: &Node, c: &mut postgres::Client, versions: &mut Vec<(String, Option<Version>)>) {
+    let row = match c.query_one(
+        "SELECT current_setting('shared_preload_libraries'), \
+         (SELECT extversion FROM pg_extension WHERE extname = 'citus'), \
+         (SELECT default_version FROM pg_available_extensions WHERE name = 'citus')",
+        &[],
+    ) {
+        Ok(r) => r,
+        Err(e) => return report.push(node, "settings", false, pg::describe(&e), || "see the server's message".into()),
+    };
+    let preload: String = row.get(0);
+    let first = preload.split(',').next().unwrap_or("").trim().trim_matches('"').to_string();
+    report.push(node, "citus preloaded first", first == "citus", format!("shared_preload_libraries = '{preload}'"), || {
+        format!("set shared_preload_libraries = 'citus{}' on {} (citus must come first) and restart it", if preload.is_empty() { String::new() } else { format!(",{preload}") }, node.name)
+    });
+    let installed: Option<String> = row.get(1);
+    let available: Option<String> = row.get(2);
+    report.push(node, "extension installed", installed.is_some(), installed.clone().map_or("citus not installed in this database".into(), |v| format!("citus {v}")), || {
+        "run `cargo xtask setup` (CREATE EXTENSION citus in the target database)".into()
+    });
+    let iv = installed.as_deref().and_then(Version::parse);
+    let av = available.as_deref().and_then(Version::parse);
+    versions.push((node.name.clone(), iv));
+    if let Some(i) = iv {
+        report.push(node, "library matches extension", av == Some(i), format!("installed {i}, library {}", available.unwrap_or("none".into())), || {
+            "run `cargo xtask setup` (ALTER EXTENSION citus UPDATE, workers first)".into()
+        });
+    }
+}
+
+struct Row {
+    nodeid: i32,
+    groupid: i32,
+    address: Address,
+    isactive: bool,
+}
+
+/// Checks run on the coordinator; `live` holds target-database connections, coordinator first.
+fn coordinator_checks(t: &Target<'_>, report: &mut Report, live: &mut [(&Node, postgres::Client)]) {
+    let cluster = t.cluster;
+    let coord = cluster.coordinator.clone();
+    let coord_c = &mut live[0].1;
+    let rows = match coord_c.query("SELECT nodeid, groupid, nodename, nodeport, isactive FROM pg_dist_node WHERE noderole = 'primary' ORDER BY nodeid", &[]) {
+        Ok(r) => r,
+        Err(e) => return report.push(&coord, "pg_dist_node", false, pg::describe(&e), || "run `cargo xtask setup`".into()),
+    };
+    let rows: Vec<Row> = rows
+        .iter()
+        .map(|r| Row { nodeid: r.get(0), groupid: r.get(1), address: Address::new(r.get::<_, String>(2), u16::try_from(r.get::<_, i32>(3)).unwrap_or(0)), isactive: r.get(4) })
+        .collect();
+    let want_coord = cluster.cluster_address(&coord, t.backend);
+    let crow = rows.iter().find(|r| r.groupid == 0);
+    report.push(&coord, "coordinator host", crow.is_some_and(|r| r.address == want_coord), crow.map_or("not set".into(), |r| format!("{} (want {want_coord})", r.address)), || {
+        "run `cargo xtask setup` (citus_set_coordinator_host)".into()
+    });
+    let mut groups = std::collections::BTreeSet::new();
+    for w in &cluster.workers {
+        let want = cluster.cluster_address(w, t.backend);
+        let row = rows.iter().find(|r| r.address == want);
+        let (ok, detail) = match row {
+            None => (false, format!("not registered as {want}")),
+            Some(r) if r.groupid == 0 => (false, format!("{want} is registered as the coordinator (group 0)")),
+            Some(r) if !r.isactive => (false, format!("registered as {want} (node {}) but disabled", r.nodeid)),
+            Some(r) if !groups.insert(r.groupid) => (false, format!("shares group {} with another worker", r.groupid)),
+            Some(r) => (true, format!("active as {want} (node {}, group {})", r.nodeid, r.groupid)),
+        };
+        report.push(w, "registered and active", ok, detail, || "run `cargo xtask setup` (citus_add_node / citus_activate_node)".into());
+    }
+    let configured: Vec<Address> = cluster.workers.iter().map(|w| cluster.cluster_address(w, t.backend)).collect();
+    for r in rows.iter().filter(|r| r.groupid != 0 && !configured.contains(&r.address)) {
+        report.checks.push(Check {
+            node: "cluster".into(),
+            address: r.address.to_string(),
+            check: "no unconfigured workers".into(),
+            ok: false,
+            detail: format!("node {} at {} is registered ({}) but not in {}", r.nodeid, r.address, if r.isactive { "active" } else { "inactive" }, cluster.source.display()),
+            fix: Some(format!("add it to the config, or drain and remove it yourself: SELECT citus_drain_node('{0}', {1}); SELECT citus_remove_node('{0}', {1}); (see README)", r.address.host, r.address.port)),
+        });
+    }
+    // Each worker's own metadata must match the coordinator's (a recreated database passes
+    // the health check but has an empty pg_dist_node).
+    let total = rows.len() as i64;
+    for (node, client) in live.iter_mut().skip(1) {
+        let node: &Node = node;
+        let want = cluster.cluster_address(node, t.backend);
+        let expected_group = rows.iter().find(|r| r.address == want).map(|r| r.groupid);
+        match client.query_one("SELECT (SELECT groupid FROM pg_dist_local_group), (SELECT count(*) FROM pg_dist_node)", &[]) {
+            Ok(r) => {
+                let group: Option<i32> = r.get(0);
+                let count: i64 = r.get(1);
+                let ok = expected_group.is_some() && group == expected_group && count == total;
+                report.push(node, "metadata in sync", ok, format!("own group {}, {count} nodes in its pg_dist_node (coordinator: group {}, {total} nodes)", group.map_or("none".into(), |g| g.to_string()), expected_group.map_or("none".into(), |g| g.to_string())), || {
+                    format!("run `cargo xtask setup` (citus_activate_node('{}', {}) re-syncs it)", want.host, want.port)
+                });
+            }
+            Err(e) => report.push(node, "metadata in sync", false, pg::describe(&e), || "run `cargo xtask setup`".into()),
+        }
+    }
+    let coord_c = &mut live[0].1;
+    let has_health: bool = coord_c.query_one("SELECT to_regproc('citus_check_cluster_node_health') IS NOT NULL", &[]).map(|r| r.get(0)).unwrap_or(false);
+    if has_health {
+        match coord_c.query("SELECT from_nodename, from_nodeport, to_nodename, to_nodeport, result FROM citus_check_cluster_node_health()", &[]) {
+            Ok(rs) => {
+                let bad: Vec<String> = rs
+                    .iter()
+                    .filter(|r| r.get::<_, Option<bool>>(4) != Some(true))
+                    .map(|r| format!("{}:{} -> {}:{}", r.get::<_, String>(0), r.get::<_, i32>(1), r.get::<_, String>(2), r.get::<_, i32>(3)))
+                    .collect();
+                report.push(&coord, "all-pairs health", bad.is_empty(), if bad.is_empty() { format!("{} connections ok", rs.len()) } else { format!("failing: {}", bad.join(", ")) }, || {
+                    "the listed nodes cannot reach each other at their cluster addresses: check `cluster_address`, networking and that every node has the same password".into()
+                });
+            }
+            Err(e) => report.push(&coord, "all-pairs health", false, pg::describe(&e), || "check that every worker is up and registered, then re-run `cargo xtask setup`".into()),
+        }
+    }
+    round_trip(t, report, &coord, coord_c);
+}
+
+/// Creates a distributed table, writes rows to every shard, reads them back, drops it.
+fn round_trip(t: &Target<'_>, report: &mut Report, coord: &Node, c: &mut postgres::Client) {
+    let table = format!("citus_xtask_verify_{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0));
+    let shards = (t.cluster.workers.len() * 2).max(2) as i32;
+    let result = (|| -> Result<String, postgres::Error> {
+        c.batch_execute(&format!("CREATE TABLE {table} (id bigint PRIMARY KEY, payload text)"))?;
+        c.execute(&format!("SELECT create_distributed_table('{table}', 'id', shard_count => $1)"), &[&shards])?;
+        c.execute(&format!("INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, 1000) g"), &[])?;
+        let r = c.query_one(&format!("SELECT count(*), sum(id)::bigint FROM {table}"), &[])?;
+        let (count, sum): (i64, i64) = (r.get(0), r.get(1));
+        let placed: i64 = c.query_one(&format!("SELECT count(DISTINCT (nodename, nodeport)) FROM citus_shards WHERE table_name = '{table}'::regclass"), &[])?.get(0);
+        if count != 1000 || sum != 500_500 {
+            return Ok(format!("FAIL read back {count} rows (sum {sum}), wrote 1000 (sum 500500)"));
+        }
+        Ok(format!("ok 1000 rows across {shards} shards on {placed} nodes"))
+    })();
+    let cleanup = c.batch_execute(&format!("DROP TABLE IF EXISTS {table}"));
+    let workers = t.cluster.workers.len() as i64;
+    match result {
+        Ok(msg) if msg.starts_with("ok") => {
+            let placed_ok = msg.contains(&format!("on {} nodes", workers.max(1))) || workers == 0;
+            report.push(coord, "distributed round trip", placed_ok, msg[3..].to_string(), || "shards were not placed on every worker: check that every worker is active (cargo xtask setup)".into())
+        }
+        Ok(msg) => report.push(coord, "distributed round trip", false, msg[5..].to_string(), || "the cluster lost rows: check the workers' logs".into()),
+        Err(e) => report.push(coord, "distributed round trip", false, pg::describe(&e), || {
+            "a distributed write failed: a worker is unreachable, disabled or out of sync; run `cargo xtask setup` and check the failing checks above".into()
+        }),
+    }
+    if let Err(e) = cleanup {
+        report.push(coord, "round-trip cleanup", false, format!("DROP TABLE {table}: {}", pg::describe(&e)), || format!("drop table {table} by hand"));
+    }
+}

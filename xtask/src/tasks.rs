@@ -1,0 +1,123 @@
+//! The tasks: up, setup, verify, down, test-env and compose.
+
+use std::{
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use citus_config::Backend;
+use citus_io::{docker, local, pg, setup, verify};
+
+use crate::{config, flags, progress, UsageError};
+
+fn deadline(cluster: &citus_config::Cluster) -> Instant {
+    Instant::now() + Duration::from_secs(cluster.ready_timeout_secs)
+}
+
+fn print_outcome(o: &setup::Outcome) {
+    if o.changed.is_empty() {
+        println!("setup: nothing to change ({} items already in place)", o.in_place.len());
+    } else {
+        println!("setup: changed {} item(s):", o.changed.len());
+        for c in &o.changed {
+            println!("  + {c}");
+        }
+        println!("  ({} items were already in place)", o.in_place.len());
+    }
+    for l in &o.left_alone {
+        println!("  ! left alone: {l}");
+    }
+}
+
+pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
+    let cluster = config::load(f.config.as_deref(), f.workers)?;
+    let backend = config::backend(&cluster, f.backend);
+    let creds = pg::credentials(&cluster)?;
+    let t0 = Instant::now();
+    match backend {
+        Backend::Local => local::up(&cluster, &creds, &progress)?,
+        Backend::Docker => docker::up(&cluster, &creds, &progress)?,
+    }
+    if f.no_setup {
+        println!("up: {} node(s) started in {:.2} s; run `cargo xtask setup` next", cluster.workers.len() + 1, t0.elapsed().as_secs_f64());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let target = setup::Target { cluster: &cluster, backend, creds: &creds };
+    let outcome = setup::run(&target, deadline(&cluster), &progress).context("setup after up")?;
+    print_outcome(&outcome);
+    println!(
+        "up: cluster `{}` ready in {:.2} s: coordinator {} at {}, {} worker(s); check it with `cargo xtask verify`",
+        cluster.name,
+        t0.elapsed().as_secs_f64(),
+        cluster.coordinator.name,
+        cluster.coordinator.client,
+        cluster.workers.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn setup(f: flags::Setup) -> anyhow::Result<ExitCode> {
+    let cluster = config::load(f.config.as_deref(), f.workers)?;
+    let backend = config::backend(&cluster, f.backend);
+    if f.dry_run {
+        let v = match f.citus_version.as_deref() {
+            Some(s) => citus_plan::Version::parse(s).ok_or_else(|| UsageError(format!("--citus-version {s}: expected MAJOR.MINOR, e.g. 13.2")))?,
+            None => citus_plan::Version::new(13, 2),
+        };
+        let observed = citus_plan::Observed::fresh(&cluster, v);
+        // The dry run never reads the password: it is masked in the output anyway.
+        let plan = citus_plan::plan(&cluster, backend, &observed, "").map_err(|e| UsageError(e.to_string()))?;
+        println!("-- plan for a fresh cluster `{}` (citus {v}, backend {backend}); nothing was connected to", cluster.name);
+        print!("{}", plan.render());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let creds = pg::credentials(&cluster)?;
+    let target = setup::Target { cluster: &cluster, backend, creds: &creds };
+    let outcome = setup::run(&target, deadline(&cluster), &progress)?;
+    print_outcome(&outcome);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn verify(f: flags::Verify) -> anyhow::Result<ExitCode> {
+    let cluster = config::load(f.config.as_deref(), f.workers)?;
+    let backend = config::backend(&cluster, f.backend);
+    let creds = pg::credentials(&cluster)?;
+    let target = setup::Target { cluster: &cluster, backend, creds: &creds };
+    let report = verify::run(&target, &progress);
+    if f.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub(crate) fn down(f: flags::Down) -> anyhow::Result<ExitCode> {
+    let cluster = config::load(f.config.as_deref(), f.workers)?;
+    let backend = config::backend(&cluster, f.backend);
+    match backend {
+        Backend::Local => local::down(&cluster, f.purge, &progress)?,
+        Backend::Docker => docker::down(&cluster, &pg::credentials(&cluster)?, f.purge, &progress)?,
+    }
+    println!("down: cluster `{}` stopped; data {}", cluster.name, if f.purge { "deleted (--purge)" } else { "kept (`down --purge` deletes it)" });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn test_env(f: flags::TestEnv) -> anyhow::Result<ExitCode> {
+    let _ = f;
+    anyhow::bail!("test-env is not wired yet")
+}
+
+pub(crate) fn compose(f: flags::Compose) -> anyhow::Result<ExitCode> {
+    let cluster = config::load(f.config.as_deref(), f.workers)?;
+    let text = citus_compose::render(&cluster);
+    if f.write {
+        let path = config::workspace_root().join("compose").join("docker-compose.yml");
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    } else {
+        print!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
