@@ -105,8 +105,27 @@ pub(crate) fn down(f: flags::Down) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn test_env(f: flags::TestEnv) -> anyhow::Result<ExitCode> {
-    let _ = f;
-    anyhow::bail!("test-env is not wired yet")
+    use citus_testenv::{Format, Policy, Profile, RenderOptions};
+    let cluster = config::load(f.config.as_deref(), f.workers)?;
+    let format: Format = f.format.as_deref().unwrap_or("shell").parse().map_err(UsageError)?;
+    let explicit: Option<Profile> = f.profile.as_deref().map(str::parse).transpose().map_err(UsageError)?;
+    let mut opts = RenderOptions::default();
+    if let Some(v) = f.django_version.as_deref() {
+        opts.django_version = citus_testenv::parse_django_version(v).map_err(UsageError)?;
+    }
+    opts.check(cluster.workers.len()).map_err(UsageError)?;
+    let backend = config::backend(&cluster, f.backend);
+    let ci = std::env::var("CI").ok();
+    let (profile, why) = Profile::choose(explicit, ci.as_deref());
+    eprintln!("test-env: profile {profile} ({why}), format {format}");
+    let policy = Policy::new(profile);
+    for d in policy.decisions() {
+        eprintln!("  {}", d.comment());
+    }
+    // Only formats that carry the password read it.
+    let password = if format == Format::Pytest { String::new() } else { pg::credentials(&cluster)?.password };
+    print!("{}", citus_testenv::render(&cluster, backend, &policy, format, &password, &opts));
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn compose(f: flags::Compose) -> anyhow::Result<ExitCode> {

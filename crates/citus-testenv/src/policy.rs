@@ -143,8 +143,8 @@ impl Policy {
             Profile::Local => [
                 d(
                     DecisionKind::FixedDatabaseName,
-                    true,
-                    "TEST.NAME is the cluster's real database here too, so tests hit the Citus database; the run recreates it and drops it at the end (`cargo xtask setup` restores it)",
+                    false,
+                    "TEST.NAME is Django's `test_` database, which the run creates and drops itself: the cluster's own database and its data are never touched by a local test run",
                 ),
                 d(
                     DecisionKind::SkipSetupMigrations,
@@ -264,11 +264,13 @@ mod tests {
         assert_eq!(ci.pytest_args(), ["--reuse-db", "--nomigrations"]);
         assert_eq!(ci.test_database_name("db"), "db");
         let local = Policy::new(Profile::Local);
-        assert!(local.fixed_database_name() && !local.skip_setup_migrations() && !local.reuse_db());
+        assert!(!local.fixed_database_name() && !local.skip_setup_migrations() && !local.reuse_db());
         assert_eq!(local.pytest_args(), ["--create-db"]);
+        // A local run never drops the cluster's own database: it uses Django's test_ one.
+        assert_eq!(local.test_database_name("db"), "test_db");
         let mut custom = local.clone();
-        custom.set(DecisionKind::FixedDatabaseName, false, "prefix");
-        assert_eq!(custom.test_database_name("db"), "test_db");
-        assert_eq!(custom.get(DecisionKind::FixedDatabaseName).reason, "prefix");
+        custom.set(DecisionKind::FixedDatabaseName, true, "fixed");
+        assert_eq!(custom.test_database_name("db"), "db");
+        assert_eq!(custom.get(DecisionKind::FixedDatabaseName).reason, "fixed");
     }
 }
