@@ -1,0 +1,834 @@
+//! The Docker test image, built locally with mmdebstrap from the host's apt sources (no registry needed), once per machine.
+
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write as _};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Instant, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+
+use crate::need::{loud, pg_dirs, Env};
+use crate::process::output;
+
+/// The entrypoint script put at `/usr/local/bin/docker-entrypoint.sh`.
+pub const ENTRYPOINT_SCRIPT: &str = include_str!("../image/docker-entrypoint.sh");
+
+/// The repository part of the image tags.
+pub const IMAGE_REPOSITORY: &str = "citus-xtask-test";
+
+/// Bump when the build recipe changes in a way the hashed inputs miss.
+const RECIPE_VERSION: &str = "citus-testkit image recipe 1";
+
+/// Serialises builds across processes (and threads).
+const LOCK_FILE: &str = "/tmp/citus-xtask-test-image.lock";
+
+/// Keeps `initdb` from running at package install time: the entrypoint
+/// creates the cluster at first start, in PGDATA.
+const INHIBIT_MAIN_CLUSTER: &str = "create_main_cluster = false\n";
+
+/// Left out of the image to keep it small.
+const DPKG_OPTIONS: &[&str] = &[
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/doc/*/copyright",
+];
+
+/// The Debian packages of the image.
+pub fn image_packages(pg_major: u32) -> Vec<String> {
+    vec![
+        format!("postgresql-{pg_major}"),
+        format!("postgresql-client-{pg_major}"),
+        "util-linux".to_string(),
+        "procps".to_string(),
+    ]
+}
+
+/// The `docker import --change` instructions.
+fn image_changes(pg_major: u32, hash: &str) -> Vec<String> {
+    vec![
+        format!(
+            "ENV PATH=/usr/lib/postgresql/{pg_major}/bin:/usr/local/sbin:/usr/local/bin:\
+             /usr/sbin:/usr/bin:/sbin:/bin"
+        ),
+        "ENV PGDATA=/var/lib/postgresql/data".to_string(),
+        "ENV LANG=C.UTF-8".to_string(),
+        "ENTRYPOINT [\"/usr/local/bin/docker-entrypoint.sh\"]".to_string(),
+        "CMD [\"postgres\"]".to_string(),
+        "STOPSIGNAL SIGINT".to_string(),
+        "EXPOSE 5432".to_string(),
+        format!("LABEL org.citus-xtask.test-image={hash}"),
+    ]
+}
+
+/// A host file or directory copied into the image, into `dest_dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CopyIn {
+    host: PathBuf,
+    dest_dir: String,
+}
+
+/// The host's Citus files and where they go in the image.
+fn citus_files(env: &Env) -> anyhow::Result<Vec<CopyIn>> {
+    if !env.has_citus {
+        return Ok(Vec::new());
+    }
+    let (pkglibdir, sharedir) = pg_dirs(&env.bin_dir, env.pg_major);
+    let major = env.pg_major;
+    let mut files = Vec::new();
+    let lib_dest = format!("/usr/lib/postgresql/{major}/lib");
+    for entry in sorted_entries(&pkglibdir)? {
+        let name = file_name(&entry);
+        let wanted = (name.starts_with("citus") && name.ends_with(".so") && entry.is_file())
+            || (name == "citus_decoders" && entry.is_dir());
+        if wanted {
+            files.push(CopyIn {
+                host: entry,
+                dest_dir: lib_dest.clone(),
+            });
+        }
+    }
+    let ext_dest = format!("/usr/share/postgresql/{major}/extension");
+    for entry in sorted_entries(&sharedir.join("extension"))? {
+        if file_name(&entry).starts_with("citus") && entry.is_file() {
+            files.push(CopyIn {
+                host: entry,
+                dest_dir: ext_dest.clone(),
+            });
+        }
+    }
+    if !files.iter().any(|f| file_name(&f.host) == "citus.so") {
+        bail!(
+            "Env says Citus is installed, but there is no citus.so in {}",
+            pkglibdir.display()
+        );
+    }
+    Ok(files)
+}
+
+fn sorted_entries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading {}", dir.display()))?;
+    entries.sort();
+    Ok(entries)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Feeds a file (or a directory, recursively) into the hash: relative
+/// path, size, mtime and bytes.
+fn hash_tree(hasher: &mut Sha256, path: &Path, rel: &str) -> anyhow::Result<()> {
+    let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.is_dir() {
+        hasher.update(format!("dir {rel}\n"));
+        for entry in sorted_entries(path)? {
+            let child = format!("{rel}/{}", file_name(&entry));
+            hash_tree(hasher, &entry, &child)?;
+        }
+    } else {
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        hasher.update(format!(
+            "file {rel} {} {mtime} {:o}\n",
+            meta.len(),
+            meta.mode() & 0o7777
+        ));
+        hasher.update(fs::read(path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    Ok(())
+}
+
+/// The tag of the image for `env`: `citus-xtask-test:pg<major>-<hash>`,
+/// where the hash covers the recipe, the entrypoint script, the package
+/// list, the suite and the host's Citus files (bytes, sizes, mtimes).
+pub fn test_image_tag(env: &Env) -> anyhow::Result<String> {
+    let suite = host_codename();
+    let citus = citus_files(env)?;
+    Ok(format!(
+        "{IMAGE_REPOSITORY}:pg{}-{}",
+        env.pg_major,
+        recipe_hash(env.pg_major, &suite, &citus)?
+    ))
+}
+
+fn recipe_hash(pg_major: u32, suite: &str, citus: &[CopyIn]) -> anyhow::Result<String> {
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{RECIPE_VERSION}\nsuite {suite}\nmajor {pg_major}\n"
+    ));
+    h.update(format!("packages {}\n", image_packages(pg_major).join(",")));
+    h.update(format!("dpkg {}\n", DPKG_OPTIONS.join(" ")));
+    h.update(format!(
+        "changes {}\n",
+        image_changes(pg_major, "").join("\n")
+    ));
+    h.update(format!("createcluster {INHIBIT_MAIN_CLUSTER}"));
+    h.update(format!("entrypoint {}\n", ENTRYPOINT_SCRIPT.len()));
+    h.update(ENTRYPOINT_SCRIPT);
+    for file in citus {
+        let rel = format!("{}/{}", file.dest_dir, file_name(&file.host));
+        hash_tree(&mut h, &file.host, &rel)?;
+    }
+    let digest = h.finalize();
+    let mut hex = String::new();
+    for byte in &digest[..6] {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    Ok(hex)
+}
+
+/// Returns the tag of the test image for `env` (see [`test_image_tag`]),
+/// building it into the local Docker engine first if it is not there.
+///
+/// The build happens at most once per machine: concurrent callers (other
+/// test binaries included) wait on a lock file in /tmp and then find the
+/// image. Building needs root (or working user namespaces), `mmdebstrap`
+/// and the host's apt sources; it takes minutes and prints progress to
+/// stderr. The image is Debian (the host's release) with PostgreSQL
+/// `env.pg_major` from the host's apt sources, the host's Citus files when
+/// `env.has_citus`, and an entrypoint compatible with the official postgres
+/// image's `POSTGRES_USER`, `POSTGRES_PASSWORD(_FILE)`, `POSTGRES_DB` and
+/// `PGDATA`.
+pub fn test_image(env: &Env) -> anyhow::Result<String> {
+    let suite = host_codename();
+    let citus = citus_files(env)?;
+    let hash = recipe_hash(env.pg_major, &suite, &citus)?;
+    let tag = format!("{IMAGE_REPOSITORY}:pg{}-{hash}", env.pg_major);
+    if image_exists(&tag)? {
+        return Ok(tag);
+    }
+    let _lock = BuildLock::acquire(Path::new(LOCK_FILE), &tag)?;
+    if image_exists(&tag)? {
+        return Ok(tag);
+    }
+    build(env.pg_major, &suite, &citus, &hash, &tag)?;
+    Ok(tag)
+}
+
+fn image_exists(tag: &str) -> anyhow::Result<bool> {
+    let out = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", tag])
+        .stdin(Stdio::null())
+        .output()
+        .context("running docker image inspect")?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.to_lowercase().contains("no such image") {
+        Ok(false)
+    } else {
+        bail!("docker image inspect {tag} failed: {}", stderr.trim())
+    }
+}
+
+/// An exclusive `flock` on a lock file, released on drop.
+struct BuildLock {
+    _file: File,
+}
+
+impl BuildLock {
+    fn acquire(path: &Path, tag: &str) -> anyhow::Result<BuildLock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o666));
+        let fd = file.as_raw_fd();
+        // SAFETY: fd is an open descriptor owned by `file`.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(BuildLock { _file: file });
+        }
+        progress(&format!(
+            "another process holds {}: waiting for it to build {tag}",
+            path.display()
+        ));
+        loop {
+            // SAFETY: as above.
+            if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
+                return Ok(BuildLock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+    }
+}
+
+fn progress(line: &str) {
+    loud(&format!("[citus-testkit image] {line}\n"));
+}
+
+fn build(
+    pg_major: u32,
+    suite: &str,
+    citus: &[CopyIn],
+    hash: &str,
+    tag: &str,
+) -> anyhow::Result<()> {
+    let mmdebstrap = which::which("mmdebstrap").map_err(|_| {
+        anyhow::anyhow!(
+            "building the test image {tag} needs mmdebstrap, which is not installed: \
+             apt-get install mmdebstrap"
+        )
+    })?;
+    let started = Instant::now();
+    progress(&format!(
+        "building {tag}: Debian {suite} with {} (this takes minutes, once per machine)",
+        image_packages(pg_major).join(", ")
+    ));
+
+    let base = if Path::new("/var/tmp").is_dir() {
+        "/var/tmp"
+    } else {
+        "/tmp"
+    };
+    let work = tempfile::Builder::new()
+        .prefix("citus-testkit-image-")
+        .tempdir_in(base)
+        .context("creating a work directory")?;
+    fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755))?;
+
+    let sources = work.path().join("host.sources");
+    fs::write(&sources, host_apt_sources(suite)?)?;
+
+    let stage = work.path().join("stage");
+    let createcluster_d = stage.join("postgresql-common/createcluster.d");
+    fs::create_dir_all(&createcluster_d)?;
+    fs::write(
+        createcluster_d.join("inhibit-main-cluster.conf"),
+        INHIBIT_MAIN_CLUSTER,
+    )?;
+    let entrypoint = stage.join("docker-entrypoint.sh");
+    fs::write(&entrypoint, ENTRYPOINT_SCRIPT)?;
+    fs::set_permissions(&entrypoint, fs::Permissions::from_mode(0o755))?;
+
+    let mut hooks = vec![
+        (
+            "--essential-hook",
+            copy_in(&[stage.join("postgresql-common")], "/etc")?,
+        ),
+        (
+            "--customize-hook",
+            copy_in(&[entrypoint], "/usr/local/bin")?,
+        ),
+    ];
+    let mut dest_dirs: Vec<&str> = citus.iter().map(|f| f.dest_dir.as_str()).collect();
+    dest_dirs.dedup();
+    for dest in dest_dirs {
+        let hosts: Vec<PathBuf> = citus
+            .iter()
+            .filter(|f| f.dest_dir == dest)
+            .map(|f| f.host.clone())
+            .collect();
+        hooks.push(("--customize-hook", copy_in(&hosts, dest)?));
+    }
+
+    let tarball = work.path().join("rootfs.tar");
+    let mut cmd = Command::new(mmdebstrap);
+    cmd.arg("--variant=minbase")
+        .arg(format!("--include={}", image_packages(pg_major).join(",")));
+    for opt in DPKG_OPTIONS {
+        cmd.arg(format!("--dpkgopt={opt}"));
+    }
+    for (option, hook) in &hooks {
+        cmd.arg(format!("{option}={hook}"));
+    }
+    cmd.arg(suite).arg(&tarball).arg(&sources);
+    run_streaming(&mut cmd, "mmdebstrap")?;
+    let size = fs::metadata(&tarball).map(|m| m.len()).unwrap_or_default();
+    progress(&format!(
+        "root file system ready ({} MiB) after {}; importing it as {tag}",
+        size / (1 << 20),
+        elapsed(started)
+    ));
+
+    import_image(&tarball, tag, &image_changes(pg_major, hash))?;
+    fs::remove_file(&tarball)?;
+    drop(work);
+    progress(&format!("built {tag} in {}", elapsed(started)));
+    Ok(())
+}
+
+/// `docker import`s the root file system with `changes`. Engines before
+/// Docker 23 refuse `STOPSIGNAL` there: they get the image without it,
+/// under `<tag>-base`, plus a one-line legacy-builder build adding it (the
+/// base is local, nothing is pulled).
+fn import_image(tarball: &Path, tag: &str, changes: &[String]) -> anyhow::Result<()> {
+    let import = |changes: &[&String], tag: &str| {
+        let mut cmd = Command::new("docker");
+        cmd.arg("import");
+        for change in changes {
+            cmd.arg("--change").arg(change);
+        }
+        cmd.arg("--message")
+            .arg("citus-testkit test image")
+            .arg(tarball)
+            .arg(tag);
+        output(&mut cmd)
+    };
+    let all: Vec<&String> = changes.iter().collect();
+    let err = match import(&all, tag) {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    if !format!("{err:#}").contains("stopsignal is not a valid change command") {
+        return Err(err.context("docker import of the test image"));
+    }
+    progress(
+        "this Docker engine takes no STOPSIGNAL in docker import: adding it with a build step",
+    );
+    let (stop, rest): (Vec<&String>, Vec<&String>) =
+        changes.iter().partition(|c| c.starts_with("STOPSIGNAL "));
+    let base = format!("{tag}-base");
+    import(&rest, &base).context("docker import of the test image")?;
+    let mut dockerfile = format!("FROM {base}\n");
+    for line in stop {
+        dockerfile.push_str(line);
+        dockerfile.push('\n');
+    }
+    let mut build = Command::new("docker");
+    build
+        .args(["build", "--force-rm", "--quiet", "--tag", tag, "-"])
+        .env("DOCKER_BUILDKIT", "0");
+    let built = run_with_stdin(&mut build, &dockerfile);
+    let _ = output(Command::new("docker").args(["image", "rm", &base]));
+    built.context("adding STOPSIGNAL to the test image with docker build")
+}
+
+/// Runs `cmd` with `input` on its stdin; error quoting its stderr.
+fn run_with_stdin(cmd: &mut Command, input: &str) -> anyhow::Result<()> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn elapsed(since: Instant) -> String {
+    let secs = since.elapsed().as_secs();
+    format!("{}m{:02}s", secs / 60, secs % 60)
+}
+
+/// An mmdebstrap `copy-in` special hook. mmdebstrap splits it on
+/// whitespace, so paths holding whitespace or quotes are refused.
+fn copy_in(hosts: &[PathBuf], inside: &str) -> anyhow::Result<String> {
+    let mut hook = String::from("copy-in");
+    for path in hosts
+        .iter()
+        .map(|p| p.to_string_lossy())
+        .chain([inside.into()])
+    {
+        if path
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\')
+        {
+            bail!("cannot copy {path:?} into the image: whitespace or quotes in the path");
+        }
+        hook.push(' ');
+        hook.push_str(&path);
+    }
+    Ok(hook)
+}
+
+/// Runs `cmd`, echoing its stderr lines as progress; on failure the error
+/// quotes the last lines.
+fn run_streaming(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let mut tail: Vec<String> = Vec::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            progress(&format!("{what}: {line}"));
+            tail.push(line);
+            if tail.len() > 30 {
+                tail.remove(0);
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!(
+            "{what} failed ({status}); its last lines:\n{}",
+            tail.join("\n")
+        );
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------- host apt sources
+
+/// The host's release codename (`VERSION_CODENAME` of /etc/os-release),
+/// bookworm when unknown.
+fn host_codename() -> String {
+    fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("VERSION_CODENAME=")
+                    .map(|v| v.trim().trim_matches('"').to_string())
+            })
+        })
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "bookworm".to_string())
+}
+
+/// The host's apt sources for `suite` as a deb822 file for mmdebstrap:
+/// from /etc/apt/sources.list and /etc/apt/sources.list.d/*.list and
+/// *.sources, binary (`deb`) entries only, suites of other releases
+/// dropped.
+fn host_apt_sources(suite: &str) -> anyhow::Result<String> {
+    let mut files: Vec<PathBuf> = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(mut more) = sorted_entries(Path::new("/etc/apt/sources.list.d")) {
+        more.retain(|p| {
+            let name = file_name(p);
+            name.ends_with(".list") || name.ends_with(".sources")
+        });
+        files.extend(more);
+    }
+    let mut stanzas = Vec::new();
+    for file in &files {
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
+        if file_name(file).ends_with(".sources") {
+            stanzas.extend(parse_deb822(&text));
+        } else {
+            stanzas.extend(parse_one_line(&text));
+        }
+    }
+    let kept: Vec<Stanza> = stanzas
+        .into_iter()
+        .filter_map(|s| s.for_suite(suite))
+        .collect();
+    if kept.is_empty() {
+        bail!(
+            "none of the host's apt sources ({}) has a binary entry for {suite}; the test \
+             image is built from them",
+            files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(render_deb822(&kept))
+}
+
+/// One deb822 source stanza: its fields, values verbatim (continuation
+/// lines included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stanza {
+    fields: Vec<(String, String)>,
+}
+
+impl Stanza {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn set(&mut self, key: &str, value: String) {
+        match self
+            .fields
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        {
+            Some(field) => field.1 = value,
+            None => self.fields.push((key.to_string(), value)),
+        }
+    }
+
+    /// This stanza restricted to binary packages of `suite` (and its
+    /// `-updates`, `-security`, ... suites), or None.
+    pub(crate) fn for_suite(mut self, suite: &str) -> Option<Stanza> {
+        if self
+            .get("Enabled")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("no"))
+        {
+            return None;
+        }
+        if !self.get("Types")?.split_whitespace().any(|t| t == "deb") {
+            return None;
+        }
+        let suites: Vec<&str> = self
+            .get("Suites")?
+            .split_whitespace()
+            .filter(|s| {
+                *s == suite
+                    || s.strip_prefix(suite)
+                        .is_some_and(|rest| rest.starts_with('-') || rest.starts_with('/'))
+            })
+            .collect();
+        if suites.is_empty() {
+            return None;
+        }
+        let suites = suites.join(" ");
+        self.set("Types", "deb".to_string());
+        self.set("Suites", suites);
+        Some(self)
+    }
+}
+
+/// Stanzas of a deb822 `.sources` file.
+pub(crate) fn parse_deb822(text: &str) -> Vec<Stanza> {
+    let mut stanzas = Vec::new();
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        if line.trim().is_empty() {
+            if !fields.is_empty() {
+                stanzas.push(Stanza {
+                    fields: std::mem::take(&mut fields),
+                });
+            }
+            continue;
+        }
+        if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some((_, value)) = fields.last_mut() {
+                value.push('\n');
+                value.push_str(line);
+            }
+            continue;
+        }
+        if let Some((key, value)) = line.split_once(':') {
+            fields.push((key.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    if !fields.is_empty() {
+        stanzas.push(Stanza { fields });
+    }
+    stanzas
+}
+
+/// Stanzas for the entries of a one-line-style `sources.list`.
+pub(crate) fn parse_one_line(text: &str) -> Vec<Stanza> {
+    let mut stanzas = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let Some(rest) = line
+            .strip_prefix("deb ")
+            .or_else(|| line.strip_prefix("deb\t"))
+        else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let (options, rest) = match rest.strip_prefix('[') {
+            Some(inner) => match inner.split_once(']') {
+                Some((opts, rest)) => (opts, rest),
+                None => continue,
+            },
+            None => ("", rest),
+        };
+        let mut words = rest.split_whitespace();
+        let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let components: Vec<&str> = words.collect();
+        let mut fields = vec![
+            ("Types".to_string(), "deb".to_string()),
+            ("URIs".to_string(), uri.to_string()),
+            ("Suites".to_string(), suite.to_string()),
+        ];
+        if !components.is_empty() {
+            fields.push(("Components".to_string(), components.join(" ")));
+        }
+        for option in options.split_whitespace() {
+            let Some((key, value)) = option.split_once('=') else {
+                continue;
+            };
+            let key = match key {
+                "signed-by" => "Signed-By",
+                "arch" => "Architectures",
+                "trusted" => "Trusted",
+                "lang" => "Languages",
+                _ => continue,
+            };
+            fields.push((key.to_string(), value.replace(',', " ")));
+        }
+        stanzas.push(Stanza { fields });
+    }
+    stanzas
+}
+
+pub(crate) fn render_deb822(stanzas: &[Stanza]) -> String {
+    let mut out = String::new();
+    for stanza in stanzas {
+        for (key, value) in &stanza.fields {
+            if value.is_empty() || value.starts_with('\n') {
+                let _ = writeln!(out, "{key}:{value}");
+            } else {
+                let _ = writeln!(out, "{key}: {value}");
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deb822_sources_keep_the_release_and_drop_the_rest() {
+        let text = "\
+Types: deb deb-src
+# a comment
+URIs: http://repo.invalid/debian
+Suites: bookworm bookworm-updates trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://repo.invalid/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By:
+ -----BEGIN PGP PUBLIC KEY BLOCK-----
+ .
+ xyz
+ -----END PGP PUBLIC KEY BLOCK-----
+
+Types: deb-src
+URIs: http://repo.invalid/debian
+Suites: bookworm
+
+Enabled: no
+Types: deb
+URIs: http://repo.invalid/off
+Suites: bookworm
+
+Types: deb
+URIs: http://repo.invalid/other
+Suites: nodistro cloud-sdk-bookworm
+";
+        let kept: Vec<Stanza> = parse_deb822(text)
+            .into_iter()
+            .filter_map(|s| s.for_suite("bookworm"))
+            .collect();
+        assert_eq!(
+            render_deb822(&kept),
+            "\
+Types: deb
+URIs: http://repo.invalid/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://repo.invalid/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By:
+ -----BEGIN PGP PUBLIC KEY BLOCK-----
+ .
+ xyz
+ -----END PGP PUBLIC KEY BLOCK-----
+
+"
+        );
+    }
+
+    #[test]
+    fn one_line_sources_become_stanzas() {
+        let text = "\
+# comment
+deb [arch=amd64,arm64 signed-by=/k.gpg] http://repo.invalid/debian bookworm main contrib # tail
+deb-src http://repo.invalid/debian bookworm main
+deb http://repo.invalid/debian-security bookworm-security main
+deb http://repo.invalid/x cloud-sdk-bookworm main
+";
+        let kept: Vec<Stanza> = parse_one_line(text)
+            .into_iter()
+            .filter_map(|s| s.for_suite("bookworm"))
+            .collect();
+        assert_eq!(
+            render_deb822(&kept),
+            "\
+Types: deb
+URIs: http://repo.invalid/debian
+Suites: bookworm
+Components: main contrib
+Architectures: amd64 arm64
+Signed-By: /k.gpg
+
+Types: deb
+URIs: http://repo.invalid/debian-security
+Suites: bookworm-security
+Components: main
+
+"
+        );
+    }
+
+    #[test]
+    fn copy_in_hooks_refuse_odd_paths() {
+        assert_eq!(
+            copy_in(&[PathBuf::from("/a/b.so"), PathBuf::from("/c")], "/usr/lib").unwrap(),
+            "copy-in /a/b.so /c /usr/lib"
+        );
+        assert!(copy_in(&[PathBuf::from("/a b")], "/x").is_err());
+    }
+
+    #[test]
+    fn tag_hash_follows_the_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let so = dir.path().join("citus.so");
+        fs::write(&so, "one").unwrap();
+        let files = vec![CopyIn {
+            host: so.clone(),
+            dest_dir: "/usr/lib/postgresql/15/lib".to_string(),
+        }];
+        let a = recipe_hash(15, "bookworm", &files).unwrap();
+        assert_eq!(a.len(), 12);
+        assert_eq!(a, recipe_hash(15, "bookworm", &files).unwrap());
+        assert_ne!(a, recipe_hash(16, "bookworm", &files).unwrap());
+        assert_ne!(a, recipe_hash(15, "bookworm", &[]).unwrap());
+        fs::write(&so, "two").unwrap();
+        assert_ne!(a, recipe_hash(15, "bookworm", &files).unwrap());
+    }
+}
