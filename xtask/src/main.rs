@@ -28,6 +28,10 @@ pub(crate) fn progress(line: &str) {
 fn main() -> ExitCode {
     let flags = match flags::Xtask::from_env() {
         Ok(f) => f,
+        Err(e) if e.is_help() => {
+            println!("{e}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);

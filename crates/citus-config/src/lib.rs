@@ -184,8 +184,8 @@ pub struct LocalSettings {
     pub data_dir: PathBuf,
     /// Folder holding `initdb`, `pg_ctl` and `postgres`; `None` means ask `pg_config --bindir`.
     pub bin_dir: Option<PathBuf>,
-    /// Development-speed settings (fsync, synchronous_commit, full_page_writes off).
-    /// Data survives a clean `down`, not a machine crash.
+    /// Development-speed settings (fsync and full_page_writes off). Data survives
+    /// `down` and a killed server, not a machine (OS) crash.
     pub dev_speed: bool,
 }
 

@@ -166,12 +166,18 @@ impl Local {
             f.write_all(creds.password.as_bytes())?;
         }
         self.chown(&pwfile)?;
+        // initdb's bootstrap superuser is the OS user (initdb quotes names badly: a role
+        // name with `"` breaks it); the configured role is made in single-user mode below.
+        let os_user = self.os_user();
         let mut c = self.command(self.bin_dir.join("initdb"));
-        c.arg("-D").arg(&tmp).arg(format!("--username={}", creds.user)).arg(format!("--pwfile={}", pwfile.display()));
+        c.arg("-D").arg(&tmp).arg(format!("--username={os_user}")).arg(format!("--pwfile={}", pwfile.display()));
         c.args(["--auth=scram-sha-256", "--no-sync", "--encoding=UTF8", "--locale=C", "--no-instructions"]);
         let r = self.run(c, "initdb");
         let _ = fs::remove_file(&pwfile);
         r?;
+        if creds.user != os_user {
+            self.create_role(&tmp, &os_user, creds)?;
+        }
         let mut conf = fs::OpenOptions::new().append(true).open(tmp.join("postgresql.conf"))?;
         writeln!(conf, "\n# settings of cargo xtask (rewritten on every start)\ninclude_if_exists = 'citus-xtask.conf'")?;
         match fs::rename(&tmp, &dir) {
@@ -183,6 +189,41 @@ impl Local {
         }
         progress(&format!("initdb: template ready ({:.2} s)", t0.elapsed().as_secs_f64()));
         Ok(dir)
+    }
+
+    /// The OS user the servers run as, which is also initdb's bootstrap superuser.
+    fn os_user(&self) -> String {
+        if let Some((_, _, name)) = &self.run_as {
+            return name.clone();
+        }
+        // SAFETY: getpwuid returns NULL or a pointer to static storage, read at once.
+        unsafe {
+            let pw = libc::getpwuid(libc::geteuid());
+            if pw.is_null() {
+                return "postgres".into();
+            }
+            std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned()
+        }
+    }
+
+    /// Creates the configured superuser in a fresh data directory, through single-user mode
+    /// (SQL on stdin, no network, no shell). Only the SCRAM verifier of the password is sent.
+    fn create_role(&self, pgdata: &Path, os_user: &str, creds: &pg::Credentials) -> anyhow::Result<()> {
+        use postgres_protocol::escape::{escape_identifier, escape_literal};
+        let verifier = postgres_protocol::password::scram_sha_256(creds.password.as_bytes());
+        let sql = format!("CREATE ROLE {} SUPERUSER LOGIN PASSWORD {};\n\n", escape_identifier(&creds.user), escape_literal(&verifier));
+        let mut c = self.command(self.bin_dir.join("postgres"));
+        c.arg("--single").arg("-j").arg("-D").arg(pgdata).arg("-c").arg("log_statement=none").arg("template1");
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let _ = os_user;
+        let mut child = c.spawn().context("starting postgres --single")?;
+        child.stdin.take().expect("piped").write_all(sql.as_bytes())?;
+        let out = child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || stdout.contains("ERROR") {
+            bail!("creating role {:?} in the template failed: {}{}", creds.user, stdout.trim(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
     }
 
     /// Creates `node`'s data directory from the template unless it exists; never re-initialises.
@@ -220,7 +261,7 @@ impl Local {
             conf_quote(listen),
         );
         if cluster.local.dev_speed {
-            text.push_str("# dev_speed = true: fast, but a machine crash can lose data (not a clean shutdown)\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+            text.push_str("# dev_speed = true: a killed server loses nothing, but a machine (OS) crash can corrupt the data\nfsync = off\nfull_page_writes = off\n");
         }
         let file = p.pgdata.join("citus-xtask.conf");
         fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
@@ -233,6 +274,7 @@ impl Local {
         if running_pid(&p.pgdata).is_some() {
             return Ok(None);
         }
+        remove_stale_pid_file(&p.pgdata);
         check_port_free(cluster, node)?;
         self.write_settings(cluster, node)?;
         let log = fs::OpenOptions::new().create(true).append(true).open(&p.log).with_context(|| format!("opening {}", p.log.display()))?;
@@ -271,6 +313,18 @@ pub fn running_pid(pgdata: &Path) -> Option<i32> {
     }
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     String::from_utf8_lossy(&cmdline).contains("postgres").then_some(pid)
+}
+
+/// A postmaster killed hard whose parent has not reaped it yet is a zombie: dead, but
+/// PostgreSQL's own stale-lock check (`kill(pid, 0)`) thinks it alive and refuses to start.
+/// Its `postmaster.pid` is removed; any other is left for PostgreSQL to judge.
+fn remove_stale_pid_file(pgdata: &Path) {
+    let file = pgdata.join("postmaster.pid");
+    let Some(pid) = fs::read_to_string(&file).ok().and_then(|t| t.lines().next()?.trim().parse::<i32>().ok()) else { return };
+    let zombie = fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')));
+    if zombie {
+        let _ = fs::remove_file(&file);
+    }
 }
 
 fn alive(pid: i32) -> bool {

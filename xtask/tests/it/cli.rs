@@ -1,0 +1,89 @@
+//! The command line without servers: help, bad input (exit 2), dry runs, generated files.
+
+use std::process::Command;
+
+use crate::harness::{text, Spec, TestCluster};
+
+fn xtask(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).env_remove("CITUS_CONFIG").output().unwrap()
+}
+
+#[test]
+fn help_explains_every_task() {
+    let out = xtask(&["--help"]);
+    let t = text(&out);
+    for task in ["up", "setup", "verify", "down", "test-env", "compose", "bench"] {
+        assert!(t.contains(task), "--help does not mention {task}: {t}");
+    }
+    let up = text(&xtask(&["up", "--help"]));
+    assert!(up.contains("--backend") && up.contains("--workers") && up.contains("--no-setup"), "{up}");
+}
+
+#[test]
+fn bad_config_exits_2_with_location_and_starts_nothing() {
+    let c = TestCluster::new(Spec::default());
+    let text_before = std::fs::read_to_string(&c.config).unwrap();
+    std::fs::write(&c.config, text_before.replacen("[coordinator]", "[coordinator]\nprot = 1", 1)).unwrap();
+    let out = c.xtask(&["up"]);
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(t.contains("citus.toml") && t.contains("line") && t.contains("unknown field `prot`") && t.contains('^'), "{t}");
+    assert!(!c.config.parent().unwrap().join(".citus-data").exists(), "something was created for a bad config");
+
+    std::fs::write(&c.config, text_before.replacen(&format!("port = {}", c.port(2)), &format!("port = {}", c.port(1)), 1)).unwrap();
+    let out = c.xtask(&["setup"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("duplicate client address"), "{}", text(&out));
+
+    let out = xtask(&["up", "--config", "/nonexistent/citus.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("/nonexistent/citus.toml"));
+
+    let out = xtask(&["up", "--backend", "kubernetes"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn dry_run_prints_the_plan_without_connecting() {
+    // Ports where nothing listens: a dry run must not care.
+    let c = TestCluster::new(Spec::default());
+    let out = c.ok(&["setup", "--dry-run"]);
+    assert!(out.contains("CREATE DATABASE \"commcare_ucr_citus\""), "{out}");
+    assert!(out.contains("SELECT citus_add_node($1, $2)"), "{out}");
+    assert!(out.contains("<secret>") && !out.contains("password='"), "the password is not masked in the plan: {out}");
+}
+
+#[test]
+fn committed_compose_file_matches_the_generator() {
+    let out = xtask(&["compose"]);
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../compose/docker-compose.yml")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed, "compose/docker-compose.yml is stale: run `cargo xtask compose --write`");
+}
+
+/// Every `cargo xtask ...` line in the ready-made CI files parses with the real parser.
+#[test]
+fn ci_files_use_real_command_lines() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut seen = 0;
+    for f in ["ci/github-actions.yml", "ci/travis.yml", "README.md"] {
+        let text = std::fs::read_to_string(format!("{root}/{f}")).unwrap();
+        for line in text.lines() {
+            let Some((_, rest)) = line.split_once("cargo xtask ") else { continue };
+            let rest = rest.split(['"', ')', '>', '|', '`', '#']).next().unwrap().trim();
+            let mut args: Vec<&str> = rest.split_whitespace().collect();
+            if args.is_empty() || args[0].starts_with('<') {
+                continue;
+            }
+            args.push("--help");
+            let out = xtask(&args);
+            assert!(out.status.success(), "{f}: `cargo xtask {rest}` does not parse: {}", text_of(&out));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 6, "found only {seen} command lines");
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    text(out)
+}

@@ -1,0 +1,214 @@
+//! Faults and bad input on real servers (issue #6): each names the node, its address and a fix,
+//! exits non-zero, and loses nothing.
+
+use std::time::{Duration, Instant};
+
+use citus_testkit::{require, Need};
+
+use crate::harness::{text, Spec, TestCluster, PASSWORD};
+
+fn citus(test: &str) -> bool {
+    require(test, &[Need::Postgres, Need::Citus]).is_some()
+}
+
+#[test]
+fn wrong_password_fails_at_once() {
+    if !citus("wrong_password_fails_at_once") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    let t0 = Instant::now();
+    let out = c.xtask_env(&["setup"], &[("CITUS_IT_PASSWORD", "not-the-password")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(t0.elapsed() < Duration::from_secs(10), "auth failure waited {:?}", t0.elapsed());
+    let t = text(&out);
+    assert!(t.contains("authentication failed") && t.contains("citus_master") && t.contains(&format!("localhost:{}", c.port(0))), "{t}");
+    assert!(!t.contains("not-the-password"), "password printed: {t}");
+}
+
+#[test]
+fn client_port_in_use_is_named_before_anything_starts() {
+    if !citus("client_port_in_use_is_named_before_anything_starts") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", c.port(2))).unwrap();
+    let out = c.xtask(&["up"]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains(&format!("port {}", c.port(2))) && t.contains("citus_worker2") && t.contains("already in use"), "{t}");
+    assert!(c.pid("citus_master").is_none(), "the coordinator was started anyway");
+}
+
+#[test]
+fn node_that_never_comes_up_fails_within_the_deadline() {
+    if !require("node_that_never_comes_up_fails_within_the_deadline", &[Need::Postgres]).is_some() {
+        return;
+    }
+    // Nothing listens on these ports: setup must give up after [wait] timeout_secs.
+    let c = TestCluster::new(Spec { extra: "\n[wait]\ntimeout_secs = 2\n", ..Spec::default() });
+    let t0 = Instant::now();
+    let out = c.xtask(&["setup"]);
+    let took = t0.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let t = text(&out);
+    assert!(t.contains("citus_worker1") && t.contains(&format!("localhost:{}", c.port(1))) && t.contains("did not accept a login within"), "{t}");
+    assert!(t.contains("waiting for"), "no progress line while waiting: {t}");
+}
+
+#[test]
+fn hard_killed_node_comes_back_with_its_data() {
+    if !citus("hard_killed_node_comes_back_with_its_data") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    c.connect(1, &c.database).batch_execute("CREATE TABLE local_note (v text); INSERT INTO local_note VALUES ('still here')").unwrap();
+    c.kill("citus_worker1", libc::SIGKILL);
+    assert!(c.pgdata("citus_worker1").join("postmaster.pid").exists(), "expected a stale postmaster.pid");
+    c.ok(&["up"]);
+    let v: String = c.connect(1, &c.database).query_one("SELECT v FROM local_note", &[]).unwrap().get(0);
+    assert_eq!(v, "still here");
+    c.ok(&["verify"]);
+}
+
+#[test]
+fn concurrent_setups_end_with_exactly_the_configured_workers() {
+    if !citus("concurrent_setups_end_with_exactly_the_configured_workers") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up", "--no-setup"]);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| c.xtask(&["setup"]));
+        let b = s.spawn(|| c.xtask(&["setup"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.status.success() && b.status.success(), "{}\n{}", text(&a), text(&b));
+    let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM pg_dist_node WHERE groupid <> 0", &[]).unwrap().get(0);
+    assert_eq!(n, 2);
+    c.ok(&["verify"]);
+}
+
+#[test]
+fn changed_cluster_address_updates_the_node_in_place() {
+    if !citus("changed_cluster_address_updates_the_node_in_place") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    let cfg = std::fs::read_to_string(&c.config).unwrap();
+    let port = c.port(1);
+    std::fs::write(&c.config, cfg.replacen(&format!("port = {port}\n"), &format!("port = {port}\ncluster_address = \"127.0.0.1:{port}\"\n"), 1)).unwrap();
+    let out = c.ok(&["setup"]);
+    assert!(out.contains("is now 127.0.0.1"), "{out}");
+    let mut rows: Vec<(String, i32)> = c
+        .connect(0, &c.database)
+        .query("SELECT nodename, nodeport FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodeport", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    rows.sort();
+    let mut want = vec![("127.0.0.1".to_string(), i32::from(port)), ("localhost".to_string(), i32::from(c.port(2)))];
+    want.sort();
+    assert_eq!(rows, want, "worker1 must be updated in place, not added twice");
+    c.ok(&["verify"]);
+}
+
+#[test]
+fn worker_removed_from_config_is_reported_not_deleted() {
+    if !citus("worker_removed_from_config_is_reported_not_deleted") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    let out = c.ok(&["setup", "--workers", "1"]);
+    assert!(out.contains("left alone") && out.contains(&format!("localhost:{}", c.port(2))), "{out}");
+    let out = c.xtask(&["verify", "--workers", "1"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not in"), "{}", text(&out));
+    let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM pg_dist_node WHERE groupid <> 0", &[]).unwrap().get(0);
+    assert_eq!(n, 2, "a worker was removed");
+}
+
+#[test]
+fn worker_address_pointing_at_the_coordinator_is_refused() {
+    if !citus("worker_address_pointing_at_the_coordinator_is_refused") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    let cfg = std::fs::read_to_string(&c.config).unwrap();
+    let p1 = c.port(1);
+    std::fs::write(&c.config, cfg.replacen(&format!("port = {p1}\n"), &format!("port = {p1}\ncluster_address = \"localhost:{}\"\n", c.port(0)), 1)).unwrap();
+    let out = c.xtask(&["up"]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("citus_worker1") && t.contains("two addresses"), "{t}");
+}
+
+#[test]
+fn stale_extension_is_reported_and_updated() {
+    if !citus("stale_extension_is_reported_and_updated") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up", "--no-setup"]);
+    let mut w = c.connect(1, "postgres");
+    w.batch_execute(&format!("CREATE DATABASE \"{}\"", c.database)).unwrap();
+    let mut w = c.connect(1, &c.database);
+    if let Err(e) = w.batch_execute("CREATE EXTENSION citus VERSION '13.1-1'") {
+        panic!("cannot create an older citus to test skew: {e}");
+    }
+    let out = c.ok(&["setup"]);
+    assert!(out.contains("older than the loaded library"), "{out}");
+    let v: String = c.connect(1, &c.database).query_one("SELECT extversion FROM pg_extension WHERE extname = 'citus'", &[]).unwrap().get(0);
+    assert!(v.starts_with("13.2"), "{v}");
+    c.ok(&["verify"]);
+}
+
+#[test]
+fn hostile_names_are_created_verbatim() {
+    if !citus("hostile_names_are_created_verbatim") {
+        return;
+    }
+    let db = "x\"; DROP DATABASE postgres; -- Ünï 'q'";
+    let user = "o'neil \"Admin\"; --";
+    let c = TestCluster::new(Spec { database: db, user, name: "my cluster; $(touch pwned)", subdir: "dir with spaces $(touch pwned); x", ..Spec::default() });
+    c.ok(&["up"]);
+    c.ok(&["verify"]);
+    let mut coord = c.connect(0, "postgres");
+    let names: Vec<String> = coord.query("SELECT datname FROM pg_database ORDER BY 1", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(names.contains(&db.to_string()) && names.contains(&"postgres".to_string()), "{names:?}");
+    let who: String = coord.query_one("SELECT current_user", &[]).unwrap().get(0);
+    assert_eq!(who, user);
+    assert!(!c.dir.path().join("pwned").exists() && !std::path::Path::new("pwned").exists(), "a shell ran a name");
+}
+
+#[test]
+fn password_never_appears_in_process_arguments_or_output() {
+    if !citus("password_never_appears_in_process_arguments_or_output") {
+        return;
+    }
+    let secret = "Pw-unique-7f3a9c";
+    let c = TestCluster::new(Spec::default());
+    let mut outputs = String::new();
+    for args in [&["up"][..], &["setup"], &["verify"], &["test-env", "--format", "pytest"], &["setup", "--dry-run"]] {
+        let out = c.xtask_env(args, &[("CITUS_IT_PASSWORD", secret)]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        outputs.push_str(&String::from_utf8_lossy(&out.stderr));
+        if args[0] != "test-env" {
+            outputs.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+    }
+    assert!(!outputs.contains(secret), "password printed: {outputs}");
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            assert!(!String::from_utf8_lossy(&cmdline).contains(secret), "password in a process's arguments");
+        }
+    }
+    let log = std::fs::read_to_string(c.pgdata("citus_master").parent().unwrap().join("postgres.log")).unwrap();
+    assert!(!log.contains(secret), "password in the server log");
+}

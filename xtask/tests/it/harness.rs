@@ -1,0 +1,183 @@
+//! A throw-away cluster config in a temp dir, the xtask binary, and SQL helpers.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use citus_testkit::{free_ports, temp_dir, TempDir};
+
+/// The dev password every test cluster uses unless a test says otherwise.
+pub(crate) const PASSWORD: &str = "commcarehq";
+
+/// A cluster described by a config file in its own temp dir; `Drop` runs `down --purge`
+/// so no server outlives the test.
+pub(crate) struct TestCluster {
+    pub(crate) dir: TempDir,
+    pub(crate) config: PathBuf,
+    pub(crate) ports: Vec<u16>,
+    pub(crate) name: String,
+    pub(crate) backend: &'static str,
+    pub(crate) database: String,
+    pub(crate) user: String,
+}
+
+/// Options for [`TestCluster::new`].
+pub(crate) struct Spec<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) workers: usize,
+    pub(crate) backend: &'static str,
+    pub(crate) database: &'a str,
+    pub(crate) user: &'a str,
+    pub(crate) extra: &'a str,
+    /// Sub-folder of the temp dir the config (and so the data) lives in.
+    pub(crate) subdir: &'a str,
+}
+
+impl Default for Spec<'_> {
+    fn default() -> Self {
+        Spec { name: "it", workers: 2, backend: "local", database: "commcare_ucr_citus", user: "commcarehq", extra: "", subdir: "" }
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl TestCluster {
+    pub(crate) fn new(spec: Spec<'_>) -> TestCluster {
+        let dir = temp_dir("citus-xtask-it");
+        let base = dir.path().join(spec.subdir);
+        std::fs::create_dir_all(&base).unwrap();
+        set_traversable(&base, dir.path());
+        let ports = free_ports(spec.workers + 1);
+        let mut text = format!(
+            "name = {}\ndatabase = {}\nuser = {}\nbackend = \"{}\"\npassword_env = \"CITUS_IT_PASSWORD\"\n\n[coordinator]\nname = \"citus_master\"\nport = {}\n",
+            toml_str(spec.name),
+            toml_str(spec.database),
+            toml_str(spec.user),
+            spec.backend,
+            ports[0]
+        );
+        for (i, port) in ports[1..].iter().enumerate() {
+            text.push_str(&format!("\n[[workers]]\nname = \"citus_worker{}\"\nport = {port}\n", i + 1));
+        }
+        text.push_str(spec.extra);
+        let config = base.join("citus.toml");
+        std::fs::write(&config, text).unwrap();
+        TestCluster { dir, config, ports, name: spec.name.into(), backend: spec.backend, database: spec.database.into(), user: spec.user.into() }
+    }
+
+    /// Runs `cargo xtask <args...> --config <this cluster's file>`.
+    pub(crate) fn xtask(&self, args: &[&str]) -> Output {
+        self.xtask_env(args, &[])
+    }
+
+    pub(crate) fn xtask_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(args).arg("--config").arg(&self.config).env("CITUS_IT_PASSWORD", PASSWORD).env_remove("CITUS_CONFIG").env_remove("CI");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("running xtask");
+        eprintln!(
+            "$ xtask {} -> {}\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Like [`xtask`](Self::xtask) and asserts success.
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
+        let out = self.xtask(args);
+        assert!(out.status.success(), "xtask {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Client port of node `i` (0 = coordinator).
+    pub(crate) fn port(&self, i: usize) -> u16 {
+        self.ports[i]
+    }
+
+    /// A connection to node `i`'s `db`.
+    pub(crate) fn connect(&self, i: usize, db: &str) -> postgres::Client {
+        postgres::Config::new()
+            .host("localhost")
+            .port(self.port(i))
+            .user(&self.user)
+            .password(PASSWORD)
+            .dbname(db)
+            .connect_timeout(Duration::from_secs(5))
+            .connect(postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to node {i} on {}: {e}", self.port(i)))
+    }
+
+    /// The data directory of node `name` (local backend).
+    pub(crate) fn pgdata(&self, node: &str) -> PathBuf {
+        self.config.parent().unwrap().join(".citus-data").join(&self.name).join(node).join("pgdata")
+    }
+
+    /// The postmaster pid of a local node.
+    pub(crate) fn pid(&self, node: &str) -> Option<i32> {
+        let text = std::fs::read_to_string(self.pgdata(node).join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    /// Sends `signal` to a local node's postmaster and waits until it is gone.
+    pub(crate) fn kill(&self, node: &str, signal: i32) {
+        let pid = self.pid(node).expect("node is running");
+        // SAFETY: plain syscall.
+        unsafe { libc::kill(pid, signal) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            assert!(std::time::Instant::now() < deadline, "{node} did not die");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))).unwrap_or(true)
+}
+
+fn set_traversable(path: &Path, root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut p = path.to_path_buf();
+    loop {
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755));
+        if p == root || !p.pop() {
+            break;
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(["down", "--purge", "--backend", self.backend, "--config"]).arg(&self.config).env("CITUS_IT_PASSWORD", PASSWORD);
+        let out = c.output();
+        if let Ok(o) = out {
+            if !o.status.success() {
+                eprintln!("cleanup `down --purge` failed: {}", String::from_utf8_lossy(&o.stderr));
+            }
+        }
+    }
+}
+
+/// Text of an output's stdout + stderr.
+pub(crate) fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}

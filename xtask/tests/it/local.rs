@@ -1,0 +1,112 @@
+//! The local backend end to end against real PostgreSQL + Citus (issue #2's scenarios).
+
+use std::time::{Duration, Instant};
+
+use citus_testkit::{require, Need};
+
+use crate::harness::{text, Spec, TestCluster};
+
+fn citus(test: &str) -> bool {
+    require(test, &[Need::Postgres, Need::Citus]).is_some()
+}
+
+#[test]
+fn cold_up_verifies_then_setup_changes_nothing_and_down_up_keeps_data() {
+    if !citus("cold_up_verifies_then_setup_changes_nothing_and_down_up_keeps_data") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    let up = c.ok(&["up"]);
+    assert!(up.contains("ready in"), "{up}");
+    let report = c.ok(&["verify", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(v["ok"], true, "{report}");
+    let checks = v["checks"].as_array().unwrap();
+    for wanted in ["reachable", "citus preloaded first", "registered and active", "metadata in sync", "all-pairs health", "distributed round trip"] {
+        assert!(checks.iter().any(|c| c["check"] == wanted && c["ok"] == true), "missing passing check {wanted}: {report}");
+    }
+
+    let again = c.ok(&["setup"]);
+    assert!(again.contains("nothing to change"), "second setup changed something: {again}");
+
+    // Data written before `down` is there after `up`.
+    let mut coord = c.connect(0, &c.database);
+    coord.batch_execute("CREATE TABLE kept (id int PRIMARY KEY); SELECT create_distributed_table('kept', 'id'); INSERT INTO kept SELECT generate_series(1, 50);").unwrap();
+    drop(coord);
+    let pid_before = c.pid("citus_worker1").unwrap();
+    c.ok(&["down"]);
+    assert!(c.pgdata("citus_worker1").join("PG_VERSION").exists(), "down deleted the data");
+    c.ok(&["up"]);
+    assert_ne!(c.pid("citus_worker1"), Some(pid_before), "worker was not restarted");
+    let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM kept", &[]).unwrap().get(0);
+    assert_eq!(n, 50);
+    c.ok(&["verify"]);
+}
+
+#[test]
+fn recreated_worker_database_fails_verify_and_setup_repairs_it() {
+    if !citus("recreated_worker_database_fails_verify_and_setup_repairs_it") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    let mut w1 = c.connect(1, "postgres");
+    w1.batch_execute(&format!("DROP DATABASE \"{0}\" WITH (FORCE); CREATE DATABASE \"{0}\"", c.database)).unwrap();
+    let out = c.xtask(&["verify"]);
+    assert!(!out.status.success(), "verify passed on a worker with a recreated database");
+    let t = text(&out);
+    assert!(t.lines().any(|l| l.starts_with("FAIL") && l.contains("citus_worker1") && l.contains(&c.port(1).to_string())), "verify did not name worker1 and its address: {t}");
+    let fixed = c.ok(&["setup"]);
+    assert!(fixed.contains("citus_worker1") && fixed.contains("changed"), "{fixed}");
+    c.ok(&["verify"]);
+}
+
+#[test]
+fn stopped_worker_fails_verify_quickly_and_recovers() {
+    if !citus("stopped_worker_fails_verify_quickly_and_recovers") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    c.kill("citus_worker2", libc::SIGINT);
+    let t0 = Instant::now();
+    let out = c.xtask(&["verify"]);
+    let took = t0.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(t.lines().any(|l| l.starts_with("FAIL") && l.contains("citus_worker2") && l.contains("reachable")), "{t}");
+    assert!(t.contains(&format!("localhost:{}", c.port(2))), "{t}");
+    assert!(took < Duration::from_secs(30), "verify took {took:?}");
+    c.ok(&["up"]);
+    c.ok(&["verify"]);
+}
+
+#[test]
+fn disabled_worker_fails_verify_and_setup_reactivates_it() {
+    if !citus("disabled_worker_fails_verify_and_setup_reactivates_it") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    c.connect(0, &c.database).execute("SELECT citus_disable_node('localhost', $1, synchronous => true)", &[&i32::from(c.port(1))]).unwrap();
+    let out = c.xtask(&["verify"]);
+    assert!(!out.status.success());
+    assert!(text(&out).lines().any(|l| l.starts_with("FAIL") && l.contains("citus_worker1") && l.contains("disabled")), "{}", text(&out));
+    let fixed = c.ok(&["setup"]);
+    assert!(fixed.contains("re-activation"), "{fixed}");
+    c.ok(&["verify"]);
+}
+
+#[test]
+fn worker_count_from_the_command_line() {
+    if !citus("worker_count_from_the_command_line") {
+        return;
+    }
+    let c = TestCluster::new(Spec { workers: 1, ..Spec::default() });
+    // Only one port was reserved; derived workers take the next ports, so pick a base with room.
+    c.ok(&["up", "--workers", "1"]);
+    let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM pg_dist_node WHERE groupid <> 0 AND isactive", &[]).unwrap().get(0);
+    assert_eq!(n, 1);
+    let dry = c.ok(&["setup", "--dry-run", "--workers", "3"]);
+    assert_eq!(dry.matches("citus_add_node").count(), 3, "{dry}");
+}
