@@ -106,6 +106,9 @@ fi
 unset password
 
 if [ "$(id -u)" = 0 ]; then
+	# The server's own libpq (Citus's connections to the other nodes) looks for client
+	# certificates under $HOME/.postgresql: give it the postgres user's home, not root's.
+	export HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres
 	exec setpriv --reuid=postgres --regid=postgres --init-groups "$@"
 fi
 exec "$@"

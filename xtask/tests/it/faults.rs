@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use citus_testkit::{require, Need};
 
-use crate::harness::{text, Spec, TestCluster, PASSWORD};
+use crate::harness::{text, Spec, TestCluster};
 
 fn citus(test: &str) -> bool {
     require(test, &[Need::Postgres, Need::Citus]).is_some()
