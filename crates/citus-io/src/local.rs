@@ -99,23 +99,32 @@ pub fn paths(cluster: &Cluster, node: &Node) -> NodePaths {
 }
 
 impl Local {
+    /// Environment changes for every server-side program: the servers' libpq (Citus's
+    /// inter-node connections) must not see our `PG*` variables or look for client
+    /// certificates in our home. `None` removes the variable.
+    fn server_env(&self) -> Vec<(std::ffi::OsString, Option<std::ffi::OsString>)> {
+        let mut env: Vec<_> = std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("PG")).map(|(k, _)| (k, None)).collect();
+        if let Some((_, _, name)) = &self.run_as {
+            env.push(("USER".into(), Some(name.into())));
+            env.push(("LOGNAME".into(), Some(name.into())));
+        }
+        if let Some(home) = &self.home {
+            env.push(("HOME".into(), Some(home.into())));
+        }
+        env
+    }
+
+    /// A short-lived server-side command (initdb, cp, postgres --single) as the servers' user.
     fn command(&self, program: impl AsRef<Path>) -> std::process::Command {
         let mut c = std::process::Command::new(program.as_ref());
         if let Some((uid, gid, _)) = &self.run_as {
             c.uid(*uid).gid(*gid);
         }
-        // The servers' libpq (Citus's inter-node connections) must not see our PG* variables
-        // or look for client certificates in our home.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("PG") {
-                c.env_remove(k);
-            }
-        }
-        if let Some((_, _, name)) = &self.run_as {
-            c.env("USER", name).env("LOGNAME", name);
-        }
-        if let Some(home) = &self.home {
-            c.env("HOME", home);
+        for (k, v) in self.server_env() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
         }
         c
     }
@@ -268,8 +277,10 @@ impl Local {
         self.chown(&file)
     }
 
-    /// Starts `node` unless it is running. Returns the child when it was started now.
-    pub fn start(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<Option<std::process::Child>> {
+    /// Starts `node` unless it is running. Returns the server's handle when it was started
+    /// now. The server (started with duct, in its own process group, so Ctrl-C in the
+    /// terminal does not reach it) outlives this process: dropping the handle does not kill it.
+    pub fn start(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<Option<duct::Handle>> {
         let p = paths(cluster, node);
         if running_pid(&p.pgdata).is_some() {
             return Ok(None);
@@ -279,10 +290,25 @@ impl Local {
         self.write_settings(cluster, node)?;
         let log = fs::OpenOptions::new().create(true).append(true).open(&p.log).with_context(|| format!("opening {}", p.log.display()))?;
         self.chown(&p.log)?;
-        let mut c = self.command(self.bin_dir.join("postgres"));
-        c.arg("-D").arg(&p.pgdata).stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
-        let child = c.spawn().with_context(|| format!("starting postgres for node {}", node.name))?;
-        Ok(Some(child))
+        let mut expr = duct::cmd(self.bin_dir.join("postgres"), [std::ffi::OsStr::new("-D"), p.pgdata.as_os_str()]).stdin_null().stdout_file(log.try_clone()?).stderr_file(log).unchecked();
+        for (k, v) in self.server_env() {
+            expr = match v {
+                Some(v) => expr.env(k, v),
+                None => expr.env_remove(k),
+            };
+        }
+        let ids = self.run_as.as_ref().map(|(u, g, _)| (*u, *g));
+        let handle = expr
+            .before_spawn(move |c| {
+                if let Some((uid, gid)) = ids {
+                    c.uid(uid).gid(gid);
+                }
+                c.process_group(0);
+                Ok(())
+            })
+            .start()
+            .with_context(|| format!("starting postgres for node {}", node.name))?;
+        Ok(Some(handle))
     }
 }
 
@@ -430,7 +456,7 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
                             progress(&format!("{}: new data directory {}", n.name, paths(cluster, n).pgdata.display()));
                         }
                     }
-                    let mut child = local.start(cluster, n)?;
+                    let child = local.start(cluster, n)?;
                     if child.is_none() {
                         progress(&format!("{}: already running", n.name));
                     }
@@ -444,9 +470,9 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
                             }
                             Err(e) if !e.is_transient() => bail!("{e}"),
                             Err(e) => {
-                                if let Some(c) = child.as_mut() {
-                                    if let Some(status) = c.try_wait()? {
-                                        bail!("node {} at {}: postgres exited while starting ({status}); {}", n.name, n.client, log_tail(cluster, n, 15));
+                                if let Some(c) = child.as_ref() {
+                                    if let Some(out) = c.try_wait()? {
+                                        bail!("node {} at {}: postgres exited while starting ({}); {}", n.name, n.client, out.status, log_tail(cluster, n, 15));
                                     }
                                 }
                                 if Instant::now() > deadline {

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The project's test command (README: "Run the tests"). Installs what the tests need when it is
+# missing (Debian packages: the PostgreSQL server, mmdebstrap for the Docker test image), then
+# runs every test of the workspace. Tests that need Citus or Docker skip loudly when this machine
+# cannot run them (see DEVELOPERS.md); set CITUS_XTASK_REQUIRE=postgres,citus,docker to insist.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+have_server=false
+for d in /usr/lib/postgresql/*/bin; do
+  [ -x "$d/initdb" ] && [ -x "$d/postgres" ] && have_server=true
+done
+$have_server || need_pkgs+=(postgresql)
+command -v psql >/dev/null || need_pkgs+=(postgresql-client)
+if command -v docker >/dev/null && timeout 10 docker info >/dev/null 2>&1; then
+  command -v mmdebstrap >/dev/null || need_pkgs+=(mmdebstrap)
+fi
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "ci/test.sh: installing ${need_pkgs[*]} from Debian's packages" >&2
+  if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  # Debian starts a default cluster on 5432 when it installs the server; the tests do not use it.
+  command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
+    "${sudo[@]}" pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
+  done
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo test --workspace --doc
+else
+  echo "ci/test.sh: cargo-nextest not found; using cargo test (install it with: cargo install cargo-nextest --locked)" >&2
+  cargo test --workspace --no-fail-fast "$@"
+fi
