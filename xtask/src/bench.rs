@@ -1,9 +1,366 @@
-//! `cargo xtask bench`: the benchmark (see docs/benchmarks.md).
-use std::process::ExitCode;
+//! `cargo xtask bench`: times the tool against a bare baseline (see docs/benchmarks.md).
+//!
+//! For each worker count, cycles alternate (rotating their order, so machine noise hits
+//! every side alike) between:
+//! - the **baseline** ([`baseline`]): a bare script's work with the same binaries;
+//! - the **tool, first run ever**: `up --backend local`, `verify`, `setup` again, `down`,
+//!   with a fresh data folder, so `up` builds its initdb template first;
+//! - the **tool, template cached**: the same, with one data folder shared by the cycles
+//!   (a new cluster name each cycle), so `up` copies the cached template.
+//!
+//! The tool runs as a child process (this very executable) with a generated config on free
+//! loopback ports; its own peak memory is sampled from /proc. One warm-up cycle of the
+//! baseline and of the cached tool precedes each worker count and is not counted.
 
-use crate::flags;
+mod baseline;
+mod build;
+mod procs;
+mod report;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context};
+
+use crate::{config, flags, progress, UsageError};
+use procs::{Measured, RunAs, Scratch};
+
+/// The variable the generated configs read the password from (set only in the children).
+const PASSWORD_ENV: &str = "CITUS_BENCH_PASSWORD";
+const PASSWORD: &str = "citus-bench-password";
+
+/// What every cycle shares.
+pub(crate) struct Ctx {
+    /// This executable: the tool under test.
+    exe: PathBuf,
+    /// The run's scratch folder, `/tmp/citus-bench-<pid>`.
+    root: PathBuf,
+    /// The PostgreSQL server binaries (found as the tool finds them).
+    bin_dir: PathBuf,
+    /// `[local] bin_dir` of the user's config, passed on to the generated configs.
+    configured_bin_dir: Option<PathBuf>,
+    psql: PathBuf,
+    run_as: RunAs,
+    docker_image: String,
+    pg_major: u32,
+}
+
+/// A series of tool cycles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Series {
+    /// Fresh data folder: `up` runs initdb for its template first.
+    FirstRun,
+    /// Shared data folder: `up` copies the cached template.
+    Cached,
+    /// `--backend docker` (only when the config's image is on this machine).
+    Docker,
+}
+
+impl Series {
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Series::FirstRun => "tool_first_run",
+            Series::Cached => "tool_cached",
+            Series::Docker => "tool_docker",
+        }
+    }
+    pub(crate) fn title(self) -> &'static str {
+        match self {
+            Series::FirstRun => "tool, first run (no template)",
+            Series::Cached => "tool, template cached",
+            Series::Docker => "tool, docker backend",
+        }
+    }
+}
+
+/// One timed phase of a tool cycle.
+#[derive(Debug, Clone)]
+pub(crate) struct Phase {
+    pub(crate) name: &'static str,
+    pub(crate) secs: f64,
+    /// Peak resident memory of the tool's own process, KiB.
+    pub(crate) peak_kib: Option<u64>,
+}
+
+/// One tool cycle.
+#[derive(Debug, Clone)]
+pub(crate) struct ToolSample {
+    /// up, verify, setup, down, purge (`down --purge`, not a target).
+    pub(crate) phases: Vec<Phase>,
+    /// The progress lines of `up` with their time since it was spawned.
+    pub(crate) up_lines: Vec<(f64, String)>,
+}
+
+impl ToolSample {
+    pub(crate) fn secs(&self, phase: &str) -> f64 {
+        self.phases.iter().find(|p| p.name == phase).map_or(f64::NAN, |p| p.secs)
+    }
+}
+
+/// The tool's timed phases, in the order they run.
+pub(crate) const TOOL_PHASES: [&str; 5] = ["up", "verify", "setup", "down", "purge"];
+
+/// Everything measured for one worker count.
+#[derive(Debug, Default)]
+pub(crate) struct ConfigResult {
+    pub(crate) workers: usize,
+    pub(crate) baseline: Vec<baseline::Sample>,
+    pub(crate) first_run: Vec<ToolSample>,
+    pub(crate) cached: Vec<ToolSample>,
+    pub(crate) docker: Vec<ToolSample>,
+}
+
+impl ConfigResult {
+    pub(crate) fn series(&self, s: Series) -> &[ToolSample] {
+        match s {
+            Series::FirstRun => &self.first_run,
+            Series::Cached => &self.cached,
+            Series::Docker => &self.docker,
+        }
+    }
+}
 
 pub(crate) fn run(f: flags::Bench) -> anyhow::Result<ExitCode> {
-    let _ = f;
-    anyhow::bail!("bench is not wired yet")
+    let cycles = f.cycles.unwrap_or(5);
+    if cycles == 0 {
+        return Err(UsageError("--cycles must be at least 1".into()).into());
+    }
+    let workers = parse_workers(f.workers.as_deref().unwrap_or("2,8"))?;
+    let root_ws = config::workspace_root();
+    let json_path = f.json.clone().unwrap_or_else(|| root_ws.join("target").join("bench.json"));
+    let measure_build = f.write_docs || std::env::var("CITUS_BENCH_BUILD").is_ok_and(|v| v == "1");
+
+    let user_config = config::load(None, None)?;
+    let local = citus_io::local::detect(&user_config)?;
+    let bin_dir = local.bin_dir.clone();
+    for b in ["pg_ctl", "initdb", "postgres"] {
+        if !bin_dir.join(b).exists() {
+            bail!("PostgreSQL's {b} is missing from {}: install the PostgreSQL server (Debian: `apt-get install postgresql`) or set [local] bin_dir", bin_dir.display());
+        }
+    }
+    let psql = [bin_dir.join("psql"), PathBuf::from("/usr/bin/psql")]
+        .into_iter()
+        .find(|p| p.exists())
+        .ok_or_else(|| anyhow::anyhow!("psql (the PostgreSQL client, used by the baseline) is missing: install it (Debian: `apt-get install postgresql-client`)"))?;
+    check_citus(&bin_dir)?;
+
+    let tmp = std::env::temp_dir();
+    procs::clean_stale_roots(&tmp);
+    let root = tmp.join(format!("citus-bench-{}", std::process::id()));
+    procs::open_dir(&root)?;
+    let _root_guard = Scratch::new(vec![root.clone()]);
+    let ctx = Ctx {
+        exe: std::env::current_exe().context("finding this executable")?,
+        root,
+        bin_dir,
+        configured_bin_dir: user_config.local.bin_dir.clone(),
+        psql,
+        run_as: RunAs::from_local(&local),
+        docker_image: user_config.docker.image.clone(),
+        pg_major: user_config.docker.pg_major,
+    };
+    let machine = report::Machine::read(&ctx.root);
+    let docker_status = docker_status(&ctx.docker_image);
+    progress(&format!(
+        "bench: {cycles} cycle(s) per series for 1+{} workers, servers as OS user {}, scratch {}",
+        workers.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and 1+"),
+        ctx.run_as.name,
+        ctx.root.display()
+    ));
+
+    let mut citus_version = None;
+    let mut results = Vec::new();
+    for &n in &workers {
+        let mut r = ConfigResult { workers: n, ..ConfigResult::default() };
+        progress(&format!("bench: [1+{n}] warm-up cycles (not counted)"));
+        let warm = baseline::cycle(&ctx, n, &format!("w{n}_warm"), citus_version.is_none())?;
+        if citus_version.is_none() {
+            citus_version = warm.citus_version;
+        }
+        tool_cycle(&ctx, n, Series::Cached, &format!("w{n}_warm"), "warm-up")?;
+        for i in 0..cycles {
+            for k in 0..3 {
+                let tag = format!("1+{n} {}/{cycles}", i + 1);
+                match (i + k) % 3 {
+                    0 => {
+                        let s = baseline::cycle(&ctx, n, &format!("w{n}_c{i}"), false)?;
+                        progress(&format!("bench: [{tag} baseline] up {:.2} s, stop {:.2} s", s.up, s.stop));
+                        r.baseline.push(s);
+                    }
+                    1 => r.first_run.push(tool_cycle(&ctx, n, Series::FirstRun, &format!("w{n}_c{i}_first"), &tag)?),
+                    _ => r.cached.push(tool_cycle(&ctx, n, Series::Cached, &format!("w{n}_c{i}_cached"), &tag)?),
+                }
+            }
+        }
+        results.push(r);
+    }
+    let docker = match &docker_status {
+        Ok(()) => {
+            for r in &mut results {
+                let n = r.workers;
+                for i in 0..cycles {
+                    r.docker.push(tool_cycle(&ctx, n, Series::Docker, &format!("w{n}_c{i}_docker"), &format!("1+{n} {}/{cycles}", i + 1))?);
+                }
+            }
+            Ok(())
+        }
+        Err(why) => Err(why.clone()),
+    };
+
+    let build = if measure_build {
+        progress("bench: clean builds (fresh target dirs, --offline); this takes minutes");
+        Some(build::measure(&root_ws, &ctx.root.join("build")).map_err(|e| format!("{e:#}")))
+    } else {
+        None
+    };
+
+    let rep = report::Report {
+        cycles,
+        date: report::utc_now(),
+        machine: machine.finish(),
+        versions: report::Versions::read(&ctx, citus_version, &root_ws),
+        configs: results,
+        build,
+        docker,
+    };
+    let text = rep.markdown_results();
+    println!("{text}");
+    if let Some(dir) = json_path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    fs::write(&json_path, serde_json::to_string_pretty(&rep.json())? + "\n").with_context(|| format!("writing {}", json_path.display()))?;
+    progress(&format!("bench: wrote {}", json_path.display()));
+    if f.write_docs {
+        let doc = root_ws.join("docs").join("benchmarks.md");
+        fs::create_dir_all(doc.parent().expect("docs folder"))?;
+        fs::write(&doc, rep.markdown_doc()).with_context(|| format!("writing {}", doc.display()))?;
+        progress(&format!("bench: wrote {}", doc.display()));
+    }
+    let failed = rep.targets().iter().filter(|t| t.pass() == Some(false)).count();
+    progress(&format!("bench: {failed} target(s) missed"));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_workers(s: &str) -> anyhow::Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.parse::<usize>() {
+            Ok(n) if (1..=64).contains(&n) => out.push(n),
+            _ => return Err(UsageError(format!("--workers {s}: expected worker counts from 1 to 64, comma separated (e.g. 2,8)")).into()),
+        }
+    }
+    if out.is_empty() {
+        return Err(UsageError(format!("--workers {s}: no worker count given")).into());
+    }
+    Ok(out)
+}
+
+/// Fails naming the missing file when Citus is not installed into this PostgreSQL.
+fn check_citus(bin_dir: &Path) -> anyhow::Result<()> {
+    let pg_config = bin_dir.join("pg_config");
+    let libdir = procs::first_line(&pg_config, &["--pkglibdir"]).map(PathBuf::from).or_else(|| Some(bin_dir.parent()?.join("lib")));
+    let sharedir = procs::first_line(&pg_config, &["--sharedir"]).map(PathBuf::from);
+    let version = procs::first_line(bin_dir.join("postgres"), &["--version"]).unwrap_or_else(|| "PostgreSQL".into());
+    let mut wanted: Vec<PathBuf> = libdir.into_iter().map(|d| d.join("citus.so")).collect();
+    wanted.extend(sharedir.map(|d| d.join("extension").join("citus.control")));
+    for w in wanted {
+        if !w.exists() {
+            bail!(
+                "Citus is not installed into the PostgreSQL at {} ({version}): {} is missing. Install Citus for this PostgreSQL version (packages from Citus's repository, or build it with this pg_config), or set [local] bin_dir to a PostgreSQL that has it",
+                bin_dir.display(),
+                w.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Docker is measured only when the config's image is already on this machine (no pulls).
+fn docker_status(image: &str) -> Result<(), String> {
+    let out = match Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", image]).output() {
+        Ok(o) => o,
+        Err(e) => return Err(format!("docker is not available ({e})")),
+    };
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let err = err.lines().next().unwrap_or("").trim();
+    Err(format!("the config's image `{image}` is not on this machine (`docker image inspect`: {err}); the benchmark never pulls"))
+}
+
+impl Ctx {
+    /// A generated config for one tool cycle.
+    fn config_text(&self, name: &str, series: Series, ports: &[u16], data_dir: &Path) -> String {
+        let q = |s: &str| serde_json::to_string(s).expect("a string serialises");
+        let backend = if series == Series::Docker { "docker" } else { "local" };
+        let mut t = format!(
+            "# Written by `cargo xtask bench` for one cycle; deleted afterwards.\n\
+             name = {}\ndatabase = \"commcare_ucr_citus\"\nuser = \"commcarehq\"\npassword_env = \"{PASSWORD_ENV}\"\nbackend = \"{backend}\"\n\n\
+             [coordinator]\nname = \"citus_master\"\nhost = \"127.0.0.1\"\nport = {}\n",
+            q(name),
+            ports[0]
+        );
+        for (i, p) in ports[1..].iter().enumerate() {
+            t.push_str(&format!("\n[[workers]]\nname = \"citus_worker{}\"\nhost = \"127.0.0.1\"\nport = {p}\n", i + 1));
+        }
+        t.push_str(&format!("\n[docker]\nimage = {}\npg_major = {}\nbind = \"127.0.0.1\"\n", q(&self.docker_image), self.pg_major));
+        t.push_str(&format!("\n[local]\ndata_dir = {}\ndev_speed = true\n", q(&data_dir.to_string_lossy())));
+        if let Some(b) = &self.configured_bin_dir {
+            t.push_str(&format!("bin_dir = {}\n", q(&b.to_string_lossy())));
+        }
+        t.push_str("\n[wait]\ntimeout_secs = 120\n");
+        t
+    }
+
+    /// Runs `xtask <args> --config <cfg>` as a measured child; fails with its output's end.
+    fn tool(&self, args: &[&str], cfg: &Path) -> anyhow::Result<Measured> {
+        let mut c = Command::new(&self.exe);
+        c.args(args).arg("--config").arg(cfg).env(PASSWORD_ENV, PASSWORD).env_remove("CITUS_CONFIG");
+        let m = procs::run_measured(c)?;
+        if !m.status.success() {
+            bail!("`xtask {} --config {}` failed ({}):\n    {}", args.join(" "), cfg.display(), m.status, m.tail(30));
+        }
+        Ok(m)
+    }
+}
+
+/// One tool cycle: up, verify, setup, down (timed), then `down --purge`; on any failure the
+/// cluster is purged and every server left below its folders is stopped.
+fn tool_cycle(ctx: &Ctx, workers: usize, series: Series, label: &str, tag: &str) -> anyhow::Result<ToolSample> {
+    let dir = ctx.root.join(format!("tool-{label}"));
+    procs::open_dir(&dir)?;
+    let name = format!("bench_{label}");
+    let data_dir = if series == Series::Cached { ctx.root.join("cached") } else { dir.join("data") };
+    let _guard = Scratch::new(vec![data_dir.join(&name), dir.clone()]);
+    let ports = procs::free_ports(workers + 1)?;
+    let cfg = dir.join("citus.toml");
+    fs::write(&cfg, ctx.config_text(&name, series, &ports, &data_dir)).with_context(|| format!("writing {}", cfg.display()))?;
+    let backend = if series == Series::Docker { "docker" } else { "local" };
+    let short = match series {
+        Series::FirstRun => "first run",
+        Series::Cached => "cached",
+        Series::Docker => "docker",
+    };
+    let run = || -> anyhow::Result<ToolSample> {
+        let mut phases = Vec::new();
+        let mut up_lines = Vec::new();
+        for (phase, args) in TOOL_PHASES.iter().zip([&["up", "--backend", backend][..], &["verify"], &["setup"], &["down"], &["down", "--purge"]]) {
+            let m = ctx.tool(args, &cfg)?;
+            progress(&format!("bench: [{tag} {short}] {phase} {:.2} s{}", m.secs, m.peak_kib.map_or(String::new(), |k| format!(", peak {k} KiB"))));
+            if *phase == "up" {
+                up_lines = m.stderr.clone();
+            }
+            phases.push(Phase { name: phase, secs: m.secs, peak_kib: m.peak_kib });
+        }
+        Ok(ToolSample { phases, up_lines })
+    };
+    let result = run();
+    if result.is_err() {
+        let _ = ctx.tool(&["down", "--purge"], &cfg);
+    }
+    result
 }

@@ -212,3 +212,39 @@ fn password_never_appears_in_process_arguments_or_output() {
     let log = std::fs::read_to_string(c.pgdata("citus_master").parent().unwrap().join("postgres.log")).unwrap();
     assert!(!log.contains(secret), "password in the server log");
 }
+
+#[test]
+fn late_node_is_waited_for() {
+    if !citus("late_node_is_waited_for") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    c.kill("citus_worker2", libc::SIGINT);
+    std::thread::scope(|s| {
+        let setup = s.spawn(|| c.xtask(&["setup"]));
+        std::thread::sleep(Duration::from_millis(1500));
+        c.ok(&["up", "--no-setup"]);
+        let out = setup.join().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains(&format!("waiting for citus_worker2 at localhost:{}", c.port(2))), "{}", text(&out));
+    });
+    c.ok(&["verify"]);
+}
+
+#[test]
+fn unresolvable_cluster_address_is_refused_with_both_addresses() {
+    if !citus("unresolvable_cluster_address_is_refused_with_both_addresses") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    let cfg = std::fs::read_to_string(&c.config).unwrap();
+    let p2 = c.port(2);
+    std::fs::write(&c.config, cfg.replacen(&format!("port = {p2}\n"), &format!("port = {p2}\ncluster_address = \"no-such-host.invalid:5432\"\n"), 1)).unwrap();
+    let out = c.xtask(&["up"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(t.contains("citus_worker2") && t.contains("no-such-host.invalid:5432") && t.contains(&format!("localhost:{p2}")) && t.contains("two addresses"), "{t}");
+    let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM pg_dist_node WHERE nodename = 'no-such-host.invalid'", &[]).unwrap().get(0);
+    assert_eq!(n, 0, "a half-registered node was left behind");
+}

@@ -26,6 +26,12 @@ fn cold_up_verifies_then_setup_changes_nothing_and_down_up_keeps_data() {
         assert!(checks.iter().any(|c| c["check"] == wanted && c["ok"] == true), "missing passing check {wanted}: {report}");
     }
 
+    for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+        let hba = std::fs::read_to_string(c.pgdata(node).join("pg_hba.conf")).unwrap();
+        let active: Vec<&str> = hba.lines().filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty()).collect();
+        assert!(active.iter().all(|l| !l.contains("trust")), "{node} trusts someone: {active:?}");
+    }
+
     let again = c.ok(&["setup"]);
     assert!(again.contains("nothing to change"), "second setup changed something: {again}");
 
@@ -51,7 +57,8 @@ fn recreated_worker_database_fails_verify_and_setup_repairs_it() {
     let c = TestCluster::new(Spec::default());
     c.ok(&["up"]);
     let mut w1 = c.connect(1, "postgres");
-    w1.batch_execute(&format!("DROP DATABASE \"{0}\" WITH (FORCE); CREATE DATABASE \"{0}\"", c.database)).unwrap();
+    w1.batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", c.database)).unwrap();
+    w1.batch_execute(&format!("CREATE DATABASE \"{}\"", c.database)).unwrap();
     let out = c.xtask(&["verify"]);
     assert!(!out.status.success(), "verify passed on a worker with a recreated database");
     let t = text(&out);

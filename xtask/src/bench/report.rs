@@ -1,0 +1,493 @@
+//! Statistics, targets and the outputs of the benchmark: markdown (stdout and
+//! docs/benchmarks.md) and JSON. Every number in them comes from the run.
+
+use std::{fmt::Write as _, path::Path, time::SystemTime};
+
+use serde_json::{json, Value};
+
+use super::{build::BuildTimes, procs, ConfigResult, Ctx, Series, ToolSample, TOOL_PHASES};
+
+/// Median, min and max of some samples.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stats {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) n: usize,
+}
+
+pub(crate) fn stats(samples: impl IntoIterator<Item = f64>) -> Stats {
+    let mut v: Vec<f64> = samples.into_iter().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return Stats { median: f64::NAN, min: f64::NAN, max: f64::NAN, n };
+    }
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    Stats { median, min: v[0], max: v[n - 1], n }
+}
+
+fn stats_json(samples: &[f64]) -> Value {
+    let s = stats(samples.iter().copied());
+    json!({ "median_s": round(s.median), "min_s": round(s.min), "max_s": round(s.max), "n": s.n, "samples_s": samples.iter().map(|x| round(*x)).collect::<Vec<_>>() })
+}
+
+fn round(x: f64) -> Value {
+    if x.is_finite() {
+        json!((x * 10_000.0).round() / 10_000.0)
+    } else {
+        Value::Null
+    }
+}
+
+/// The machine, read from /proc.
+#[derive(Debug, Clone)]
+pub(crate) struct Machine {
+    cpus: usize,
+    model: String,
+    memory: String,
+    kernel: String,
+    os: String,
+    scratch_fs: String,
+    load_before: String,
+    load_after: String,
+}
+
+impl Machine {
+    /// Reads the machine (and its load average before the run); `scratch` is where the data goes.
+    pub(crate) fn read(scratch: &Path) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string())).unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or_else(|| "unknown".into(), |kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0));
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
+        let os = std::fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
+            .unwrap_or_else(|| "unknown".into());
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            model,
+            memory,
+            kernel,
+            os,
+            scratch_fs: filesystem_of(scratch),
+            load_before: loadavg(),
+            load_after: String::new(),
+        }
+    }
+
+    /// Records the load average after the run.
+    pub(crate) fn finish(mut self) -> Machine {
+        self.load_after = loadavg();
+        self
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(|_| "unknown".into(), |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
+/// The type of the filesystem holding `path` (longest mount point that is a prefix of it).
+fn filesystem_of(path: &Path) -> String {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut best: Option<(usize, String)> = None;
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 3 || !path.starts_with(f[1]) {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(len, _)| f[1].len() >= *len) {
+            best = Some((f[1].len(), format!("{} on {}", f[2], f[1])));
+        }
+    }
+    best.map_or_else(|| "unknown".into(), |(_, s)| s)
+}
+
+/// Versions of everything measured.
+#[derive(Debug, Clone)]
+pub(crate) struct Versions {
+    postgres: String,
+    citus: String,
+    rustc: String,
+    cargo: String,
+    commit: String,
+}
+
+impl Versions {
+    pub(crate) fn read(ctx: &Ctx, citus: Option<String>, workspace: &Path) -> Versions {
+        let unknown = || "unknown".to_string();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let commit = std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(workspace)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        Versions {
+            postgres: procs::first_line(ctx.bin_dir.join("postgres"), &["--version"]).unwrap_or_else(unknown),
+            citus: citus.unwrap_or_else(unknown),
+            rustc: procs::first_line(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()), &["--version"]).unwrap_or_else(unknown),
+            cargo: procs::first_line(cargo, &["--version"]).unwrap_or_else(unknown),
+            commit: commit.unwrap_or_else(unknown),
+        }
+    }
+}
+
+/// A performance target: a ratio of medians and its limit.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) what: String,
+    pub(crate) tool_s: f64,
+    pub(crate) reference: &'static str,
+    pub(crate) reference_s: f64,
+    pub(crate) limit: Option<f64>,
+}
+
+impl Target {
+    pub(crate) fn ratio(&self) -> f64 {
+        self.tool_s / self.reference_s
+    }
+    /// None when there is no limit for this size.
+    pub(crate) fn pass(&self) -> Option<bool> {
+        self.limit.map(|l| self.ratio() <= l)
+    }
+}
+
+/// The whole run.
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub(crate) cycles: usize,
+    pub(crate) date: String,
+    pub(crate) machine: Machine,
+    pub(crate) versions: Versions,
+    pub(crate) configs: Vec<ConfigResult>,
+    /// None: not asked for; Err: why it could not be measured.
+    pub(crate) build: Option<Result<BuildTimes, String>>,
+    /// Err: why docker was not measured.
+    pub(crate) docker: Result<(), String>,
+}
+
+fn tool_secs<'a>(samples: impl IntoIterator<Item = &'a ToolSample>, phase: &'a str) -> Vec<f64> {
+    samples.into_iter().map(|s| s.secs(phase)).collect()
+}
+
+fn median(v: &[f64]) -> f64 {
+    stats(v.iter().copied()).median
+}
+
+fn secs(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "-".into()
+    }
+}
+
+fn kib(k: Option<u64>) -> String {
+    k.map_or_else(|| "-".into(), |k| format!("{k} KiB ({:.1} MiB)", k as f64 / 1024.0))
+}
+
+fn peak(samples: &[ToolSample], phase: &str) -> Option<u64> {
+    samples.iter().flat_map(|s| s.phases.iter()).filter(|p| p.name == phase).filter_map(|p| p.peak_kib).max()
+}
+
+impl Report {
+    /// The targets of the issue, per worker count.
+    pub(crate) fn targets(&self) -> Vec<Target> {
+        let mut out = Vec::new();
+        for c in &self.configs {
+            let n = c.workers;
+            let base_up = median(&c.baseline.iter().map(|s| s.up).collect::<Vec<_>>());
+            let base_stop = median(&c.baseline.iter().map(|s| s.stop).collect::<Vec<_>>());
+            let first_up = median(&tool_secs(&c.first_run, "up"));
+            let cold_up = median(&tool_secs(&c.cached, "up"));
+            let both = || c.first_run.iter().chain(c.cached.iter());
+            let (first_limit, cached_limit) = match n {
+                2 => (Some(1.10), Some(0.60)),
+                8 => (Some(1.10), Some(1.10)),
+                _ => (None, None),
+            };
+            out.push(Target { what: format!("1+{n}: `up`, first run ever (no initdb template)"), tool_s: first_up, reference: "baseline up", reference_s: base_up, limit: first_limit });
+            out.push(Target { what: format!("1+{n}: `up`, template cached"), tool_s: cold_up, reference: "baseline up", reference_s: base_up, limit: cached_limit });
+            out.push(Target { what: format!("1+{n}: `setup` on the ready cluster"), tool_s: median(&tool_secs(both(), "setup")), reference: "cold up", reference_s: cold_up, limit: Some(0.05) });
+            out.push(Target { what: format!("1+{n}: `verify`"), tool_s: median(&tool_secs(both(), "verify")), reference: "cold up", reference_s: cold_up, limit: Some(0.25) });
+            out.push(Target { what: format!("1+{n}: `down`"), tool_s: median(&tool_secs(both(), "down")), reference: "baseline stop", reference_s: base_stop, limit: Some(1.50) });
+        }
+        out
+    }
+
+    fn targets_table(&self) -> String {
+        let mut t = String::from("| target | tool, median s | reference | reference, median s | ratio | limit | result |\n|---|---:|---|---:|---:|---:|---|\n");
+        for x in self.targets() {
+            let result = match x.pass() {
+                Some(true) => "pass",
+                Some(false) => "**FAIL**",
+                None => "(no target)",
+            };
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {:.3} | {} | {result} |",
+                x.what,
+                secs(x.tool_s),
+                x.reference,
+                secs(x.reference_s),
+                x.ratio(),
+                x.limit.map_or_else(|| "-".into(), |l| format!("≤ {l:.2}"))
+            );
+        }
+        t
+    }
+
+    fn phases_table(&self, c: &ConfigResult) -> String {
+        let mut t = String::from("| side | phase | median s | min s | max s | n | tool's peak memory (max) |\n|---|---|---:|---:|---:|---:|---:|\n");
+        let mut row = |side: &str, phase: &str, v: &[f64], mem: String| {
+            let s = stats(v.iter().copied());
+            let _ = writeln!(t, "| {side} | {phase} | {} | {} | {} | {} | {mem} |", secs(s.median), secs(s.min), secs(s.max), s.n);
+        };
+        row("baseline", "up", &c.baseline.iter().map(|s| s.up).collect::<Vec<_>>(), "".into());
+        row("baseline", "stop (immediate)", &c.baseline.iter().map(|s| s.stop).collect::<Vec<_>>(), "".into());
+        for series in [Series::FirstRun, Series::Cached, Series::Docker] {
+            let samples = c.series(series);
+            if samples.is_empty() {
+                continue;
+            }
+            for phase in TOOL_PHASES {
+                let label = if phase == "purge" { "down --purge (no target)" } else { phase };
+                row(series.title(), label, &tool_secs(samples, phase), kib(peak(samples, phase)));
+            }
+        }
+        t
+    }
+
+    /// The peak memory of the tool's process over every phase of every series.
+    fn peak_overall(&self) -> Option<(u64, String)> {
+        let mut best: Option<(u64, String)> = None;
+        for c in &self.configs {
+            for series in [Series::FirstRun, Series::Cached, Series::Docker] {
+                for phase in TOOL_PHASES {
+                    if let Some(k) = peak(c.series(series), phase) {
+                        if best.as_ref().is_none_or(|(b, _)| k > *b) {
+                            best = Some((k, format!("`{}` of 1+{}, {}", if phase == "purge" { "down --purge" } else { phase }, c.workers, series.title())));
+                        }
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// The progress lines of the median cycle's `up`, with their times.
+    fn timeline(samples: &[ToolSample]) -> Option<(f64, String)> {
+        let mut idx: Vec<usize> = (0..samples.len()).collect();
+        idx.sort_by(|a, b| samples[*a].secs("up").total_cmp(&samples[*b].secs("up")));
+        let s = &samples[*idx.get((idx.len().checked_sub(1)?) / 2)?];
+        let mut text = String::new();
+        for (t, line) in &s.up_lines {
+            let _ = writeln!(text, "{t:>7.3} s  {}", line.trim());
+        }
+        let _ = writeln!(text, "{:>7.3} s  (exit)", s.secs("up"));
+        Some((s.secs("up"), text))
+    }
+
+    fn build_section(&self) -> String {
+        match &self.build {
+            None => "Not measured in this run (`--write-docs` or `CITUS_BENCH_BUILD=1` measures it).\n".into(),
+            Some(Err(e)) => format!("Not measured: {e}\n"),
+            Some(Ok(b)) => {
+                let mut t = format!(
+                    "Clean builds in the dev profile (this workspace's: `debug = 0`, dependencies at `opt-level = 1`), each into a fresh target folder, `--offline` from the local registry cache, {} parallel jobs:\n\n\
+                     | build | seconds | crates compiled |\n|---|---:|---:|\n",
+                    b.jobs
+                );
+                let _ = writeln!(t, "| `cargo build -p xtask` (a user's first `cargo xtask`) | {:.1} | {} |", b.xtask.secs, b.xtask.crates);
+                let _ = writeln!(t, "| empty crate depending only on `postgres` ({}) | {:.1} | {} |", b.postgres_version, b.postgres_only.secs, b.postgres_only.crates);
+                let _ = writeln!(t, "\nxtask / empty crate: {:.2}x the time.", b.xtask.secs / b.postgres_only.secs);
+                t
+            }
+        }
+    }
+
+    /// The results as markdown: targets, phases, memory, builds, docker (printed to stdout).
+    pub(crate) fn markdown_results(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "## Targets\n\nRatios of medians over {} cycle(s) per series. \"Cold up\" is the tool's `up` of a new cluster with the template cached.\n", self.cycles);
+        t.push_str(&self.targets_table());
+        let failed = self.targets().iter().filter(|x| x.pass() == Some(false)).count();
+        let total = self.targets().iter().filter(|x| x.pass().is_some()).count();
+        let _ = writeln!(t, "\n{} of {total} targets met.\n", total - failed);
+        for c in &self.configs {
+            let _ = writeln!(t, "## Phases, 1 coordinator + {} workers (seconds)\n", c.workers);
+            t.push_str(&self.phases_table(c));
+            t.push('\n');
+        }
+        t.push_str("## Peak memory of the tool's process\n\n");
+        match self.peak_overall() {
+            Some((k, where_)) => {
+                let _ = writeln!(t, "{} at most, in {where_} (the other phases: last column of the tables above).\n", kib(Some(k)));
+            }
+            None => t.push_str("Not measured (no /proc?).\n\n"),
+        }
+        t.push_str("## Clean build of xtask\n\n");
+        t.push_str(&self.build_section());
+        t.push_str("\n## Docker backend\n\n");
+        match &self.docker {
+            Ok(()) => t.push_str("Measured (tool only, no baseline): the `tool, docker backend` rows above.\n"),
+            Err(why) => {
+                let _ = writeln!(t, "Not measured: {why}.");
+            }
+        }
+        t
+    }
+
+    /// docs/benchmarks.md.
+    pub(crate) fn markdown_doc(&self) -> String {
+        let m = &self.machine;
+        let v = &self.versions;
+        let mut t = String::new();
+        t.push_str(
+            "# Benchmarks\n\n\
+             <!-- Generated by `cargo xtask bench --write-docs`. Do not edit by hand: every number below comes from that run; re-run it to refresh this file. -->\n\n\
+             `cargo xtask bench` times the tool against a bare baseline and checks the performance targets. Run it with\n\n\
+             ```sh\ncargo xtask bench --cycles 5 --write-docs\n```\n\n\
+             `--workers 2,8` picks the cluster sizes (1 coordinator + N workers), `--json PATH` where the JSON results go \
+             (default `target/bench.json`), and `--write-docs` rewrites this file and adds the clean-build measurement \
+             (`CITUS_BENCH_BUILD=1` adds it without rewriting the file). It needs PostgreSQL with Citus installed on the machine; \
+             as root, the servers run as the `postgres` OS user. Everything happens in `/tmp/citus-bench-<pid>` on free loopback \
+             ports and is deleted afterwards, servers included, also when a cycle fails.\n\n\
+             ## What is measured\n\n\
+             For each cluster size, cycles of three kinds alternate, their order rotating from one cycle to the next so that \
+             machine noise hits every side alike:\n\n\
+             - **baseline**: what a bare shell script does with the same binaries. Per node, in parallel: \
+             `initdb --no-sync --auth=trust`, `shared_preload_libraries = 'citus'` and `fsync = off` appended to postgresql.conf, \
+             `pg_ctl -w start`, `psql -c 'CREATE EXTENSION citus'`; then one `psql` on the coordinator with one `citus_add_node` \
+             per worker. Its stop is `pg_ctl -m immediate -w stop` per node, in parallel.\n\
+             - **tool, first run (no template)**: `up --backend local`, then `verify`, `setup` again on the ready cluster, and \
+             `down`, in a fresh data folder, so that `up` first creates its initdb template, as on the first run ever on a machine.\n\
+             - **tool, template cached**: the same in a data folder shared by the cycles (a new cluster each cycle), so that \
+             `up` copies the cached template.\n\n\
+             Every tool cycle starts from nothing and ends with `down --purge` (timed as `down --purge`, no target). The tool runs \
+             as a child process: the xtask binary itself, as `cargo xtask` builds it (dev profile), without cargo's own start-up. \
+             One warm-up cycle of the baseline and one of the cached tool precede each size and are not counted. Times are \
+             wall-clock seconds from spawning a command to its exit; ratios are ratios of medians.\n\n\
+             The tool's `up` does more than the baseline: it creates a login role with a SCRAM password and the database \
+             `commcare_ucr_citus` on every node, installs citus there, stores the inter-node password, sets the coordinator host \
+             and waits for real logins. Its `down` is a clean (\"fast\") shutdown with a checkpoint; the baseline's stop is an \
+             immediate one (no checkpoint). The peak memory is the tool process's own high-water mark (`VmHWM` in \
+             /proc/PID/status, sampled while it runs), not its children's or the servers'.\n\n",
+        );
+        t.push_str("## Machine and versions\n\n");
+        let _ = writeln!(t, "| | |\n|---|---|");
+        let _ = writeln!(t, "| date | {} |", self.date);
+        let _ = writeln!(t, "| CPU | {} × {} |", m.cpus, m.model);
+        let _ = writeln!(t, "| memory | {} |", m.memory);
+        let _ = writeln!(t, "| OS | {}, Linux {} |", m.os, m.kernel);
+        let _ = writeln!(t, "| data folders | {} |", m.scratch_fs);
+        let _ = writeln!(t, "| load average (1, 5, 15 min) | before: {}; after: {} |", m.load_before, m.load_after);
+        let _ = writeln!(t, "| PostgreSQL | {} |", v.postgres);
+        let _ = writeln!(t, "| Citus | {} |", v.citus);
+        let _ = writeln!(t, "| Rust | {}; {} |", v.rustc, v.cargo);
+        let _ = writeln!(t, "| commit | {} |", v.commit);
+        let _ = writeln!(t, "| cycles per series | {} |\n", self.cycles);
+        t.push_str(&self.markdown_results());
+        t.push_str("\n## Where `up` spends its time\n\nThe progress lines of the median cycle's `up`, with the time since it was spawned.\n");
+        for c in &self.configs {
+            for series in [Series::FirstRun, Series::Cached] {
+                if let Some((total, lines)) = Self::timeline(c.series(series)) {
+                    let _ = write!(t, "\n<details><summary>1+{}, {}: {total:.3} s</summary>\n\n```text\n{lines}```\n\n</details>\n", c.workers, series.title());
+                }
+            }
+        }
+        t
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        let m = &self.machine;
+        let v = &self.versions;
+        let configs: Vec<Value> = self
+            .configs
+            .iter()
+            .map(|c| {
+                let mut o = serde_json::Map::new();
+                o.insert("workers".into(), json!(c.workers));
+                o.insert(
+                    "baseline".into(),
+                    json!({
+                        "up": stats_json(&c.baseline.iter().map(|s| s.up).collect::<Vec<_>>()),
+                        "stop": stats_json(&c.baseline.iter().map(|s| s.stop).collect::<Vec<_>>()),
+                    }),
+                );
+                for series in [Series::FirstRun, Series::Cached, Series::Docker] {
+                    let samples = c.series(series);
+                    if samples.is_empty() {
+                        continue;
+                    }
+                    let mut s = serde_json::Map::new();
+                    for phase in TOOL_PHASES {
+                        let mut p = stats_json(&tool_secs(samples, phase));
+                        let peaks: Vec<Value> = samples.iter().map(|x| json!(x.phases.iter().find(|q| q.name == phase).and_then(|q| q.peak_kib))).collect();
+                        p["peak_kib"] = json!(peaks);
+                        s.insert(phase.into(), p);
+                    }
+                    o.insert(series.key().into(), Value::Object(s));
+                }
+                Value::Object(o)
+            })
+            .collect();
+        let targets: Vec<Value> = self
+            .targets()
+            .iter()
+            .map(|x| json!({ "what": x.what, "tool_median_s": round(x.tool_s), "reference": x.reference, "reference_median_s": round(x.reference_s), "ratio": round(x.ratio()), "limit": x.limit, "pass": x.pass() }))
+            .collect();
+        let build = match &self.build {
+            None => json!({ "measured": false, "why": "not asked for (--write-docs or CITUS_BENCH_BUILD=1)" }),
+            Some(Err(e)) => json!({ "measured": false, "why": e }),
+            Some(Ok(b)) => json!({
+                "measured": true,
+                "profile": "dev",
+                "jobs": b.jobs,
+                "xtask": { "seconds": round(b.xtask.secs), "crates": b.xtask.crates },
+                "postgres_only": { "seconds": round(b.postgres_only.secs), "crates": b.postgres_only.crates, "postgres_version": b.postgres_version },
+                "ratio": round(b.xtask.secs / b.postgres_only.secs),
+            }),
+        };
+        let docker = match &self.docker {
+            Ok(()) => json!({ "measured": true }),
+            Err(why) => json!({ "measured": false, "why": why }),
+        };
+        let peak = self.peak_overall();
+        json!({
+            "date": self.date,
+            "cycles": self.cycles,
+            "machine": { "cpus": m.cpus, "model": m.model, "memory": m.memory, "os": m.os, "kernel": m.kernel, "data_folders": m.scratch_fs, "load_before": m.load_before, "load_after": m.load_after },
+            "versions": { "postgres": v.postgres, "citus": v.citus, "rustc": v.rustc, "cargo": v.cargo, "commit": v.commit },
+            "configs": configs,
+            "targets": targets,
+            "peak_memory_kib": peak.as_ref().map(|(k, _)| *k),
+            "peak_memory_where": peak.map(|(_, w)| w),
+            "build": build,
+            "docker": docker,
+        })
+    }
+}
+
+/// The current time in UTC, `YYYY-MM-DD HH:MM UTC`, without a date crate.
+pub(crate) fn utc_now() -> String {
+    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+}
