@@ -138,13 +138,15 @@ pub(crate) fn run(f: flags::Bench) -> anyhow::Result<ExitCode> {
     let bin_dir = local.bin_dir.clone();
     for b in ["pg_ctl", "initdb", "postgres"] {
         if !bin_dir.join(b).exists() {
-            bail!("PostgreSQL's {b} is missing from {}: install the PostgreSQL server (Debian: `apt-get install postgresql`) or set [local] bin_dir", bin_dir.display());
+            bail!(
+                "PostgreSQL's {b} is missing from {}: install the PostgreSQL server (Debian: `apt-get install postgresql`) or set [local] bin_dir",
+                bin_dir.display()
+            );
         }
     }
-    let psql = [bin_dir.join("psql"), PathBuf::from("/usr/bin/psql")]
-        .into_iter()
-        .find(|p| p.exists())
-        .ok_or_else(|| anyhow::anyhow!("psql (the PostgreSQL client, used by the baseline) is missing: install it (Debian: `apt-get install postgresql-client`)"))?;
+    let psql = [bin_dir.join("psql"), PathBuf::from("/usr/bin/psql")].into_iter().find(|p| p.exists()).ok_or_else(|| {
+        anyhow::anyhow!("psql (the PostgreSQL client, used by the baseline) is missing: install it (Debian: `apt-get install postgresql-client`)")
+    })?;
     check_citus(&bin_dir)?;
 
     let tmp = std::env::temp_dir();

@@ -21,7 +21,8 @@ pub(crate) fn load(config: Option<&Path>, workers: Option<usize>) -> anyhow::Res
             _ => workspace_root().join("citus.toml"),
         },
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| UsageError(format!("cannot read config {}: {e} (pass --config PATH or set CITUS_CONFIG)", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| UsageError(format!("cannot read config {}: {e} (pass --config PATH or set CITUS_CONFIG)", path.display())))?;
     let cluster = Cluster::parse(&text, &path).map_err(|e| UsageError(e.to_string()))?;
     match workers {
         Some(n) => cluster.with_workers(n).map_err(|e| UsageError(e.to_string()).into()),

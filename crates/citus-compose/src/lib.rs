@@ -80,8 +80,7 @@ pub fn volume_name(node: &Node) -> String {
 /// so it can be committed and compared.
 pub fn render(cluster: &Cluster) -> String {
     let file = model(cluster);
-    let yaml = serde_saphyr::to_string(&file)
-        .expect("the compose model holds only strings, integers, lists and maps, which always serialize");
+    let yaml = serde_saphyr::to_string(&file).expect("the compose model holds only strings, integers, lists and maps, which always serialize");
     let mut out = header(cluster);
     out.push_str(&yaml);
     if !out.ends_with('\n') {
@@ -92,11 +91,7 @@ pub fn render(cluster: &Cluster) -> String {
 
 fn header(cluster: &Cluster) -> String {
     // Only the file name: a full path would make the output depend on the machine.
-    let source = cluster
-        .source
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "citus.toml".into());
+    let source = cluster.source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "citus.toml".into());
     let env = &cluster.password.env;
     let name = &cluster.name;
     format!(
@@ -188,11 +183,7 @@ fn model(cluster: &Cluster) -> ComposeFile {
                 image: literal(&cluster.docker.image),
                 hostname: literal(&node.name),
                 command: quoted(&["postgres", "-c", "shared_preload_libraries=citus", "-c", "listen_addresses=*"]),
-                environment: Environment {
-                    POSTGRES_USER: user.clone(),
-                    POSTGRES_DB: maintenance_db.clone(),
-                    POSTGRES_PASSWORD: password.clone(),
-                },
+                environment: Environment { POSTGRES_USER: user.clone(), POSTGRES_DB: maintenance_db.clone(), POSTGRES_PASSWORD: password.clone() },
                 ports: vec![DoubleQuoted(port_mapping(&cluster.docker.bind, node.client.port))],
                 volumes: vec![format!("{}:{}", literal(&volume_name(node)), cluster.docker.data_mount())],
                 networks: vec![NETWORK.to_string()],
@@ -207,11 +198,7 @@ fn model(cluster: &Cluster) -> ComposeFile {
         })
         .collect();
     let volumes = cluster.nodes().map(|node| (volume_name(node), Empty::new())).collect();
-    ComposeFile {
-        services: Ordered(services),
-        networks: Ordered(vec![(NETWORK.to_string(), Empty::new())]),
-        volumes: Ordered(volumes),
-    }
+    ComposeFile { services: Ordered(services), networks: Ordered(vec![(NETWORK.to_string(), Empty::new())]), volumes: Ordered(volumes) }
 }
 
 #[cfg(test)]

@@ -93,9 +93,7 @@ fn output_is_deterministic() {
 
 /// `docker-compose` (v1) if it exists, else `docker compose` (v2) if `docker compose version` works.
 fn compose_command() -> Result<Command, String> {
-    let works = |program: &str, args: &[&str]| {
-        Command::new(program).args(args).output().map(|o| o.status.success()).unwrap_or(false)
-    };
+    let works = |program: &str, args: &[&str]| Command::new(program).args(args).output().map(|o| o.status.success()).unwrap_or(false);
     if works("docker-compose", &["version"]) {
         return Ok(Command::new("docker-compose"));
     }

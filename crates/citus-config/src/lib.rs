@@ -71,9 +71,7 @@ impl FromStr for Backend {
         match s {
             "docker" => Ok(Backend::Docker),
             "local" => Ok(Backend::Local),
-            other => Err(format!(
-                "unknown backend `{other}`: expected `docker` or `local`"
-            )),
+            other => Err(format!("unknown backend `{other}`: expected `docker` or `local`")),
         }
     }
 }
@@ -93,10 +91,7 @@ pub struct Address {
 
 impl Address {
     pub fn new(host: impl Into<String>, port: u16) -> Address {
-        Address {
-            host: host.into(),
-            port,
-        }
+        Address { host: host.into(), port }
     }
 }
 
@@ -114,16 +109,12 @@ impl FromStr for Address {
     type Err = String;
     /// Parses `host:port` (`[v6]:port` for IPv6 literals), as in the seed's `CITUS_NODE_NAME`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("`{s}` is not `host:port`"))?;
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("`{s}` is not `host:port`"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(format!("`{s}` has an empty host"));
         }
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("`{s}`: port must be a number from 1 to 65535"))?;
+        let port: u16 = port.parse().map_err(|_| format!("`{s}`: port must be a number from 1 to 65535"))?;
         if port == 0 {
             return Err(format!("`{s}`: port must be a number from 1 to 65535"));
         }
@@ -277,11 +268,7 @@ struct RawDocker {
 
 impl Default for RawDocker {
     fn default() -> Self {
-        RawDocker {
-            image: default_image(),
-            pg_major: default_pg_major(),
-            bind: default_bind(),
-        }
+        RawDocker { image: default_image(), pg_major: default_pg_major(), bind: default_bind() }
     }
 }
 
@@ -297,11 +284,7 @@ struct RawLocal {
 
 impl Default for RawLocal {
     fn default() -> Self {
-        RawLocal {
-            data_dir: default_data_dir(),
-            bin_dir: None,
-            dev_speed: true,
-        }
+        RawLocal { data_dir: default_data_dir(), bin_dir: None, dev_speed: true }
     }
 }
 
@@ -314,9 +297,7 @@ struct RawWait {
 
 impl Default for RawWait {
     fn default() -> Self {
-        RawWait {
-            timeout_secs: default_timeout(),
-        }
+        RawWait { timeout_secs: default_timeout() }
     }
 }
 
@@ -369,10 +350,7 @@ fn span_error(path: &Path, src: &str, span: Range<usize>, message: &str) -> Stri
     let line_end = src[start..].find('\n').map_or(src.len(), |i| start + i);
     let line_no = src[..start].matches('\n').count() + 1;
     let col = src[line_start..start].chars().count() + 1;
-    let width = src[start..span.end.min(line_end).max(start)]
-        .chars()
-        .count()
-        .max(1);
+    let width = src[start..span.end.min(line_end).max(start)].chars().count().max(1);
     let gutter = " ".repeat(line_no.to_string().len());
     format!(
         "{path}:{line_no}:{col}: {message}\n{gutter} |\n{line_no} | {}\n{gutter} | {}{}\n",
@@ -387,10 +365,7 @@ impl Cluster {
     /// Reads and validates a config file's text. `path` is only used in messages and to
     /// resolve relative paths (`local.data_dir`, `password_file`).
     pub fn parse(src: &str, path: &Path) -> Result<Cluster, ConfigError> {
-        let raw: RawCluster = toml::from_str(src).map_err(|e| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let raw: RawCluster = toml::from_str(src).map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })?;
         let mut errors = Vec::new();
         let mut err = |span: Range<usize>, msg: String| {
             if span.is_empty() {
@@ -400,21 +375,16 @@ impl Cluster {
             }
         };
 
-        for (what, value) in [
-            ("name", &raw.name),
-            ("database", &raw.database),
-            ("user", &raw.user),
-            ("maintenance_database", &raw.maintenance_database),
-        ] {
+        for (what, value) in [("name", &raw.name), ("database", &raw.database), ("user", &raw.user), ("maintenance_database", &raw.maintenance_database)] {
             check_identifier(what, value, &mut err);
         }
 
         let var = raw.password_env.get_ref();
-        if var.is_empty()
-            || var.starts_with(|c: char| c.is_ascii_digit())
-            || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            err(raw.password_env.span(), format!("password_env `{var}` is not an environment variable name (letters, digits and `_`, not starting with a digit)"));
+        if var.is_empty() || var.starts_with(|c: char| c.is_ascii_digit()) || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            err(
+                raw.password_env.span(),
+                format!("password_env `{var}` is not an environment variable name (letters, digits and `_`, not starting with a digit)"),
+            );
         }
 
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -422,34 +392,17 @@ impl Cluster {
 
         let mut nodes = Vec::new();
         let mut spans = Vec::new();
-        for (i, rn) in std::iter::once(&raw.coordinator)
-            .chain(raw.workers.iter())
-            .enumerate()
-        {
-            let role = if i == 0 {
-                Role::Coordinator
-            } else {
-                Role::Worker
-            };
+        for (i, rn) in std::iter::once(&raw.coordinator).chain(raw.workers.iter()).enumerate() {
+            let role = if i == 0 { Role::Coordinator } else { Role::Worker };
             check_identifier("node name", &rn.name, &mut err);
             let n = rn.name.get_ref();
-            if !n.is_empty()
-                && !(n.starts_with(|c: char| c.is_ascii_alphanumeric())
-                    && n.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
-            {
+            if !n.is_empty() && !(n.starts_with(|c: char| c.is_ascii_alphanumeric()) && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))) {
                 err(rn.name.span(), format!("node name `{n}` may hold only ASCII letters, digits, `_`, `.` and `-`, starting with a letter or digit: it is a compose service name, a host name on the cluster network and a folder name"));
             }
             let port = match u16::try_from(*rn.port.get_ref()) {
                 Ok(p) if p > 0 => p,
                 _ => {
-                    err(
-                        rn.port.span(),
-                        format!(
-                            "port {} is out of range: a client port is a number from 1 to 65535",
-                            rn.port.get_ref()
-                        ),
-                    );
+                    err(rn.port.span(), format!("port {} is out of range: a client port is a number from 1 to 65535", rn.port.get_ref()));
                     0
                 }
             };
@@ -464,18 +417,10 @@ impl Cluster {
                 },
             };
             if rn.host.is_empty() {
-                err(
-                    rn.name.span(),
-                    format!("node `{}` has an empty host", rn.name.get_ref()),
-                );
+                err(rn.name.span(), format!("node `{}` has an empty host", rn.name.get_ref()));
             }
             spans.push((rn.name.span(), rn.port.span()));
-            nodes.push(Node {
-                name: rn.name.get_ref().clone(),
-                role,
-                client: Address::new(rn.host.clone(), port),
-                cluster_address,
-            });
+            nodes.push(Node { name: rn.name.get_ref().clone(), role, client: Address::new(rn.host.clone(), port), cluster_address });
         }
         let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
         let mut seen_ports: BTreeMap<(&str, u16), usize> = BTreeMap::new();
@@ -507,23 +452,12 @@ impl Cluster {
             database: raw.database.into_inner(),
             maintenance_database: raw.maintenance_database.into_inner(),
             user: raw.user.into_inner(),
-            password: PasswordSource {
-                env: raw.password_env.into_inner(),
-                file: raw.password_file.map(resolve),
-            },
+            password: PasswordSource { env: raw.password_env.into_inner(), file: raw.password_file.map(resolve) },
             backend: raw.backend,
             coordinator,
             workers: nodes.collect(),
-            docker: DockerSettings {
-                image: raw.docker.image,
-                pg_major: raw.docker.pg_major,
-                bind: raw.docker.bind,
-            },
-            local: LocalSettings {
-                data_dir: resolve(raw.local.data_dir),
-                bin_dir: raw.local.bin_dir.map(resolve),
-                dev_speed: raw.local.dev_speed,
-            },
+            docker: DockerSettings { image: raw.docker.image, pg_major: raw.docker.pg_major, bind: raw.docker.bind },
+            local: LocalSettings { data_dir: resolve(raw.local.data_dir), bin_dir: raw.local.bin_dir.map(resolve), dev_speed: raw.local.dev_speed },
             ready_timeout_secs: raw.wait.timeout_secs,
             source: path.to_path_buf(),
         })
@@ -566,23 +500,14 @@ impl Cluster {
             cluster_address: None,
         });
         let stem = last.name.trim_end_matches(|c: char| c.is_ascii_digit());
-        let mut number: usize = last.name[stem.len()..]
-            .parse()
-            .unwrap_or(self.workers.len());
+        let mut number: usize = last.name[stem.len()..].parse().unwrap_or(self.workers.len());
         let mut port = last.client.port;
         while self.workers.len() < n {
             number += 1;
-            port = port.checked_add(1).ok_or_else(|| {
-                ConfigError::Invalid(format!(
-                    "--workers {n}: derived worker ports run past 65535 after `{}`",
-                    last.name
-                ))
-            })?;
+            port =
+                port.checked_add(1).ok_or_else(|| ConfigError::Invalid(format!("--workers {n}: derived worker ports run past 65535 after `{}`", last.name)))?;
             let name = format!("{stem}{number}");
-            if self
-                .nodes()
-                .any(|x| x.name == name || x.client == Address::new(last.client.host.clone(), port))
-            {
+            if self.nodes().any(|x| x.name == name || x.client == Address::new(last.client.host.clone(), port)) {
                 return Err(ConfigError::Invalid(format!(
                     "--workers {n}: the derived worker `{name}` on port {port} collides with a configured node; configure the extra workers explicitly in {}",
                     self.source.display()
@@ -591,35 +516,26 @@ impl Cluster {
             if name.len() > MAX_IDENTIFIER_BYTES {
                 return Err(ConfigError::Invalid(format!("--workers {n}: derived name `{name}` is longer than {MAX_IDENTIFIER_BYTES} bytes")));
             }
-            self.workers.push(Node {
-                name,
-                role: Role::Worker,
-                client: Address::new(last.client.host.clone(), port),
-                cluster_address: None,
-            });
+            self.workers.push(Node { name, role: Role::Worker, client: Address::new(last.client.host.clone(), port), cluster_address: None });
         }
         Ok(self)
     }
 }
 
-fn check_identifier(
-    what: &str,
-    value: &Spanned<String>,
-    err: &mut impl FnMut(Range<usize>, String),
-) {
+fn check_identifier(what: &str, value: &Spanned<String>, err: &mut impl FnMut(Range<usize>, String)) {
     let v = value.get_ref();
     if v.is_empty() {
         err(value.span(), format!("{what} must not be empty"));
     } else if v.len() > MAX_IDENTIFIER_BYTES {
         err(
             value.span(),
-            format!("{what} `{v}` is {} bytes long; PostgreSQL silently truncates names to {MAX_IDENTIFIER_BYTES} bytes, so two names could collide: shorten it", v.len()),
+            format!(
+                "{what} `{v}` is {} bytes long; PostgreSQL silently truncates names to {MAX_IDENTIFIER_BYTES} bytes, so two names could collide: shorten it",
+                v.len()
+            ),
         );
     } else if v.contains('\0') {
-        err(
-            value.span(),
-            format!("{what} must not contain a NUL character"),
-        );
+        err(value.span(), format!("{what} must not contain a NUL character"));
     }
 }
 

@@ -24,59 +24,27 @@ fn seed_config_reproduces_the_seed() {
     assert_eq!(c.user, "commcarehq");
     assert_eq!(c.coordinator.name, "citus_master");
     assert_eq!(c.coordinator.client, Address::new("localhost", 5600));
-    let w: Vec<_> = c
-        .workers
-        .iter()
-        .map(|w| (w.name.as_str(), w.client.port))
-        .collect();
+    let w: Vec<_> = c.workers.iter().map(|w| (w.name.as_str(), w.client.port)).collect();
     assert_eq!(w, [("citus_worker1", 5601), ("citus_worker2", 5602)]);
     assert_eq!(c.backend, Backend::Docker);
-    assert_eq!(
-        c.cluster_address(&c.workers[0], Backend::Docker)
-            .to_string(),
-        "citus_worker1:5432"
-    );
-    assert_eq!(
-        c.cluster_address(&c.workers[0], Backend::Local).to_string(),
-        "localhost:5601"
-    );
+    assert_eq!(c.cluster_address(&c.workers[0], Backend::Docker).to_string(), "citus_worker1:5432");
+    assert_eq!(c.cluster_address(&c.workers[0], Backend::Local).to_string(), "localhost:5601");
     assert_eq!(c.local.data_dir, Path::new("conf/.citus-data"));
 }
 
 #[test]
 fn cluster_address_override_wins() {
-    let src = MINIMAL.replace(
-        "port = 5601\n",
-        "port = 5601\ncluster_address = \"10.0.0.5:6432\"\n",
-    );
+    let src = MINIMAL.replace("port = 5601\n", "port = 5601\ncluster_address = \"10.0.0.5:6432\"\n");
     let c = parse(&src).unwrap();
-    assert_eq!(
-        c.cluster_address(&c.workers[0], Backend::Docker),
-        Address::new("10.0.0.5", 6432)
-    );
-    assert_eq!(
-        c.cluster_address(&c.workers[0], Backend::Local),
-        Address::new("10.0.0.5", 6432)
-    );
+    assert_eq!(c.cluster_address(&c.workers[0], Backend::Docker), Address::new("10.0.0.5", 6432));
+    assert_eq!(c.cluster_address(&c.workers[0], Backend::Local), Address::new("10.0.0.5", 6432));
 }
 
 #[test]
 fn with_workers_derives_predictably() {
     let c = parse(SEED).unwrap().with_workers(4).unwrap();
-    let w: Vec<_> = c
-        .workers
-        .iter()
-        .map(|w| format!("{}@{}", w.name, w.client))
-        .collect();
-    assert_eq!(
-        w,
-        [
-            "citus_worker1@localhost:5601",
-            "citus_worker2@localhost:5602",
-            "citus_worker3@localhost:5603",
-            "citus_worker4@localhost:5604"
-        ]
-    );
+    let w: Vec<_> = c.workers.iter().map(|w| format!("{}@{}", w.name, w.client)).collect();
+    assert_eq!(w, ["citus_worker1@localhost:5601", "citus_worker2@localhost:5602", "citus_worker3@localhost:5603", "citus_worker4@localhost:5604"]);
     let c = parse(SEED).unwrap().with_workers(1).unwrap();
     assert_eq!(c.workers.len(), 1);
 }
@@ -85,19 +53,13 @@ fn with_workers_derives_predictably() {
 fn with_workers_refuses_collisions() {
     // w5 holds 5602, which the worker derived after w1 (w2 on 5602) would need.
     let src = "database = \"db\"\n[coordinator]\nname = \"c\"\nport = 5600\n[[workers]]\nname = \"w5\"\nport = 5602\n[[workers]]\nname = \"w1\"\nport = 5601\n";
-    let e = parse(&src)
-        .unwrap()
-        .with_workers(3)
-        .unwrap_err()
-        .to_string();
+    let e = parse(&src).unwrap().with_workers(3).unwrap_err().to_string();
     assert!(e.contains("collides"), "{e}");
 }
 
 #[test]
 fn unknown_key() {
-    insta::assert_snapshot!(check_error(
-        &(MINIMAL.to_string() + "[local]\ndata_dri = \"x\"\n")
-    ));
+    insta::assert_snapshot!(check_error(&(MINIMAL.to_string() + "[local]\ndata_dri = \"x\"\n")));
 }
 
 #[test]
@@ -107,24 +69,18 @@ fn missing_field() {
 
 #[test]
 fn port_zero_and_out_of_range() {
-    insta::assert_snapshot!(check_error(
-        &MINIMAL.replace("5600", "0").replace("5601", "70000")
-    ));
+    insta::assert_snapshot!(check_error(&MINIMAL.replace("5600", "0").replace("5601", "70000")));
 }
 
 #[test]
 fn duplicate_names_and_ports() {
-    insta::assert_snapshot!(check_error(
-        &(MINIMAL.to_string() + "[[workers]]\nname = \"w1\"\nport = 5601\n")
-    ));
+    insta::assert_snapshot!(check_error(&(MINIMAL.to_string() + "[[workers]]\nname = \"w1\"\nport = 5601\n")));
 }
 
 #[test]
 fn name_over_63_bytes() {
     let long = "d".repeat(64);
-    insta::assert_snapshot!(check_error(
-        &MINIMAL.replace("\"db\"", &format!("\"{long}\""))
-    ));
+    insta::assert_snapshot!(check_error(&MINIMAL.replace("\"db\"", &format!("\"{long}\""))));
 }
 
 #[test]
@@ -134,10 +90,7 @@ fn malformed_toml() {
 
 #[test]
 fn bad_cluster_address() {
-    insta::assert_snapshot!(check_error(&MINIMAL.replace(
-        "port = 5601\n",
-        "port = 5601\ncluster_address = \"nohostport\"\n"
-    )));
+    insta::assert_snapshot!(check_error(&MINIMAL.replace("port = 5601\n", "port = 5601\ncluster_address = \"nohostport\"\n")));
 }
 
 #[test]
@@ -149,14 +102,8 @@ fn odd_but_valid_names_are_kept_verbatim() {
 
 #[test]
 fn address_parsing() {
-    assert_eq!(
-        "h:5432".parse::<Address>().unwrap(),
-        Address::new("h", 5432)
-    );
-    assert_eq!(
-        "[::1]:5432".parse::<Address>().unwrap().to_string(),
-        "[::1]:5432"
-    );
+    assert_eq!("h:5432".parse::<Address>().unwrap(), Address::new("h", 5432));
+    assert_eq!("[::1]:5432".parse::<Address>().unwrap().to_string(), "[::1]:5432");
     assert!("h:0".parse::<Address>().is_err());
     assert!(":5432".parse::<Address>().is_err());
 }
@@ -171,16 +118,6 @@ fn docker_data_mount_follows_pg_major() {
 
 #[test]
 fn node_names_and_password_env_are_checked() {
-    let e = check_error(
-        &MINIMAL
-            .replace("name = \"w1\"", "name = \"w 1;x\"")
-            .replace(
-                "database = \"db\"",
-                "database = \"db\"\npassword_env = \"MY-PW\"",
-            ),
-    );
-    assert!(
-        e.contains("node name `w 1;x` may hold only") && e.contains("password_env `MY-PW`"),
-        "{e}"
-    );
+    let e = check_error(&MINIMAL.replace("name = \"w1\"", "name = \"w 1;x\"").replace("database = \"db\"", "database = \"db\"\npassword_env = \"MY-PW\""));
+    assert!(e.contains("node name `w 1;x` may hold only") && e.contains("password_env `MY-PW`"), "{e}");
 }

@@ -12,7 +12,12 @@ use crate::{pg, state, Progress};
 /// The compose program: `["docker", "compose"]` (v2) or `["docker-compose"]` (v1).
 pub fn compose_program() -> anyhow::Result<Vec<String>> {
     if let Ok(docker) = which::which("docker") {
-        let ok = std::process::Command::new(&docker).args(["compose", "version"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success());
+        let ok = std::process::Command::new(&docker)
+            .args(["compose", "version"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
         if ok {
             return Ok(vec![docker.display().to_string(), "compose".into()]);
         }
@@ -97,7 +102,11 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
     if !out.status.success() {
         bail!("docker compose down failed for project {}: {}", project_name(cluster), String::from_utf8_lossy(&out.stderr).trim());
     }
-    progress(&format!("docker compose: project {} stopped{}", project_name(cluster), if purge { ", volumes removed" } else { "; volumes kept (`down --purge` removes them)" }));
+    progress(&format!(
+        "docker compose: project {} stopped{}",
+        project_name(cluster),
+        if purge { ", volumes removed" } else { "; volumes kept (`down --purge` removes them)" }
+    ));
     if purge {
         let _ = std::fs::remove_file(&file);
         state::forget(cluster);

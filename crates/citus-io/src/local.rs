@@ -35,12 +35,19 @@ pub fn detect(cluster: &Cluster) -> anyhow::Result<Local> {
     let bin_dir = match &cluster.local.bin_dir {
         Some(d) => d.clone(),
         None => find_bin_dir().ok_or_else(|| {
-            anyhow::anyhow!("no PostgreSQL server binaries found (initdb, postgres): install them (Debian: `apt-get install postgresql`) or set [local] bin_dir in {}", cluster.source.display())
+            anyhow::anyhow!(
+                "no PostgreSQL server binaries found (initdb, postgres): install them (Debian: `apt-get install postgresql`) or set [local] bin_dir in {}",
+                cluster.source.display()
+            )
         })?,
     };
     for b in ["initdb", "postgres"] {
         if !bin_dir.join(b).exists() {
-            bail!("{} does not exist: install the PostgreSQL server (Debian: `apt-get install postgresql`) or fix [local] bin_dir in {}", bin_dir.join(b).display(), cluster.source.display());
+            bail!(
+                "{} does not exist: install the PostgreSQL server (Debian: `apt-get install postgresql`) or fix [local] bin_dir in {}",
+                bin_dir.join(b).display(),
+                cluster.source.display()
+            );
         }
     }
     // SAFETY: geteuid has no preconditions.
@@ -171,7 +178,8 @@ impl Local {
         progress(&format!("initdb: creating the pristine template ({version}) once; later clusters copy it"));
         let t0 = Instant::now();
         {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode_0600().open(&pwfile).with_context(|| format!("creating {}", pwfile.display()))?;
+            let mut f =
+                fs::OpenOptions::new().write(true).create_new(true).mode_0600().open(&pwfile).with_context(|| format!("creating {}", pwfile.display()))?;
             f.write_all(creds.password.as_bytes())?;
         }
         self.chown(&pwfile)?;
@@ -270,7 +278,9 @@ impl Local {
             conf_quote(listen),
         );
         if cluster.local.dev_speed {
-            text.push_str("# dev_speed = true: a killed server loses nothing, but a machine (OS) crash can corrupt the data\nfsync = off\nfull_page_writes = off\n");
+            text.push_str(
+                "# dev_speed = true: a killed server loses nothing, but a machine (OS) crash can corrupt the data\nfsync = off\nfull_page_writes = off\n",
+            );
         }
         let file = p.pgdata.join("citus-xtask.conf");
         fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
@@ -290,7 +300,11 @@ impl Local {
         self.write_settings(cluster, node)?;
         let log = fs::OpenOptions::new().create(true).append(true).open(&p.log).with_context(|| format!("opening {}", p.log.display()))?;
         self.chown(&p.log)?;
-        let mut expr = duct::cmd(self.bin_dir.join("postgres"), [std::ffi::OsStr::new("-D"), p.pgdata.as_os_str()]).stdin_null().stdout_file(log.try_clone()?).stderr_file(log).unchecked();
+        let mut expr = duct::cmd(self.bin_dir.join("postgres"), [std::ffi::OsStr::new("-D"), p.pgdata.as_os_str()])
+            .stdin_null()
+            .stdout_file(log.try_clone()?)
+            .stderr_file(log)
+            .unchecked();
         for (k, v) in self.server_env() {
             expr = match v {
                 Some(v) => expr.env(k, v),
@@ -476,7 +490,13 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
                                     }
                                 }
                                 if Instant::now() > deadline {
-                                    bail!("node {} at {} did not accept a login within {} s (last error: {e}); {}", n.name, n.client, cluster.ready_timeout_secs, log_tail(cluster, n, 15));
+                                    bail!(
+                                        "node {} at {} did not accept a login within {} s (last error: {e}); {}",
+                                        n.name,
+                                        n.client,
+                                        cluster.ready_timeout_secs,
+                                        log_tail(cluster, n, 15)
+                                    );
                                 }
                                 if !announced && delay >= Duration::from_millis(160) {
                                     progress(&format!("waiting for {} at {}", n.name, n.client));

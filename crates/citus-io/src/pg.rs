@@ -125,12 +125,12 @@ pub fn wait_ready(node: &Node, creds: &Credentials, database: &str, deadline: In
     let mut last_note = Instant::now();
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let attempt = connect(node, creds, database, remaining.clamp(Duration::from_millis(200), Duration::from_secs(5)))
-            .map_err(WaitError::Connect)
-            .and_then(|mut c| match c.simple_query("SELECT 1") {
+        let attempt = connect(node, creds, database, remaining.clamp(Duration::from_millis(200), Duration::from_secs(5))).map_err(WaitError::Connect).and_then(
+            |mut c| match c.simple_query("SELECT 1") {
                 Ok(_) => Ok(c),
                 Err(e) => Err(WaitError::Connect(ConnectError::Unreachable { node: node.name.clone(), address: node.client.clone(), detail: describe(&e) })),
-            });
+            },
+        );
         match attempt {
             Ok(c) => {
                 progress(&format!("ready: {} at {} ({:.2} s)", node.name, node.client, start.elapsed().as_secs_f64()));

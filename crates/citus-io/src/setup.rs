@@ -114,7 +114,8 @@ fn observe_node(t: &Target<'_>, nc: &mut NodeConn<'_>, wanted_authinfo: &str) ->
             &[&t.cluster.database],
         )
         .with_context(ctx)?;
-    let mut st = NodeState { database_exists: row.get(0), available: row.get::<_, Option<String>>(1).as_deref().and_then(Version::parse), ..NodeState::default() };
+    let mut st =
+        NodeState { database_exists: row.get(0), available: row.get::<_, Option<String>>(1).as_deref().and_then(Version::parse), ..NodeState::default() };
     if !st.database_exists {
         return Ok(st);
     }
@@ -150,7 +151,10 @@ fn check_distinct_servers(conns: &mut Conns<'_>) -> anyhow::Result<()> {
         if let Some(other) = seen.insert(id?, nc.node) {
             bail!(
                 "nodes {} ({}) and {} ({}) are the same PostgreSQL server: give every node its own client address (host/port in the config)",
-                other.name, other.client, nc.node.name, nc.node.client
+                other.name,
+                other.client,
+                nc.node.name,
+                nc.node.client
             );
         }
     }
@@ -227,7 +231,11 @@ fn run_step(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, progress: Progre
         Database::Maintenance => &mut nc.maint,
         Database::Target => nc.target(t)?,
     };
-    let result = if step.params.is_empty() { client.batch_execute(&step.sql).map(|_| None) } else { client.query_opt(&step.sql, &refs).map(|r| r.and_then(|r| r.try_get::<_, i32>(0).ok())) };
+    let result = if step.params.is_empty() {
+        client.batch_execute(&step.sql).map(|_| None)
+    } else {
+        client.query_opt(&step.sql, &refs).map(|r| r.and_then(|r| r.try_get::<_, i32>(0).ok()))
+    };
     match result {
         Ok(returned) => {
             if step.kind == StepKind::AddWorker {
@@ -302,7 +310,10 @@ fn explain_failure(t: &Target<'_>, node: &Node, step: &Step, detail: &str) -> St
     } else if detail.contains("cannot add itself") {
         format!("{addr} reaches the coordinator itself, not worker {w}: set `cluster_address` of {w} to the worker's own address")
     } else if detail.contains("password authentication failed") || detail.contains("no password") {
-        format!("worker {w} at {addr} rejected the coordinator's login: every node needs the same password for {} (Citus copies roles between nodes)", t.cluster.user)
+        format!(
+            "worker {w} at {addr} rejected the coordinator's login: every node needs the same password for {} (Citus copies roles between nodes)",
+            t.cluster.user
+        )
     } else if detail.contains("connect") || detail.contains("translate host name") {
         format!("the coordinator cannot reach {w} at its cluster address {addr}: check `cluster_address` of {w} (what the coordinator uses) versus its client address {}", t.cluster.node(&w).map(|n| n.client.to_string()).unwrap_or_default())
     } else {

@@ -6,11 +6,7 @@ use citus_config::{Address, Node};
 use citus_plan::Version;
 use serde::Serialize;
 
-use crate::{
-    pg,
-    setup::Target,
-    Progress,
-};
+use crate::{pg, setup::Target, Progress};
 
 /// One check's result.
 #[derive(Debug, Clone, Serialize)]
@@ -54,13 +50,24 @@ impl Report {
         let w_check = self.checks.iter().map(|c| c.check.len()).max().unwrap_or(5).max(5);
         let mut out = format!("{:<4}  {:<w_node$}  {:<w_addr$}  {:<w_check$}  detail\n", "", "node", "address", "check");
         for c in &self.checks {
-            out.push_str(&format!("{:<4}  {:<w_node$}  {:<w_addr$}  {:<w_check$}  {}\n", if c.ok { "ok" } else { "FAIL" }, c.node, c.address, c.check, c.detail));
+            out.push_str(&format!(
+                "{:<4}  {:<w_node$}  {:<w_addr$}  {:<w_check$}  {}\n",
+                if c.ok { "ok" } else { "FAIL" },
+                c.node,
+                c.address,
+                c.check,
+                c.detail
+            ));
             if let Some(fix) = &c.fix {
                 out.push_str(&format!("{:<4}  {:<w_node$}  fix: {fix}\n", "", ""));
             }
         }
         let failed = self.checks.iter().filter(|c| !c.ok).count();
-        out.push_str(&if failed == 0 { format!("all {} checks passed\n", self.checks.len()) } else { format!("{failed} of {} checks failed\n", self.checks.len()) });
+        out.push_str(&if failed == 0 {
+            format!("all {} checks passed\n", self.checks.len())
+        } else {
+            format!("{failed} of {} checks failed\n", self.checks.len())
+        });
         out
     }
 }
@@ -76,14 +83,7 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     // Reachability, in parallel; a node that answers gets a target-database connection.
     let nodes: Vec<&Node> = cluster.nodes().collect();
     let conns: Vec<Result<postgres::Client, String>> = std::thread::scope(|s| {
-        let hs: Vec<_> = nodes
-            .iter()
-            .map(|n| {
-                s.spawn(move || {
-                    pg::connect(n, t.creds, db, VERIFY_CONNECT_TIMEOUT).map_err(|e| e.to_string())
-                })
-            })
-            .collect();
+        let hs: Vec<_> = nodes.iter().map(|n| s.spawn(move || pg::connect(n, t.creds, db, VERIFY_CONNECT_TIMEOUT).map_err(|e| e.to_string()))).collect();
         hs.into_iter().map(|h| h.join().expect("verify thread panicked")).collect()
     });
     let mut live: Vec<(&Node, postgres::Client)> = Vec::new();
@@ -109,7 +109,8 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
         check: "same citus version".into(),
         ok: distinct.len() == 1 && versions.len() == nodes.len(),
         detail: if listing.is_empty() { "no node answered".into() } else { listing },
-        fix: (distinct.len() != 1 || versions.len() != nodes.len()).then(|| "install the same Citus version on every node, then `ALTER EXTENSION citus UPDATE` (cargo xtask setup does it)".into()),
+        fix: (distinct.len() != 1 || versions.len() != nodes.len())
+            .then(|| "install the same Citus version on every node, then `ALTER EXTENSION citus UPDATE` (cargo xtask setup does it)".into()),
     });
 
     let coord_live = live.first().is_some_and(|(n, _)| n.name == cluster.coordinator.name);
@@ -135,13 +136,21 @@ fn node_checks(report: &mut Report, node: &Node, c: &mut postgres::Client, versi
     let preload: String = row.get(0);
     let first = preload.split(',').next().unwrap_or("").trim().trim_matches('"').to_string();
     report.push(node, "citus preloaded first", first == "citus", format!("shared_preload_libraries = '{preload}'"), || {
-        format!("set shared_preload_libraries = 'citus{}' on {} (citus must come first) and restart it", if preload.is_empty() { String::new() } else { format!(",{preload}") }, node.name)
+        format!(
+            "set shared_preload_libraries = 'citus{}' on {} (citus must come first) and restart it",
+            if preload.is_empty() { String::new() } else { format!(",{preload}") },
+            node.name
+        )
     });
     let installed: Option<String> = row.get(1);
     let available: Option<String> = row.get(2);
-    report.push(node, "extension installed", installed.is_some(), installed.clone().map_or("citus not installed in this database".into(), |v| format!("citus {v}")), || {
-        "run `cargo xtask setup` (CREATE EXTENSION citus in the target database)".into()
-    });
+    report.push(
+        node,
+        "extension installed",
+        installed.is_some(),
+        installed.clone().map_or("citus not installed in this database".into(), |v| format!("citus {v}")),
+        || "run `cargo xtask setup` (CREATE EXTENSION citus in the target database)".into(),
+    );
     let iv = installed.as_deref().and_then(Version::parse);
     let av = available.as_deref().and_then(Version::parse);
     versions.push((node.name.clone(), iv));
@@ -170,13 +179,22 @@ fn coordinator_checks(t: &Target<'_>, report: &mut Report, live: &mut [(&Node, p
     };
     let rows: Vec<Row> = rows
         .iter()
-        .map(|r| Row { nodeid: r.get(0), groupid: r.get(1), address: Address::new(r.get::<_, String>(2), u16::try_from(r.get::<_, i32>(3)).unwrap_or(0)), isactive: r.get(4) })
+        .map(|r| Row {
+            nodeid: r.get(0),
+            groupid: r.get(1),
+            address: Address::new(r.get::<_, String>(2), u16::try_from(r.get::<_, i32>(3)).unwrap_or(0)),
+            isactive: r.get(4),
+        })
         .collect();
     let want_coord = cluster.cluster_address(&coord, t.backend);
     let crow = rows.iter().find(|r| r.groupid == 0);
-    report.push(&coord, "coordinator host", crow.is_some_and(|r| r.address == want_coord), crow.map_or("not set".into(), |r| format!("{} (want {want_coord})", r.address)), || {
-        "run `cargo xtask setup` (citus_set_coordinator_host)".into()
-    });
+    report.push(
+        &coord,
+        "coordinator host",
+        crow.is_some_and(|r| r.address == want_coord),
+        crow.map_or("not set".into(), |r| format!("{} (want {want_coord})", r.address)),
+        || "run `cargo xtask setup` (citus_set_coordinator_host)".into(),
+    );
     let mut groups = std::collections::BTreeSet::new();
     for w in &cluster.workers {
         let want = cluster.cluster_address(w, t.backend);
@@ -213,9 +231,17 @@ fn coordinator_checks(t: &Target<'_>, report: &mut Report, live: &mut [(&Node, p
                 let group: Option<i32> = r.get(0);
                 let count: i64 = r.get(1);
                 let ok = expected_group.is_some() && group == expected_group && count == total;
-                report.push(node, "metadata in sync", ok, format!("own group {}, {count} nodes in its pg_dist_node (coordinator: group {}, {total} nodes)", group.map_or("none".into(), |g| g.to_string()), expected_group.map_or("none".into(), |g| g.to_string())), || {
-                    format!("run `cargo xtask setup` (citus_activate_node('{}', {}) re-syncs it)", want.host, want.port)
-                });
+                report.push(
+                    node,
+                    "metadata in sync",
+                    ok,
+                    format!(
+                        "own group {}, {count} nodes in its pg_dist_node (coordinator: group {}, {total} nodes)",
+                        group.map_or("none".into(), |g| g.to_string()),
+                        expected_group.map_or("none".into(), |g| g.to_string())
+                    ),
+                    || format!("run `cargo xtask setup` (citus_activate_node('{}', {}) re-syncs it)", want.host, want.port),
+                );
             }
             Err(e) => report.push(node, "metadata in sync", false, pg::describe(&e), || "run `cargo xtask setup`".into()),
         }
@@ -234,7 +260,9 @@ fn coordinator_checks(t: &Target<'_>, report: &mut Report, live: &mut [(&Node, p
                     "the listed nodes cannot reach each other at their cluster addresses: check `cluster_address`, networking and that every node has the same password".into()
                 });
             }
-            Err(e) => report.push(&coord, "all-pairs health", false, pg::describe(&e), || "check that every worker is up and registered, then re-run `cargo xtask setup`".into()),
+            Err(e) => report.push(&coord, "all-pairs health", false, pg::describe(&e), || {
+                "check that every worker is up and registered, then re-run `cargo xtask setup`".into()
+            }),
         }
     }
     round_trip(t, report, &coord, coord_c);
@@ -242,7 +270,11 @@ fn coordinator_checks(t: &Target<'_>, report: &mut Report, live: &mut [(&Node, p
 
 /// Creates a distributed table, writes rows to every shard, reads them back, drops it.
 fn round_trip(t: &Target<'_>, report: &mut Report, coord: &Node, c: &mut postgres::Client) {
-    let table = format!("citus_xtask_verify_{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0));
+    let table = format!(
+        "citus_xtask_verify_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+    );
     let shards = (t.cluster.workers.len() * 2).max(2) as i32;
     let result = (|| -> Result<String, postgres::Error> {
         c.batch_execute(&format!("CREATE TABLE {table} (id bigint PRIMARY KEY, payload text)"))?;
@@ -250,7 +282,8 @@ fn round_trip(t: &Target<'_>, report: &mut Report, coord: &Node, c: &mut postgre
         c.execute(&format!("INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, 1000) g"), &[])?;
         let r = c.query_one(&format!("SELECT count(*), sum(id)::bigint FROM {table}"), &[])?;
         let (count, sum): (i64, i64) = (r.get(0), r.get(1));
-        let placed: i64 = c.query_one(&format!("SELECT count(DISTINCT (nodename, nodeport)) FROM citus_shards WHERE table_name = '{table}'::regclass"), &[])?.get(0);
+        let placed: i64 =
+            c.query_one(&format!("SELECT count(DISTINCT (nodename, nodeport)) FROM citus_shards WHERE table_name = '{table}'::regclass"), &[])?.get(0);
         if count != 1000 || sum != 500_500 {
             return Ok(format!("FAIL read back {count} rows (sum {sum}), wrote 1000 (sum 500500)"));
         }
@@ -261,7 +294,9 @@ fn round_trip(t: &Target<'_>, report: &mut Report, coord: &Node, c: &mut postgre
     match result {
         Ok(msg) if msg.starts_with("ok") => {
             let placed_ok = msg.contains(&format!("on {} nodes", workers.max(1))) || workers == 0;
-            report.push(coord, "distributed round trip", placed_ok, msg[3..].to_string(), || "shards were not placed on every worker: check that every worker is active (cargo xtask setup)".into())
+            report.push(coord, "distributed round trip", placed_ok, msg[3..].to_string(), || {
+                "shards were not placed on every worker: check that every worker is active (cargo xtask setup)".into()
+            })
         }
         Ok(msg) => report.push(coord, "distributed round trip", false, msg[5..].to_string(), || "the cluster lost rows: check the workers' logs".into()),
         Err(e) => report.push(coord, "distributed round trip", false, pg::describe(&e), || {

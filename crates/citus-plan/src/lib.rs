@@ -97,10 +97,7 @@ impl Observed {
     /// The state of a cluster of never-touched nodes whose library is `version`:
     /// what `setup --dry-run` plans against.
     pub fn fresh(cluster: &Cluster, version: Version) -> Observed {
-        let nodes = cluster
-            .nodes()
-            .map(|n| (n.name.clone(), NodeState { available: Some(version), ..NodeState::default() }))
-            .collect();
+        let nodes = cluster.nodes().map(|n| (n.name.clone(), NodeState { available: Some(version), ..NodeState::default() })).collect();
         Observed { nodes, dist_nodes: Vec::new() }
     }
 
@@ -372,9 +369,11 @@ pub fn plan(cluster: &Cluster, backend: Backend, observed: &Observed, password: 
         let row = observed.dist_nodes.iter().find(|d| d.address == want && d.groupid != 0);
         // The same server registered under an old address: its own pg_dist_local_group
         // names the group the coordinator gave it.
-        let moved = row.is_none().then(|| wst.local_group.filter(|g| *g > 0)).flatten().and_then(|g| {
-            observed.dist_nodes.iter().find(|d| d.groupid == g && d.address != want && !cluster_wants(cluster, backend, &d.address))
-        });
+        let moved = row
+            .is_none()
+            .then(|| wst.local_group.filter(|g| *g > 0))
+            .flatten()
+            .and_then(|g| observed.dist_nodes.iter().find(|d| d.groupid == g && d.address != want && !cluster_wants(cluster, backend, &d.address)));
         let step = |kind, sql: String, params, why: String| Step {
             node: coordinator.clone(),
             database: Database::Target,

@@ -27,10 +27,9 @@ impl Profile {
         match (explicit, ci_env.map(str::trim)) {
             (Some(Profile::Ci), _) => (Profile::Ci, "chosen explicitly (--profile ci)"),
             (Some(Profile::Local), _) => (Profile::Local, "chosen explicitly (--profile local)"),
-            (None, Some(v)) if v == "1" || v.eq_ignore_ascii_case("true") => (
-                Profile::Ci,
-                "the CI variable is `true` or `1`, as GitHub Actions, Travis CI and most CI services set it",
-            ),
+            (None, Some(v)) if v == "1" || v.eq_ignore_ascii_case("true") => {
+                (Profile::Ci, "the CI variable is `true` or `1`, as GitHub Actions, Travis CI and most CI services set it")
+            }
             (None, Some(_)) => (Profile::Local, "the CI variable is set, but not to `true` or `1`: treated as a developer machine"),
             (None, None) => (Profile::Local, "the CI variable is not set: treated as a developer machine"),
         }

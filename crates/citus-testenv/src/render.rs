@@ -130,20 +130,11 @@ pub fn variables(cluster: &Cluster, backend: Backend, policy: &Policy, password:
     var("CITUS_COORDINATOR_NODE_NAME", cluster.cluster_address(c, backend).to_string());
     var(
         "DATABASE_URL",
-        format!(
-            "postgres://{}:{}@{}/{}",
-            quote::percent(&cluster.user),
-            quote::percent(password),
-            c.client,
-            quote::percent(&cluster.database)
-        ),
+        format!("postgres://{}:{}@{}/{}", quote::percent(&cluster.user), quote::percent(password), c.client, quote::percent(&cluster.database)),
     );
     var("CITUS_WORKER_COUNT", cluster.workers.len().to_string());
     var("CITUS_WORKERS", cluster.workers.iter().map(|w| w.client.to_string()).collect::<Vec<_>>().join(","));
-    var(
-        "CITUS_WORKER_NODE_NAMES",
-        cluster.workers.iter().map(|w| cluster.cluster_address(w, backend).to_string()).collect::<Vec<_>>().join(","),
-    );
+    var("CITUS_WORKER_NODE_NAMES", cluster.workers.iter().map(|w| cluster.cluster_address(w, backend).to_string()).collect::<Vec<_>>().join(","));
     for (i, w) in cluster.workers.iter().enumerate() {
         let n = i + 1;
         var(&format!("CITUS_WORKER{n}_HOST"), w.client.host.clone());
@@ -175,22 +166,16 @@ pub fn render(cluster: &Cluster, backend: Backend, policy: &Policy, format: Form
             let mut out = header(policy, format);
             for (name, value) in variables(cluster, backend, policy, password) {
                 if value.contains("${") {
-                    out.push_str(&quote::comment(&format!(
-                        "warning: {name} contains `${{`, which python-dotenv expands unless read with interpolate=False"
-                    )));
+                    out.push_str(&quote::comment(&format!("warning: {name} contains `${{`, which python-dotenv expands unless read with interpolate=False")));
                 }
                 out.push_str(&format!("{name}={}\n", quote::dotenv(&value)));
             }
             out
         }
         Format::Json => {
-            let mut map: BTreeMap<String, serde_json::Value> =
-                variables(cluster, backend, policy, password).into_iter().map(|(k, v)| (k, v.into())).collect();
-            let reasons: BTreeMap<&str, serde_json::Value> = policy
-                .decisions()
-                .iter()
-                .map(|d| (d.kind.key(), serde_json::json!({ "value": d.value, "reason": d.reason })))
-                .collect();
+            let mut map: BTreeMap<String, serde_json::Value> = variables(cluster, backend, policy, password).into_iter().map(|(k, v)| (k, v.into())).collect();
+            let reasons: BTreeMap<&str, serde_json::Value> =
+                policy.decisions().iter().map(|d| (d.kind.key(), serde_json::json!({ "value": d.value, "reason": d.reason }))).collect();
             map.insert("reasons".into(), serde_json::to_value(reasons).expect("strings and bools serialize"));
             let mut out = serde_json::to_string_pretty(&map).expect("strings and bools serialize");
             out.push('\n');

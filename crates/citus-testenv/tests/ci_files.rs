@@ -20,10 +20,7 @@ fn str_list(v: &Value) -> Vec<&str> {
 
 /// Index of the first entry containing all of `needles`, or a panic naming what is missing.
 fn position(entries: &[&str], needles: &[&str]) -> usize {
-    entries
-        .iter()
-        .position(|e| needles.iter().all(|n| e.contains(n)))
-        .unwrap_or_else(|| panic!("no entry contains all of {needles:?} in {entries:#?}"))
+    entries.iter().position(|e| needles.iter().all(|n| e.contains(n))).unwrap_or_else(|| panic!("no entry contains all of {needles:?} in {entries:#?}"))
 }
 
 /// A light check that every `cargo xtask` command line uses the existing subcommands and

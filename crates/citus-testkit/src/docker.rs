@@ -16,9 +16,7 @@ pub struct ContainerGuard {
 impl ContainerGuard {
     /// Guards the container with this id or name.
     pub fn new(id: impl Into<String>) -> ContainerGuard {
-        ContainerGuard {
-            id: Some(id.into()),
-        }
+        ContainerGuard { id: Some(id.into()) }
     }
 
     /// The guarded container's id or name.
@@ -52,10 +50,7 @@ impl Drop for ContainerGuard {
 }
 
 fn remove_container(id: &str) -> anyhow::Result<()> {
-    let out = Command::new("docker")
-        .args(["rm", "--force", "--volumes", id])
-        .stdin(Stdio::null())
-        .output()?;
+    let out = Command::new("docker").args(["rm", "--force", "--volumes", id]).stdin(Stdio::null()).output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() || stderr.contains("No such container") {
         Ok(())
@@ -75,11 +70,7 @@ pub struct ComposeProjectGuard {
 impl ComposeProjectGuard {
     /// Guards the compose project `project`; `compose` is `Env::compose`.
     pub fn new(compose: &[String], project: impl Into<String>) -> ComposeProjectGuard {
-        ComposeProjectGuard {
-            compose: compose.to_vec(),
-            project: project.into(),
-            armed: true,
-        }
+        ComposeProjectGuard { compose: compose.to_vec(), project: project.into(), armed: true }
     }
 
     /// The guarded project's name.
@@ -106,11 +97,7 @@ impl Drop for ComposeProjectGuard {
 /// The name compose gives a project (`docker-compose -p`): lower case,
 /// only `a-z0-9_-` kept.
 pub fn normalize_project_name(project: &str) -> String {
-    project
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect()
+    project.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect()
 }
 
 /// Removes every container, network and volume labelled as belonging to
@@ -125,15 +112,7 @@ pub fn cleanup_compose_project(compose: &[String], project: &str) -> anyhow::Res
     if compose.len() >= 2 && compose[1] == "compose" {
         let _ = Command::new(&compose[0])
             .args(&compose[1..])
-            .args([
-                "-p",
-                &project,
-                "down",
-                "--volumes",
-                "--remove-orphans",
-                "--timeout",
-                "5",
-            ])
+            .args(["-p", &project, "down", "--volumes", "--remove-orphans", "--timeout", "5"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -146,11 +125,7 @@ pub fn cleanup_compose_project(compose: &[String], project: &str) -> anyhow::Res
     let networks = list(&["network", "ls", "--quiet", "--filter", &filter]);
     let volumes = list(&["volume", "ls", "--quiet", "--filter", &filter]);
     for (what, listed, remove) in [
-        (
-            "containers",
-            containers,
-            &["rm", "--force", "--volumes"][..],
-        ),
+        ("containers", containers, &["rm", "--force", "--volumes"][..]),
         ("networks", networks, &["network", "rm"][..]),
         ("volumes", volumes, &["volume", "rm", "--force"][..]),
     ] {
@@ -173,12 +148,7 @@ pub fn cleanup_compose_project(compose: &[String], project: &str) -> anyhow::Res
 
 fn list(args: &[&str]) -> anyhow::Result<Vec<String>> {
     let text = output(Command::new("docker").args(args))?;
-    let mut ids: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
+    let mut ids: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     ids.dedup();
     Ok(ids)
 }

@@ -42,12 +42,7 @@ const DPKG_OPTIONS: &[&str] = &[
 
 /// The Debian packages of the image.
 pub fn image_packages(pg_major: u32) -> Vec<String> {
-    vec![
-        format!("postgresql-{pg_major}"),
-        format!("postgresql-client-{pg_major}"),
-        "util-linux".to_string(),
-        "procps".to_string(),
-    ]
+    vec![format!("postgresql-{pg_major}"), format!("postgresql-client-{pg_major}"), "util-linux".to_string(), "procps".to_string()]
 }
 
 /// The `docker import --change` instructions.
@@ -85,29 +80,19 @@ fn citus_files(env: &Env) -> anyhow::Result<Vec<CopyIn>> {
     let lib_dest = format!("/usr/lib/postgresql/{major}/lib");
     for entry in sorted_entries(&pkglibdir)? {
         let name = file_name(&entry);
-        let wanted = (name.starts_with("citus") && name.ends_with(".so") && entry.is_file())
-            || (name == "citus_decoders" && entry.is_dir());
+        let wanted = (name.starts_with("citus") && name.ends_with(".so") && entry.is_file()) || (name == "citus_decoders" && entry.is_dir());
         if wanted {
-            files.push(CopyIn {
-                host: entry,
-                dest_dir: lib_dest.clone(),
-            });
+            files.push(CopyIn { host: entry, dest_dir: lib_dest.clone() });
         }
     }
     let ext_dest = format!("/usr/share/postgresql/{major}/extension");
     for entry in sorted_entries(&sharedir.join("extension"))? {
         if file_name(&entry).starts_with("citus") && entry.is_file() {
-            files.push(CopyIn {
-                host: entry,
-                dest_dir: ext_dest.clone(),
-            });
+            files.push(CopyIn { host: entry, dest_dir: ext_dest.clone() });
         }
     }
     if !files.iter().any(|f| file_name(&f.host) == "citus.so") {
-        bail!(
-            "Env says Citus is installed, but there is no citus.so in {}",
-            pkglibdir.display()
-        );
+        bail!("Env says Citus is installed, but there is no citus.so in {}", pkglibdir.display());
     }
     Ok(files)
 }
@@ -123,9 +108,7 @@ fn sorted_entries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Feeds a file (or a directory, recursively) into the hash: relative
@@ -139,17 +122,8 @@ fn hash_tree(hasher: &mut Sha256, path: &Path, rel: &str) -> anyhow::Result<()> 
             hash_tree(hasher, &entry, &child)?;
         }
     } else {
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        hasher.update(format!(
-            "file {rel} {} {mtime} {:o}\n",
-            meta.len(),
-            meta.mode() & 0o7777
-        ));
+        let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or_default();
+        hasher.update(format!("file {rel} {} {mtime} {:o}\n", meta.len(), meta.mode() & 0o7777));
         hasher.update(fs::read(path).with_context(|| format!("reading {}", path.display()))?);
     }
     Ok(())
@@ -161,24 +135,15 @@ fn hash_tree(hasher: &mut Sha256, path: &Path, rel: &str) -> anyhow::Result<()> 
 pub fn test_image_tag(env: &Env) -> anyhow::Result<String> {
     let suite = host_codename();
     let citus = citus_files(env)?;
-    Ok(format!(
-        "{IMAGE_REPOSITORY}:pg{}-{}",
-        env.pg_major,
-        recipe_hash(env.pg_major, &suite, &citus)?
-    ))
+    Ok(format!("{IMAGE_REPOSITORY}:pg{}-{}", env.pg_major, recipe_hash(env.pg_major, &suite, &citus)?))
 }
 
 fn recipe_hash(pg_major: u32, suite: &str, citus: &[CopyIn]) -> anyhow::Result<String> {
     let mut h = Sha256::new();
-    h.update(format!(
-        "{RECIPE_VERSION}\nsuite {suite}\nmajor {pg_major}\n"
-    ));
+    h.update(format!("{RECIPE_VERSION}\nsuite {suite}\nmajor {pg_major}\n"));
     h.update(format!("packages {}\n", image_packages(pg_major).join(",")));
     h.update(format!("dpkg {}\n", DPKG_OPTIONS.join(" ")));
-    h.update(format!(
-        "changes {}\n",
-        image_changes(pg_major, "").join("\n")
-    ));
+    h.update(format!("changes {}\n", image_changes(pg_major, "").join("\n")));
     h.update(format!("createcluster {INHIBIT_MAIN_CLUSTER}"));
     h.update(format!("entrypoint {}\n", ENTRYPOINT_SCRIPT.len()));
     h.update(ENTRYPOINT_SCRIPT);
@@ -223,11 +188,8 @@ pub fn test_image(env: &Env) -> anyhow::Result<String> {
 }
 
 fn image_exists(tag: &str) -> anyhow::Result<bool> {
-    let out = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", tag])
-        .stdin(Stdio::null())
-        .output()
-        .context("running docker image inspect")?;
+    let out =
+        Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", tag]).stdin(Stdio::null()).output().context("running docker image inspect")?;
     if out.status.success() {
         return Ok(true);
     }
@@ -259,10 +221,7 @@ impl BuildLock {
         if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             return Ok(BuildLock { _file: file });
         }
-        progress(&format!(
-            "another process holds {}: waiting for it to build {tag}",
-            path.display()
-        ));
+        progress(&format!("another process holds {}: waiting for it to build {tag}", path.display()));
         loop {
             // SAFETY: as above.
             if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
@@ -280,13 +239,7 @@ fn progress(line: &str) {
     loud(&format!("[citus-testkit image] {line}\n"));
 }
 
-fn build(
-    pg_major: u32,
-    suite: &str,
-    citus: &[CopyIn],
-    hash: &str,
-    tag: &str,
-) -> anyhow::Result<()> {
+fn build(pg_major: u32, suite: &str, citus: &[CopyIn], hash: &str, tag: &str) -> anyhow::Result<()> {
     let mmdebstrap = which::which("mmdebstrap").map_err(|_| {
         anyhow::anyhow!(
             "building the test image {tag} needs mmdebstrap, which is not installed: \
@@ -294,20 +247,10 @@ fn build(
         )
     })?;
     let started = Instant::now();
-    progress(&format!(
-        "building {tag}: Debian {suite} with {} (this takes minutes, once per machine)",
-        image_packages(pg_major).join(", ")
-    ));
+    progress(&format!("building {tag}: Debian {suite} with {} (this takes minutes, once per machine)", image_packages(pg_major).join(", ")));
 
-    let base = if Path::new("/var/tmp").is_dir() {
-        "/var/tmp"
-    } else {
-        "/tmp"
-    };
-    let work = tempfile::Builder::new()
-        .prefix("citus-testkit-image-")
-        .tempdir_in(base)
-        .context("creating a work directory")?;
+    let base = if Path::new("/var/tmp").is_dir() { "/var/tmp" } else { "/tmp" };
+    let work = tempfile::Builder::new().prefix("citus-testkit-image-").tempdir_in(base).context("creating a work directory")?;
     fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755))?;
 
     let sources = work.path().join("host.sources");
@@ -316,39 +259,23 @@ fn build(
     let stage = work.path().join("stage");
     let createcluster_d = stage.join("postgresql-common/createcluster.d");
     fs::create_dir_all(&createcluster_d)?;
-    fs::write(
-        createcluster_d.join("inhibit-main-cluster.conf"),
-        INHIBIT_MAIN_CLUSTER,
-    )?;
+    fs::write(createcluster_d.join("inhibit-main-cluster.conf"), INHIBIT_MAIN_CLUSTER)?;
     let entrypoint = stage.join("docker-entrypoint.sh");
     fs::write(&entrypoint, ENTRYPOINT_SCRIPT)?;
     fs::set_permissions(&entrypoint, fs::Permissions::from_mode(0o755))?;
 
-    let mut hooks = vec![
-        (
-            "--essential-hook",
-            copy_in(&[stage.join("postgresql-common")], "/etc")?,
-        ),
-        (
-            "--customize-hook",
-            copy_in(&[entrypoint], "/usr/local/bin")?,
-        ),
-    ];
+    let mut hooks =
+        vec![("--essential-hook", copy_in(&[stage.join("postgresql-common")], "/etc")?), ("--customize-hook", copy_in(&[entrypoint], "/usr/local/bin")?)];
     let mut dest_dirs: Vec<&str> = citus.iter().map(|f| f.dest_dir.as_str()).collect();
     dest_dirs.dedup();
     for dest in dest_dirs {
-        let hosts: Vec<PathBuf> = citus
-            .iter()
-            .filter(|f| f.dest_dir == dest)
-            .map(|f| f.host.clone())
-            .collect();
+        let hosts: Vec<PathBuf> = citus.iter().filter(|f| f.dest_dir == dest).map(|f| f.host.clone()).collect();
         hooks.push(("--customize-hook", copy_in(&hosts, dest)?));
     }
 
     let tarball = work.path().join("rootfs.tar");
     let mut cmd = Command::new(mmdebstrap);
-    cmd.arg("--variant=minbase")
-        .arg(format!("--include={}", image_packages(pg_major).join(",")));
+    cmd.arg("--variant=minbase").arg(format!("--include={}", image_packages(pg_major).join(",")));
     for opt in DPKG_OPTIONS {
         cmd.arg(format!("--dpkgopt={opt}"));
     }
@@ -358,11 +285,7 @@ fn build(
     cmd.arg(suite).arg(&tarball).arg(&sources);
     run_streaming(&mut cmd, "mmdebstrap")?;
     let size = fs::metadata(&tarball).map(|m| m.len()).unwrap_or_default();
-    progress(&format!(
-        "root file system ready ({} MiB) after {}; importing it as {tag}",
-        size / (1 << 20),
-        elapsed(started)
-    ));
+    progress(&format!("root file system ready ({} MiB) after {}; importing it as {tag}", size / (1 << 20), elapsed(started)));
 
     import_image(&tarball, tag, &image_changes(pg_major, hash))?;
     fs::remove_file(&tarball)?;
@@ -382,10 +305,7 @@ fn import_image(tarball: &Path, tag: &str, changes: &[String]) -> anyhow::Result
         for change in changes {
             cmd.arg("--change").arg(change);
         }
-        cmd.arg("--message")
-            .arg("citus-testkit test image")
-            .arg(tarball)
-            .arg(tag);
+        cmd.arg("--message").arg("citus-testkit test image").arg(tarball).arg(tag);
         output(&mut cmd)
     };
     let all: Vec<&String> = changes.iter().collect();
@@ -396,11 +316,8 @@ fn import_image(tarball: &Path, tag: &str, changes: &[String]) -> anyhow::Result
     if !format!("{err:#}").contains("stopsignal is not a valid change command") {
         return Err(err.context("docker import of the test image"));
     }
-    progress(
-        "this Docker engine takes no STOPSIGNAL in docker import: adding it with a build step",
-    );
-    let (stop, rest): (Vec<&String>, Vec<&String>) =
-        changes.iter().partition(|c| c.starts_with("STOPSIGNAL "));
+    progress("this Docker engine takes no STOPSIGNAL in docker import: adding it with a build step");
+    let (stop, rest): (Vec<&String>, Vec<&String>) = changes.iter().partition(|c| c.starts_with("STOPSIGNAL "));
     let base = format!("{tag}-base");
     import(&rest, &base).context("docker import of the test image")?;
     let mut dockerfile = format!("FROM {base}\n");
@@ -409,9 +326,7 @@ fn import_image(tarball: &Path, tag: &str, changes: &[String]) -> anyhow::Result
         dockerfile.push('\n');
     }
     let mut build = Command::new("docker");
-    build
-        .args(["build", "--force-rm", "--quiet", "--tag", tag, "-"])
-        .env("DOCKER_BUILDKIT", "0");
+    build.args(["build", "--force-rm", "--quiet", "--tag", tag, "-"]).env("DOCKER_BUILDKIT", "0");
     let built = run_with_stdin(&mut build, &dockerfile);
     let _ = output(Command::new("docker").args(["image", "rm", &base]));
     built.context("adding STOPSIGNAL to the test image with docker build")
@@ -419,22 +334,13 @@ fn import_image(tarball: &Path, tag: &str, changes: &[String]) -> anyhow::Result
 
 /// Runs `cmd` with `input` on its stdin; error quoting its stderr.
 fn run_with_stdin(cmd: &mut Command, input: &str) -> anyhow::Result<()> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {cmd:?}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(input.as_bytes())?;
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -448,15 +354,8 @@ fn elapsed(since: Instant) -> String {
 /// whitespace, so paths holding whitespace or quotes are refused.
 fn copy_in(hosts: &[PathBuf], inside: &str) -> anyhow::Result<String> {
     let mut hook = String::from("copy-in");
-    for path in hosts
-        .iter()
-        .map(|p| p.to_string_lossy())
-        .chain([inside.into()])
-    {
-        if path
-            .chars()
-            .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\')
-        {
+    for path in hosts.iter().map(|p| p.to_string_lossy()).chain([inside.into()]) {
+        if path.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\') {
             bail!("cannot copy {path:?} into the image: whitespace or quotes in the path");
         }
         hook.push(' ');
@@ -468,12 +367,7 @@ fn copy_in(hosts: &[PathBuf], inside: &str) -> anyhow::Result<String> {
 /// Runs `cmd`, echoing its stderr lines as progress; on failure the error
 /// quotes the last lines.
 fn run_streaming(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {what}"))?;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {what}"))?;
     let mut tail: Vec<String> = Vec::new();
     if let Some(stderr) = child.stderr.take() {
         for line in BufReader::new(stderr).lines() {
@@ -487,10 +381,7 @@ fn run_streaming(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     }
     let status = child.wait()?;
     if !status.success() {
-        bail!(
-            "{what} failed ({status}); its last lines:\n{}",
-            tail.join("\n")
-        );
+        bail!("{what} failed ({status}); its last lines:\n{}", tail.join("\n"));
     }
     Ok(())
 }
@@ -502,12 +393,7 @@ fn run_streaming(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
 fn host_codename() -> String {
     fs::read_to_string("/etc/os-release")
         .ok()
-        .and_then(|text| {
-            text.lines().find_map(|l| {
-                l.strip_prefix("VERSION_CODENAME=")
-                    .map(|v| v.trim().trim_matches('"').to_string())
-            })
-        })
+        .and_then(|text| text.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(|v| v.trim().trim_matches('"').to_string())))
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| "bookworm".to_string())
 }
@@ -536,19 +422,12 @@ fn host_apt_sources(suite: &str) -> anyhow::Result<String> {
             stanzas.extend(parse_one_line(&text));
         }
     }
-    let kept: Vec<Stanza> = stanzas
-        .into_iter()
-        .filter_map(|s| s.for_suite(suite))
-        .collect();
+    let kept: Vec<Stanza> = stanzas.into_iter().filter_map(|s| s.for_suite(suite)).collect();
     if kept.is_empty() {
         bail!(
             "none of the host's apt sources ({}) has a binary entry for {suite}; the test \
              image is built from them",
-            files
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
     Ok(render_deb822(&kept))
@@ -563,18 +442,11 @@ pub(crate) struct Stanza {
 
 impl Stanza {
     fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
+        self.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
     }
 
     fn set(&mut self, key: &str, value: String) {
-        match self
-            .fields
-            .iter_mut()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        {
+        match self.fields.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
             Some(field) => field.1 = value,
             None => self.fields.push((key.to_string(), value)),
         }
@@ -583,10 +455,7 @@ impl Stanza {
     /// This stanza restricted to binary packages of `suite` (and its
     /// `-updates`, `-security`, ... suites), or None.
     pub(crate) fn for_suite(mut self, suite: &str) -> Option<Stanza> {
-        if self
-            .get("Enabled")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("no"))
-        {
+        if self.get("Enabled").is_some_and(|v| v.trim().eq_ignore_ascii_case("no")) {
             return None;
         }
         if !self.get("Types")?.split_whitespace().any(|t| t == "deb") {
@@ -595,11 +464,7 @@ impl Stanza {
         let suites: Vec<&str> = self
             .get("Suites")?
             .split_whitespace()
-            .filter(|s| {
-                *s == suite
-                    || s.strip_prefix(suite)
-                        .is_some_and(|rest| rest.starts_with('-') || rest.starts_with('/'))
-            })
+            .filter(|s| *s == suite || s.strip_prefix(suite).is_some_and(|rest| rest.starts_with('-') || rest.starts_with('/')))
             .collect();
         if suites.is_empty() {
             return None;
@@ -621,9 +486,7 @@ pub(crate) fn parse_deb822(text: &str) -> Vec<Stanza> {
         }
         if line.trim().is_empty() {
             if !fields.is_empty() {
-                stanzas.push(Stanza {
-                    fields: std::mem::take(&mut fields),
-                });
+                stanzas.push(Stanza { fields: std::mem::take(&mut fields) });
             }
             continue;
         }
@@ -649,10 +512,7 @@ pub(crate) fn parse_one_line(text: &str) -> Vec<Stanza> {
     let mut stanzas = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        let Some(rest) = line
-            .strip_prefix("deb ")
-            .or_else(|| line.strip_prefix("deb\t"))
-        else {
+        let Some(rest) = line.strip_prefix("deb ").or_else(|| line.strip_prefix("deb\t")) else {
             continue;
         };
         let rest = rest.trim_start();
@@ -668,11 +528,7 @@ pub(crate) fn parse_one_line(text: &str) -> Vec<Stanza> {
             continue;
         };
         let components: Vec<&str> = words.collect();
-        let mut fields = vec![
-            ("Types".to_string(), "deb".to_string()),
-            ("URIs".to_string(), uri.to_string()),
-            ("Suites".to_string(), suite.to_string()),
-        ];
+        let mut fields = vec![("Types".to_string(), "deb".to_string()), ("URIs".to_string(), uri.to_string()), ("Suites".to_string(), suite.to_string())];
         if !components.is_empty() {
             fields.push(("Components".to_string(), components.join(" ")));
         }
@@ -746,10 +602,7 @@ Types: deb
 URIs: http://repo.invalid/other
 Suites: nodistro cloud-sdk-bookworm
 ";
-        let kept: Vec<Stanza> = parse_deb822(text)
-            .into_iter()
-            .filter_map(|s| s.for_suite("bookworm"))
-            .collect();
+        let kept: Vec<Stanza> = parse_deb822(text).into_iter().filter_map(|s| s.for_suite("bookworm")).collect();
         assert_eq!(
             render_deb822(&kept),
             "\
@@ -782,10 +635,7 @@ deb-src http://repo.invalid/debian bookworm main
 deb http://repo.invalid/debian-security bookworm-security main
 deb http://repo.invalid/x cloud-sdk-bookworm main
 ";
-        let kept: Vec<Stanza> = parse_one_line(text)
-            .into_iter()
-            .filter_map(|s| s.for_suite("bookworm"))
-            .collect();
+        let kept: Vec<Stanza> = parse_one_line(text).into_iter().filter_map(|s| s.for_suite("bookworm")).collect();
         assert_eq!(
             render_deb822(&kept),
             "\
@@ -807,10 +657,7 @@ Components: main
 
     #[test]
     fn copy_in_hooks_refuse_odd_paths() {
-        assert_eq!(
-            copy_in(&[PathBuf::from("/a/b.so"), PathBuf::from("/c")], "/usr/lib").unwrap(),
-            "copy-in /a/b.so /c /usr/lib"
-        );
+        assert_eq!(copy_in(&[PathBuf::from("/a/b.so"), PathBuf::from("/c")], "/usr/lib").unwrap(), "copy-in /a/b.so /c /usr/lib");
         assert!(copy_in(&[PathBuf::from("/a b")], "/x").is_err());
     }
 
@@ -819,10 +666,7 @@ Components: main
         let dir = tempfile::tempdir().unwrap();
         let so = dir.path().join("citus.so");
         fs::write(&so, "one").unwrap();
-        let files = vec![CopyIn {
-            host: so.clone(),
-            dest_dir: "/usr/lib/postgresql/15/lib".to_string(),
-        }];
+        let files = vec![CopyIn { host: so.clone(), dest_dir: "/usr/lib/postgresql/15/lib".to_string() }];
         let a = recipe_hash(15, "bookworm", &files).unwrap();
         assert_eq!(a.len(), 12);
         assert_eq!(a, recipe_hash(15, "bookworm", &files).unwrap());

@@ -66,9 +66,7 @@ impl FromStr for Need {
             "postgres" | "postgresql" | "pg" => Ok(Need::Postgres),
             "citus" => Ok(Need::Citus),
             "docker" => Ok(Need::Docker),
-            other => Err(format!(
-                "unknown need `{other}` (known: postgres, citus, docker, all)"
-            )),
+            other => Err(format!("unknown need `{other}` (known: postgres, citus, docker, all)")),
         }
     }
 }
@@ -139,11 +137,7 @@ pub fn require(test_name: &str, needs: &[Need]) -> Option<Env> {
         bin_dir: pg.map(|pg| pg.bin_dir.clone()).unwrap_or_default(),
         has_citus: citus().is_ok(),
         pg_major: pg.map(|pg| pg.pg_major).unwrap_or(DEFAULT_PG_MAJOR),
-        compose: if wanted.contains(&Need::Docker) {
-            docker().as_ref().ok().cloned()
-        } else {
-            None
-        },
+        compose: if wanted.contains(&Need::Docker) { docker().as_ref().ok().cloned() } else { None },
     })
 }
 
@@ -158,36 +152,16 @@ pub(crate) enum Decision {
 }
 
 /// The skip policy, apart from detection and printing.
-pub(crate) fn decide(
-    test_name: &str,
-    wanted: &BTreeSet<Need>,
-    insisted: &BTreeSet<Need>,
-    check: impl Fn(Need) -> Result<(), String>,
-) -> Decision {
-    let missing: Vec<(Need, String)> = wanted
-        .iter()
-        .filter_map(|&need| check(need).err().map(|reason| (need, reason)))
-        .collect();
+pub(crate) fn decide(test_name: &str, wanted: &BTreeSet<Need>, insisted: &BTreeSet<Need>, check: impl Fn(Need) -> Result<(), String>) -> Decision {
+    let missing: Vec<(Need, String)> = wanted.iter().filter_map(|&need| check(need).err().map(|reason| (need, reason))).collect();
     if missing.is_empty() {
         return Decision::Run;
     }
-    let fatal: Vec<String> = missing
-        .iter()
-        .filter(|(need, _)| insisted.contains(need))
-        .map(|(need, reason)| format!("needs {need} and {reason}"))
-        .collect();
+    let fatal: Vec<String> = missing.iter().filter(|(need, _)| insisted.contains(need)).map(|(need, reason)| format!("needs {need} and {reason}")).collect();
     if !fatal.is_empty() {
-        return Decision::Panic(format!(
-            "{REQUIRE_VAR} insists that {test_name} runs here, but it {}",
-            fatal.join("; and it ")
-        ));
+        return Decision::Panic(format!("{REQUIRE_VAR} insists that {test_name} runs here, but it {}", fatal.join("; and it ")));
     }
-    Decision::Skip(
-        missing
-            .iter()
-            .map(|(need, reason)| skip_message(test_name, *need, reason))
-            .collect(),
-    )
+    Decision::Skip(missing.iter().map(|(need, reason)| skip_message(test_name, *need, reason)).collect())
 }
 
 /// Writes straight to the process's stderr, bypassing the test harness's
@@ -233,9 +207,7 @@ pub(crate) fn postgres() -> &'static Result<PgInstall, String> {
 fn citus() -> &'static Result<(), String> {
     CITUS.get_or_init(|| match postgres() {
         Ok(pg) => check_citus_files(&pg.pkglibdir, &pg.sharedir),
-        Err(reason) => Err(format!(
-            "there is no PostgreSQL server to hold it: {reason}"
-        )),
+        Err(reason) => Err(format!("there is no PostgreSQL server to hold it: {reason}")),
     })
 }
 
@@ -252,12 +224,7 @@ fn detect_postgres() -> Result<PgInstall, String> {
     check_os_user(is_root(), os_user_exists("postgres"))?;
     let pg_major = pg_major_of(&bin_dir)?;
     let (pkglibdir, sharedir) = pg_dirs(&bin_dir, pg_major);
-    Ok(PgInstall {
-        bin_dir,
-        pg_major,
-        pkglibdir,
-        sharedir,
-    })
+    Ok(PgInstall { bin_dir, pg_major, pkglibdir, sharedir })
 }
 
 /// The server binaries a bin dir must hold.
@@ -292,29 +259,17 @@ pub(crate) fn debian_bin_dirs(root: &Path) -> Vec<PathBuf> {
 
 /// Picks the first candidate holding every server binary: the bin dir of
 /// the `pg_config` on PATH, then the Debian-style dirs (highest first).
-pub(crate) fn choose_bin_dir(
-    pg_config_bindir: Option<&Path>,
-    debian: &[PathBuf],
-) -> Result<PathBuf, String> {
-    let candidates: Vec<&Path> = pg_config_bindir
-        .into_iter()
-        .chain(debian.iter().map(PathBuf::as_path))
-        .collect();
+pub(crate) fn choose_bin_dir(pg_config_bindir: Option<&Path>, debian: &[PathBuf]) -> Result<PathBuf, String> {
+    let candidates: Vec<&Path> = pg_config_bindir.into_iter().chain(debian.iter().map(PathBuf::as_path)).collect();
     if candidates.is_empty() {
-        return Err(
-            "no PostgreSQL installation was found: there is no pg_config on PATH \
+        return Err("no PostgreSQL installation was found: there is no pg_config on PATH \
              and no /usr/lib/postgresql/*/bin (apt-get install postgresql, or put the \
              pg_config of a PostgreSQL installation on PATH)"
-                .to_string(),
-        );
+            .to_string());
     }
     let mut looked = Vec::new();
     for dir in candidates {
-        let absent: Vec<&str> = SERVER_BINARIES
-            .iter()
-            .copied()
-            .filter(|bin| !dir.join(bin).is_file())
-            .collect();
+        let absent: Vec<&str> = SERVER_BINARIES.iter().copied().filter(|bin| !dir.join(bin).is_file()).collect();
         if absent.is_empty() {
             return Ok(dir.to_path_buf());
         }
@@ -331,12 +286,10 @@ pub(crate) fn choose_bin_dir(
 /// OS user to run the servers as.
 pub(crate) fn check_os_user(is_root: bool, postgres_user_exists: bool) -> Result<(), String> {
     if is_root && !postgres_user_exists {
-        return Err(
-            "this process runs as root and there is no `postgres` OS user to run \
+        return Err("this process runs as root and there is no `postgres` OS user to run \
              the servers as (initdb refuses to run as root; installing the PostgreSQL \
              server package creates it, or: useradd --system --create-home postgres)"
-                .to_string(),
-        );
+            .to_string());
     }
     Ok(())
 }
@@ -358,10 +311,7 @@ fn os_user_exists(name: &str) -> bool {
 /// The major version of the server in `bin_dir`: from `postgres --version`,
 /// else from a Debian-style path (`.../postgresql/<N>/bin`).
 pub(crate) fn pg_major_of(bin_dir: &Path) -> Result<u32, String> {
-    if let Ok(out) = Command::new(bin_dir.join("postgres"))
-        .arg("--version")
-        .output()
-    {
+    if let Ok(out) = Command::new(bin_dir.join("postgres")).arg("--version").output() {
         if let Some(major) = parse_pg_version(&String::from_utf8_lossy(&out.stdout)) {
             return Ok(major);
         }
@@ -371,12 +321,7 @@ pub(crate) fn pg_major_of(bin_dir: &Path) -> Result<u32, String> {
         .and_then(|p| p.file_name())
         .and_then(|n| n.to_str())
         .and_then(|n| n.parse::<u32>().ok())
-        .ok_or_else(|| {
-            format!(
-                "`{} --version` did not tell the PostgreSQL version",
-                bin_dir.join("postgres").display()
-            )
-        })
+        .ok_or_else(|| format!("`{} --version` did not tell the PostgreSQL version", bin_dir.join("postgres").display()))
 }
 
 /// `postgres (PostgreSQL) 15.13 (Debian 15.13-0+deb12u1)` → 15.
@@ -393,15 +338,10 @@ pub(crate) fn pg_dirs(bin_dir: &Path, pg_major: u32) -> (PathBuf, PathBuf) {
     let pg_config = if own.is_file() {
         Some(own)
     } else {
-        which::which("pg_config").ok().filter(|_| {
-            pg_config_on_path("--bindir").map(PathBuf::from).as_deref() == Some(bin_dir)
-        })
+        which::which("pg_config").ok().filter(|_| pg_config_on_path("--bindir").map(PathBuf::from).as_deref() == Some(bin_dir))
     };
     if let Some(pg_config) = pg_config {
-        if let Ok(out) = Command::new(pg_config)
-            .args(["--pkglibdir", "--sharedir"])
-            .output()
-        {
+        if let Ok(out) = Command::new(pg_config).args(["--pkglibdir", "--sharedir"]).output() {
             let text = String::from_utf8_lossy(&out.stdout);
             let lines: Vec<&str> = text.lines().map(str::trim).collect();
             if out.status.success() && lines.len() == 2 && lines.iter().all(|l| !l.is_empty()) {
@@ -412,16 +352,10 @@ pub(crate) fn pg_dirs(bin_dir: &Path, pg_major: u32) -> (PathBuf, PathBuf) {
     // Debian's layout, else the conventional one next to bin/.
     let debian_lib = PathBuf::from(format!("/usr/lib/postgresql/{pg_major}/lib"));
     if bin_dir == Path::new(&format!("/usr/lib/postgresql/{pg_major}/bin")) {
-        return (
-            debian_lib,
-            PathBuf::from(format!("/usr/share/postgresql/{pg_major}")),
-        );
+        return (debian_lib, PathBuf::from(format!("/usr/share/postgresql/{pg_major}")));
     }
     let prefix = bin_dir.parent().unwrap_or(bin_dir);
-    (
-        prefix.join("lib/postgresql"),
-        prefix.join("share/postgresql"),
-    )
+    (prefix.join("lib/postgresql"), prefix.join("share/postgresql"))
 }
 
 // ------------------------------------------------------------------- Citus
@@ -445,9 +379,7 @@ pub(crate) fn check_citus_files(pkglibdir: &Path, sharedir: &Path) -> Result<(),
 // ------------------------------------------------------------------ Docker
 
 fn detect_docker() -> Result<Vec<String>, String> {
-    let docker = which::which("docker").map_err(|_| {
-        "there is no `docker` command on PATH (install Docker Engine and its CLI)".to_string()
-    })?;
+    let docker = which::which("docker").map_err(|_| "there is no `docker` command on PATH (install Docker Engine and its CLI)".to_string())?;
     let mut info = Command::new(&docker);
     info.args(["info", "--format", "{{.ServerVersion}}"]);
     docker_info_verdict(run_with_timeout(&mut info, DOCKER_TIMEOUT))?;
@@ -459,28 +391,17 @@ fn detect_docker() -> Result<Vec<String>, String> {
 }
 
 /// Judges the outcome of `docker info`.
-pub(crate) fn docker_info_verdict(
-    outcome: Result<crate::process::Ran, RunError>,
-) -> Result<(), String> {
+pub(crate) fn docker_info_verdict(outcome: Result<crate::process::Ran, RunError>) -> Result<(), String> {
     match outcome {
         Ok(out) if out.success => Ok(()),
         Ok(out) => {
-            let why = out
-                .stderr
-                .lines()
-                .map(str::trim)
-                .rfind(|l| !l.is_empty())
-                .unwrap_or("no message")
-                .to_string();
+            let why = out.stderr.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no message").to_string();
             Err(format!(
                 "`docker info` failed: {why} (is the Docker engine running, and may this \
                  user talk to it?)"
             ))
         }
-        Err(RunError::TimedOut) => Err(format!(
-            "`docker info` did not answer within {} s (is the Docker engine running?)",
-            DOCKER_TIMEOUT.as_secs()
-        )),
+        Err(RunError::TimedOut) => Err(format!("`docker info` did not answer within {} s (is the Docker engine running?)", DOCKER_TIMEOUT.as_secs())),
         Err(RunError::Spawn(e)) => Err(format!("`docker info` could not be run: {e}")),
     }
 }
@@ -492,12 +413,10 @@ pub(crate) fn compose_verdict(v2_works: bool, v1_on_path: bool) -> Result<Vec<St
     } else if v1_on_path {
         Ok(vec!["docker-compose".to_string()])
     } else {
-        Err(
-            "the Docker engine answers, but there is no compose: `docker compose version` \
+        Err("the Docker engine answers, but there is no compose: `docker compose version` \
              fails and `docker-compose` is not on PATH (install the compose plugin or \
              docker-compose)"
-                .to_string(),
-        )
+            .to_string())
     }
 }
 
@@ -549,13 +468,7 @@ mod tests {
 
         std::fs::write(lib.join("citus.so"), "").unwrap();
         let err = check_citus_files(&lib, &share).unwrap_err();
-        assert!(
-            err.starts_with(&format!(
-                "{}/extension/citus.control does not exist",
-                share.display()
-            )),
-            "{err}"
-        );
+        assert!(err.starts_with(&format!("{}/extension/citus.control does not exist", share.display())), "{err}");
 
         std::fs::write(share.join("extension/citus.control"), "").unwrap();
         assert_eq!(check_citus_files(&lib, &share), Ok(()));
@@ -570,10 +483,7 @@ mod tests {
         fake_bin(&root.join("9/bin"), &SERVER_BINARIES);
         std::fs::create_dir_all(root.join("notaversion/bin")).unwrap();
         let debian = debian_bin_dirs(&root);
-        assert_eq!(
-            debian,
-            vec![root.join("16/bin"), root.join("13/bin"), root.join("9/bin")]
-        );
+        assert_eq!(debian, vec![root.join("16/bin"), root.join("13/bin"), root.join("9/bin")]);
         assert_eq!(choose_bin_dir(None, &debian), Ok(root.join("16/bin")));
 
         let custom = tmp.path().join("custom/bin");
@@ -583,29 +493,20 @@ mod tests {
         // A client-only pg_config bin dir falls through to the Debian dirs.
         let client = tmp.path().join("client/bin");
         fake_bin(&client, &["psql", "pg_config"]);
-        assert_eq!(
-            choose_bin_dir(Some(&client), &debian),
-            Ok(root.join("16/bin"))
-        );
+        assert_eq!(choose_bin_dir(Some(&client), &debian), Ok(root.join("16/bin")));
     }
 
     #[test]
     fn bin_dir_messages_say_what_is_missing() {
         let err = choose_bin_dir(None, &[]).unwrap_err();
-        assert!(
-            err.starts_with("no PostgreSQL installation was found"),
-            "{err}"
-        );
+        assert!(err.starts_with("no PostgreSQL installation was found"), "{err}");
         assert!(err.contains("apt-get install postgresql"), "{err}");
 
         let tmp = tempfile::tempdir().unwrap();
         let client = tmp.path().join("15/bin");
         fake_bin(&client, &["psql", "pg_ctl"]);
         let err = choose_bin_dir(None, std::slice::from_ref(&client)).unwrap_err();
-        assert!(
-            err.contains(&format!("{} lacks initdb, postgres", client.display())),
-            "{err}"
-        );
+        assert!(err.contains(&format!("{} lacks initdb, postgres", client.display())), "{err}");
     }
 
     #[test]
@@ -613,22 +514,13 @@ mod tests {
         assert_eq!(check_os_user(false, false), Ok(()));
         assert_eq!(check_os_user(true, true), Ok(()));
         let err = check_os_user(true, false).unwrap_err();
-        assert!(
-            err.contains("runs as root and there is no `postgres` OS user"),
-            "{err}"
-        );
+        assert!(err.contains("runs as root and there is no `postgres` OS user"), "{err}");
     }
 
     #[test]
     fn pg_version_parsing() {
-        assert_eq!(
-            parse_pg_version("postgres (PostgreSQL) 15.13 (Debian 15.13-0+deb12u1)\n"),
-            Some(15)
-        );
-        assert_eq!(
-            parse_pg_version("postgres (PostgreSQL) 17devel\n"),
-            Some(17)
-        );
+        assert_eq!(parse_pg_version("postgres (PostgreSQL) 15.13 (Debian 15.13-0+deb12u1)\n"), Some(15));
+        assert_eq!(parse_pg_version("postgres (PostgreSQL) 17devel\n"), Some(17));
         assert_eq!(parse_pg_version("PostgreSQL 16.2"), Some(16));
         assert_eq!(parse_pg_version("nothing here"), None);
         // A fake bin dir falls back to the Debian path.
@@ -648,26 +540,12 @@ mod tests {
                 .to_string(),
         };
         let err = docker_info_verdict(Ok(failed)).unwrap_err();
-        assert!(
-            err.starts_with("`docker info` failed: Cannot connect"),
-            "{err}"
-        );
+        assert!(err.starts_with("`docker info` failed: Cannot connect"), "{err}");
         let err = docker_info_verdict(Err(RunError::TimedOut)).unwrap_err();
-        assert_eq!(
-            err,
-            "`docker info` did not answer within 10 s (is the Docker engine running?)"
-        );
-        assert_eq!(
-            compose_verdict(true, true),
-            Ok(vec!["docker".to_string(), "compose".to_string()])
-        );
-        assert_eq!(
-            compose_verdict(false, true),
-            Ok(vec!["docker-compose".to_string()])
-        );
-        assert!(compose_verdict(false, false)
-            .unwrap_err()
-            .contains("there is no compose"));
+        assert_eq!(err, "`docker info` did not answer within 10 s (is the Docker engine running?)");
+        assert_eq!(compose_verdict(true, true), Ok(vec!["docker".to_string(), "compose".to_string()]));
+        assert_eq!(compose_verdict(false, true), Ok(vec!["docker-compose".to_string()]));
+        assert!(compose_verdict(false, false).unwrap_err().contains("there is no compose"));
     }
 
     #[test]
@@ -677,38 +555,15 @@ mod tests {
             Need::Citus => Err("citus.so does not exist".to_string()),
             _ => Ok(()),
         };
+        assert_eq!(decide("t", &set(&[Need::Postgres, Need::Docker]), &set(&[]), no_citus), Decision::Run);
         assert_eq!(
-            decide(
-                "t",
-                &set(&[Need::Postgres, Need::Docker]),
-                &set(&[]),
-                no_citus
-            ),
-            Decision::Run
-        );
-        assert_eq!(
-            decide(
-                "t",
-                &set(&[Need::Postgres, Need::Citus]),
-                &set(&[Need::Docker]),
-                no_citus
-            ),
-            Decision::Skip(
-                "\n==== SKIPPED t: needs Citus, but citus.so does not exist ====\n".to_string()
-            )
+            decide("t", &set(&[Need::Postgres, Need::Citus]), &set(&[Need::Docker]), no_citus),
+            Decision::Skip("\n==== SKIPPED t: needs Citus, but citus.so does not exist ====\n".to_string())
         );
         // Insisting on a need the test does not have is not fatal.
+        assert_eq!(decide("t", &set(&[Need::Postgres]), &set(&Need::ALL), no_citus), Decision::Run);
         assert_eq!(
-            decide("t", &set(&[Need::Postgres]), &set(&Need::ALL), no_citus),
-            Decision::Run
-        );
-        assert_eq!(
-            decide(
-                "t",
-                &set(&[Need::Citus]),
-                &set(&[Need::Postgres, Need::Citus]),
-                no_citus
-            ),
+            decide("t", &set(&[Need::Citus]), &set(&[Need::Postgres, Need::Citus]), no_citus),
             Decision::Panic(
                 "CITUS_XTASK_REQUIRE insists that t runs here, but it needs Citus and \
                  citus.so does not exist"
@@ -725,13 +580,8 @@ mod tests {
     #[test]
     fn require_var_parsing() {
         assert_eq!(parse_require(""), Ok(BTreeSet::new()));
-        assert_eq!(
-            parse_require(" postgres, Citus ,docker,"),
-            Ok(Need::ALL.into_iter().collect())
-        );
+        assert_eq!(parse_require(" postgres, Citus ,docker,"), Ok(Need::ALL.into_iter().collect()));
         assert_eq!(parse_require("all"), Ok(Need::ALL.into_iter().collect()));
-        assert!(parse_require("postgres,kubernetes")
-            .unwrap_err()
-            .contains("unknown need `kubernetes`"));
+        assert!(parse_require("postgres,kubernetes").unwrap_err().contains("unknown need `kubernetes`"));
     }
 }

@@ -103,11 +103,7 @@ pub(crate) fn pick_range(ephemeral: Option<(u16, u16)>) -> (u16, u16) {
         let below = (LOW, lo.saturating_sub(1).min(HIGH));
         let above = (hi.saturating_add(1).max(LOW), HIGH);
         let width = |(a, b): (u16, u16)| if b >= a { u32::from(b - a) + 1 } else { 0 };
-        let best = if width(below) >= width(above) {
-            below
-        } else {
-            above
-        };
+        let best = if width(below) >= width(above) { below } else { above };
         if width(best) >= 5000 {
             return best;
         }
@@ -141,21 +137,14 @@ fn reservation_dir() -> Option<PathBuf> {
 pub(crate) fn reserve(dir: &Path, port: u16) -> bool {
     let marker = dir.join(port.to_string());
     let mine = std::process::id().to_string();
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&marker)
-    {
+    match OpenOptions::new().write(true).create_new(true).open(&marker) {
         Ok(_) => {
             let _ = fs::write(&marker, &mine);
             let _ = fs::set_permissions(&marker, fs::Permissions::from_mode(0o666));
             true
         }
         Err(_) => {
-            let age = fs::metadata(&marker)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok());
+            let age = fs::metadata(&marker).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
             match age {
                 Some(age) if age > RESERVATION_TTL => fs::write(&marker, &mine).is_ok(),
                 _ => false,
@@ -170,13 +159,8 @@ mod tests {
 
     #[test]
     fn ports_are_never_handed_out_twice() {
-        let threads: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(|| free_ports(50)))
-            .collect();
-        let mut all: Vec<u16> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
+        let threads: Vec<_> = (0..4).map(|_| std::thread::spawn(|| free_ports(50))).collect();
+        let mut all: Vec<u16> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
         all.push(free_port());
         all.push(free_port());
         let unique: HashSet<u16> = all.iter().copied().collect();

@@ -22,12 +22,7 @@ pub(crate) enum RunError {
 
 /// Runs `cmd` (stdin closed), killing it after `timeout`.
 pub(crate) fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Ran, RunError> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(RunError::Spawn)?;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(RunError::Spawn)?;
     let reader = |pipe: Option<Box<dyn Read + Send>>| {
         thread::spawn(move || {
             let mut text = String::new();
@@ -39,18 +34,8 @@ pub(crate) fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<R
             text
         })
     };
-    let out = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let out = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -68,26 +53,15 @@ pub(crate) fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<R
     let Some(status) = status else {
         return Err(RunError::TimedOut);
     };
-    Ok(Ran {
-        success: status.success(),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
+    Ok(Ran { success: status.success(), stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
 }
 
 /// Runs `cmd` to completion (stdin closed) and returns its trimmed stdout,
 /// or an error quoting its stderr.
 pub(crate) fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| anyhow::anyhow!("could not run {cmd:?}: {e}"))?;
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| anyhow::anyhow!("could not run {cmd:?}: {e}"))?;
     if !out.status.success() {
-        anyhow::bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        anyhow::bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

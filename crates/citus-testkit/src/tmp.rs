@@ -16,8 +16,7 @@ pub fn temp_dir(prefix: &str) -> TempDir {
         .prefix(&format!("{prefix}-"))
         .tempdir_in("/tmp")
         .unwrap_or_else(|e| panic!("temp_dir({prefix:?}): cannot create a directory in /tmp: {e}"));
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
-        .unwrap_or_else(|e| panic!("temp_dir({prefix:?}): cannot chmod 0755: {e}"));
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("temp_dir({prefix:?}): cannot chmod 0755: {e}"));
     dir
 }
 
@@ -30,12 +29,7 @@ mod tests {
         let dir = temp_dir("testkit-unit");
         let path = dir.path().to_path_buf();
         assert!(path.starts_with("/tmp"));
-        assert!(path
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with("testkit-unit-"));
+        assert!(path.file_name().unwrap().to_str().unwrap().starts_with("testkit-unit-"));
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o755);
         fs::write(path.join("file"), "x").unwrap();

@@ -5,9 +5,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use citus_testkit::{
-    free_port, require, temp_dir, test_image, ComposeProjectGuard, ContainerGuard, Env, Need,
-};
+use citus_testkit::{free_port, require, temp_dir, test_image, ComposeProjectGuard, ContainerGuard, Env, Need};
 
 fn tool(env: &Env, name: &str) -> PathBuf {
     let own = env.bin_dir.join(name);
@@ -19,9 +17,7 @@ fn tool(env: &Env, name: &str) -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -30,14 +26,8 @@ fn text(bytes: &[u8]) -> String {
 
 /// `docker run -d --rm <args>`, guarded.
 fn start(args: &[&str]) -> ContainerGuard {
-    let out = run(Command::new("docker")
-        .args(["run", "-d", "--rm"])
-        .args(args));
-    assert!(
-        out.status.success(),
-        "docker run failed: {}",
-        text(&out.stderr)
-    );
+    let out = run(Command::new("docker").args(["run", "-d", "--rm"]).args(args));
+    assert!(out.status.success(), "docker run failed: {}", text(&out.stderr));
     ContainerGuard::new(text(&out.stdout))
 }
 
@@ -49,22 +39,11 @@ fn logs(id: &str) -> String {
 fn wait_ready(env: &Env, port: u16, container: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let out = run(Command::new(tool(env, "pg_isready")).args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "2",
-        ]));
+        let out = run(Command::new(tool(env, "pg_isready")).args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "2"]));
         if out.status.success() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "server in {container} not ready after 120 s; logs:\n{}",
-            logs(container)
-        );
+        assert!(Instant::now() < deadline, "server in {container} not ready after 120 s; logs:\n{}", logs(container));
         sleep(Duration::from_millis(300));
     }
 }
@@ -72,16 +51,7 @@ fn wait_ready(env: &Env, port: u16, container: &str) {
 fn psql(env: &Env, port: u16, password: &str, sql: &[&str]) -> Output {
     let mut cmd = Command::new(tool(env, "psql"));
     cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "u",
-            "-d",
-            "d",
-        ])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "u", "-d", "d"])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "10")
         .env_remove("PGSERVICE");
@@ -99,61 +69,27 @@ fn image() {
     let started = Instant::now();
     let tag = test_image(&env).expect("building the test image");
     eprintln!("test image {tag} ready after {:?}", started.elapsed());
-    assert!(
-        tag.starts_with(&format!("citus-xtask-test:pg{}-", env.pg_major)),
-        "{tag}"
-    );
+    assert!(tag.starts_with(&format!("citus-xtask-test:pg{}-", env.pg_major)), "{tag}");
     // Asking again finds it.
     assert_eq!(test_image(&env).unwrap(), tag);
 
     let port = free_port();
     let publish = format!("127.0.0.1:{port}:5432");
     let secret = "p";
-    let mut args = vec![
-        "-e",
-        "POSTGRES_USER=u",
-        "-e",
-        "POSTGRES_PASSWORD=p",
-        "-e",
-        "POSTGRES_DB=d",
-        "-p",
-        &publish,
-        &tag,
-        "postgres",
-    ];
+    let mut args = vec!["-e", "POSTGRES_USER=u", "-e", "POSTGRES_PASSWORD=p", "-e", "POSTGRES_DB=d", "-p", &publish, &tag, "postgres"];
     if env.has_citus {
         args.extend(["-c", "shared_preload_libraries=citus"]);
     }
     let container = start(&args);
     wait_ready(&env, port, container.id());
 
-    let out = psql(
-        &env,
-        port,
-        secret,
-        &["SELECT current_user, current_database()"],
-    );
-    assert!(
-        out.status.success(),
-        "psql failed: {}\nlogs:\n{}",
-        text(&out.stderr),
-        logs(container.id())
-    );
+    let out = psql(&env, port, secret, &["SELECT current_user, current_database()"]);
+    assert!(out.status.success(), "psql failed: {}\nlogs:\n{}", text(&out.stderr), logs(container.id()));
     assert_eq!(text(&out.stdout), "u|d");
 
     if env.has_citus {
-        let out = psql(
-            &env,
-            port,
-            secret,
-            &["CREATE EXTENSION citus", "SELECT citus_version()"],
-        );
-        assert!(
-            out.status.success(),
-            "citus: {}\nlogs:\n{}",
-            text(&out.stderr),
-            logs(container.id())
-        );
+        let out = psql(&env, port, secret, &["CREATE EXTENSION citus", "SELECT citus_version()"]);
+        assert!(out.status.success(), "citus: {}\nlogs:\n{}", text(&out.stderr), logs(container.id()));
         let version = text(&out.stdout);
         assert!(version.starts_with("Citus "), "{version}");
         eprintln!("citus in the image: {version}");
@@ -161,47 +97,25 @@ fn image() {
 
     let out = psql(&env, port, "wrong", &["SELECT 1"]);
     assert!(!out.status.success(), "a wrong password was accepted");
-    assert!(
-        text(&out.stderr).contains("password authentication failed for user \"u\""),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("password authentication failed for user \"u\""), "{}", text(&out.stderr));
 
     // The server is PID 1, running as postgres.
-    let out = run(Command::new("docker").args([
-        "exec",
-        container.id(),
-        "ps",
-        "-o",
-        "user=,comm=",
-        "-p",
-        "1",
-    ]));
-    assert_eq!(
-        text(&out.stdout).split_whitespace().collect::<Vec<_>>(),
-        ["postgres", "postgres"]
-    );
+    let out = run(Command::new("docker").args(["exec", container.id(), "ps", "-o", "user=,comm=", "-p", "1"]));
+    assert_eq!(text(&out.stdout).split_whitespace().collect::<Vec<_>>(), ["postgres", "postgres"]);
 
     container.remove().expect("removing the container");
 }
 
 #[test]
 fn image_refuses_to_start_without_a_password_and_never_prints_it() {
-    let Some(env) = require(
-        "image_refuses_to_start_without_a_password_and_never_prints_it",
-        &[Need::Docker, Need::Postgres],
-    ) else {
+    let Some(env) = require("image_refuses_to_start_without_a_password_and_never_prints_it", &[Need::Docker, Need::Postgres]) else {
         return;
     };
     let tag = test_image(&env).expect("building the test image");
 
     let out = run(Command::new("docker").args(["run", "--rm", &tag]));
     assert!(!out.status.success(), "started without a password");
-    assert!(
-        text(&out.stderr).contains("set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE"), "{}", text(&out.stderr));
 
     // POSTGRES_PASSWORD_FILE, default user and database; the secret stays out of the logs.
     let secret = "s3cret-Value-never-printed";
@@ -210,61 +124,30 @@ fn image_refuses_to_start_without_a_password_and_never_prints_it() {
     let mount = format!("{}:/run/secrets:ro", dir.path().display());
     let port = free_port();
     let publish = format!("127.0.0.1:{port}:5432");
-    let container = start(&[
-        "-e",
-        "POSTGRES_PASSWORD_FILE=/run/secrets/pw",
-        "-v",
-        &mount,
-        "-p",
-        &publish,
-        &tag,
-    ]);
+    let container = start(&["-e", "POSTGRES_PASSWORD_FILE=/run/secrets/pw", "-v", &mount, "-p", &publish, &tag]);
     wait_ready(&env, port, container.id());
     let out = run(Command::new(tool(&env, "psql"))
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .args([
-            "-c",
-            "SELECT current_user, current_database(), current_setting('listen_addresses')",
-        ])
+        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
+        .args(["-c", "SELECT current_user, current_database(), current_setting('listen_addresses')"])
         .env("PGPASSWORD", secret));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "postgres|postgres|*");
     let logs = logs(container.id());
-    assert!(
-        !logs.contains(secret),
-        "the password appears in the logs:\n{logs}"
-    );
+    assert!(!logs.contains(secret), "the password appears in the logs:\n{logs}");
     assert!(Path::new(dir.path()).exists());
     container.remove().expect("removing the container");
 }
 
 fn labelled(kind: &[&str], project: &str) -> Vec<String> {
     let filter = format!("label=com.docker.compose.project={project}");
-    let out = run(Command::new("docker")
-        .args(kind)
-        .args(["--quiet", "--filter", &filter]));
+    let out = run(Command::new("docker").args(kind).args(["--quiet", "--filter", &filter]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     text(&out.stdout).lines().map(String::from).collect()
 }
 
 #[test]
 fn compose_project_guard_cleans_up_after_a_panic() {
-    let Some(env) = require(
-        "compose_project_guard_cleans_up_after_a_panic",
-        &[Need::Docker, Need::Postgres],
-    ) else {
+    let Some(env) = require("compose_project_guard_cleans_up_after_a_panic", &[Need::Docker, Need::Postgres]) else {
         return;
     };
     let tag = test_image(&env).expect("building the test image");
@@ -285,13 +168,7 @@ fn compose_project_guard_cleans_up_after_a_panic() {
     let (compose2, project2, file2) = (compose.clone(), project.clone(), file.clone());
     let outcome = std::thread::spawn(move || {
         let _guard = ComposeProjectGuard::new(&compose2, project2.clone());
-        let out = run(Command::new(&compose2[0])
-            .args(&compose2[1..])
-            .arg("-p")
-            .arg(&project2)
-            .arg("-f")
-            .arg(&file2)
-            .args(["up", "-d"]));
+        let out = run(Command::new(&compose2[0]).args(&compose2[1..]).arg("-p").arg(&project2).arg("-f").arg(&file2).args(["up", "-d"]));
         assert!(out.status.success(), "compose up: {}", text(&out.stderr));
         assert_eq!(labelled(&["ps", "--all"], &project2).len(), 1);
         assert_eq!(labelled(&["volume", "ls"], &project2).len(), 1);

@@ -137,7 +137,11 @@ pub(crate) fn psql(ctx: &Ctx, port: u16, statements: &[String]) -> anyhow::Resul
             c.env_remove(k);
         }
     }
-    c.args(["-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-d", "postgres"]).arg("-p").arg(port.to_string()).arg("-U").arg(&ctx.run_as.name);
+    c.args(["-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-d", "postgres"])
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-U")
+        .arg(&ctx.run_as.name);
     for s in statements {
         c.arg("-c").arg(s);
     }

@@ -92,7 +92,8 @@ fn vm_hwm(pid: u32) -> Option<u64> {
 
 /// `n` distinct free TCP ports on 127.0.0.1, found by letting the kernel pick them.
 pub(crate) fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners: Vec<std::net::TcpListener> = (0..n).map(|_| std::net::TcpListener::bind(("127.0.0.1", 0))).collect::<Result<_, _>>().context("finding a free port on 127.0.0.1")?;
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind(("127.0.0.1", 0))).collect::<Result<_, _>>().context("finding a free port on 127.0.0.1")?;
     listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
@@ -236,7 +237,11 @@ pub(crate) fn clean_stale_roots(tmp: &Path) {
             continue;
         }
         let killed = kill_servers_below(&e.path());
-        crate::progress(&format!("bench: removing {} left by an interrupted run{}", e.path().display(), if killed > 0 { format!(" ({killed} server(s) stopped)") } else { String::new() }));
+        crate::progress(&format!(
+            "bench: removing {} left by an interrupted run{}",
+            e.path().display(),
+            if killed > 0 { format!(" ({killed} server(s) stopped)") } else { String::new() }
+        ));
         let _ = std::fs::remove_dir_all(e.path());
     }
 }

@@ -57,7 +57,8 @@ impl Machine {
     /// Reads the machine (and its load average before the run); `scratch` is where the data goes.
     pub(crate) fn read(scratch: &Path) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string())).unwrap_or_else(|| "unknown".into());
+        let model =
+            cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string())).unwrap_or_else(|| "unknown".into());
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let memory = meminfo
             .lines()
@@ -212,11 +213,41 @@ impl Report {
                 8 => (Some(1.10), Some(1.10)),
                 _ => (None, None),
             };
-            out.push(Target { what: format!("1+{n}: `up`, first run ever (no initdb template)"), tool_s: first_up, reference: "baseline up", reference_s: base_up, limit: first_limit });
-            out.push(Target { what: format!("1+{n}: `up`, template cached"), tool_s: cold_up, reference: "baseline up", reference_s: base_up, limit: cached_limit });
-            out.push(Target { what: format!("1+{n}: `setup` on the ready cluster"), tool_s: median(&tool_secs(both(), "setup")), reference: "cold up", reference_s: cold_up, limit: Some(0.05) });
-            out.push(Target { what: format!("1+{n}: `verify`"), tool_s: median(&tool_secs(both(), "verify")), reference: "cold up", reference_s: cold_up, limit: Some(0.25) });
-            out.push(Target { what: format!("1+{n}: `down`"), tool_s: median(&tool_secs(both(), "down")), reference: "baseline stop", reference_s: base_stop, limit: Some(1.50) });
+            out.push(Target {
+                what: format!("1+{n}: `up`, first run ever (no initdb template)"),
+                tool_s: first_up,
+                reference: "baseline up",
+                reference_s: base_up,
+                limit: first_limit,
+            });
+            out.push(Target {
+                what: format!("1+{n}: `up`, template cached"),
+                tool_s: cold_up,
+                reference: "baseline up",
+                reference_s: base_up,
+                limit: cached_limit,
+            });
+            out.push(Target {
+                what: format!("1+{n}: `setup` on the ready cluster"),
+                tool_s: median(&tool_secs(both(), "setup")),
+                reference: "cold up",
+                reference_s: cold_up,
+                limit: Some(0.05),
+            });
+            out.push(Target {
+                what: format!("1+{n}: `verify`"),
+                tool_s: median(&tool_secs(both(), "verify")),
+                reference: "cold up",
+                reference_s: cold_up,
+                limit: Some(0.25),
+            });
+            out.push(Target {
+                what: format!("1+{n}: `down`"),
+                tool_s: median(&tool_secs(both(), "down")),
+                reference: "baseline stop",
+                reference_s: base_stop,
+                limit: Some(1.50),
+            });
         }
         out
     }
@@ -305,7 +336,11 @@ impl Report {
                     b.jobs
                 );
                 let _ = writeln!(t, "| `cargo build -p xtask` (a user's first `cargo xtask`) | {:.1} | {} |", b.xtask.secs, b.xtask.crates);
-                let _ = writeln!(t, "| empty crate depending only on `postgres` ({}) | {:.1} | {} |", b.postgres_version, b.postgres_only.secs, b.postgres_only.crates);
+                let _ = writeln!(
+                    t,
+                    "| empty crate depending only on `postgres` ({}) | {:.1} | {} |",
+                    b.postgres_version, b.postgres_only.secs, b.postgres_only.crates
+                );
                 let _ = writeln!(t, "\nxtask / empty crate: {:.2}x the time.", b.xtask.secs / b.postgres_only.secs);
                 t
             }
@@ -315,7 +350,11 @@ impl Report {
     /// The results as markdown: targets, phases, memory, builds, docker (printed to stdout).
     pub(crate) fn markdown_results(&self) -> String {
         let mut t = String::new();
-        let _ = writeln!(t, "## Targets\n\nRatios of medians over {} cycle(s) per series. \"Cold up\" is the tool's `up` of a new cluster with the template cached.\n", self.cycles);
+        let _ = writeln!(
+            t,
+            "## Targets\n\nRatios of medians over {} cycle(s) per series. \"Cold up\" is the tool's `up` of a new cluster with the template cached.\n",
+            self.cycles
+        );
         t.push_str(&self.targets_table());
         let failed = self.targets().iter().filter(|x| x.pass() == Some(false)).count();
         let total = self.targets().iter().filter(|x| x.pass().is_some()).count();

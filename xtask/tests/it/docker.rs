@@ -18,7 +18,14 @@ fn docker_cluster(test: &str, name: &str) -> Option<(TestCluster, ComposeProject
 
 fn container(c: &TestCluster, service: &str) -> String {
     let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=com.docker.compose.project={}", c.name), "--filter", &format!("label=com.docker.compose.service={service}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", c.name),
+            "--filter",
+            &format!("label=com.docker.compose.service={service}"),
+        ])
         .output()
         .unwrap();
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -35,9 +42,17 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     a.ok(&["verify"]);
     b.ok(&["verify"]);
     // The coordinator reaches the workers by their cluster addresses (service name, 5432).
-    let names: Vec<String> = a.connect(0, &a.database).query("SELECT nodename FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodename", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let names: Vec<String> = a
+        .connect(0, &a.database)
+        .query("SELECT nodename FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodename", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(names, ["citus_worker1", "citus_worker2"]);
-    a.connect(0, &a.database).batch_execute("CREATE TABLE kept (id int PRIMARY KEY); SELECT create_distributed_table('kept', 'id'); INSERT INTO kept SELECT generate_series(1, 40)").unwrap();
+    a.connect(0, &a.database)
+        .batch_execute("CREATE TABLE kept (id int PRIMARY KEY); SELECT create_distributed_table('kept', 'id'); INSERT INTO kept SELECT generate_series(1, 40)")
+        .unwrap();
     let down = a.ok(&["down"]);
     assert!(down.contains("kept"), "{down}");
     a.ok(&["up"]);
@@ -50,7 +65,10 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     assert!(compose.contains(&format!("\"127.0.0.1:{}:5432\"", a.port(0))), "{compose}");
     assert!(!compose.contains("docker.sock"), "{compose}");
     let password_lines: Vec<&str> = compose.lines().filter(|l| l.contains("POSTGRES_PASSWORD")).collect();
-    assert!(!password_lines.is_empty() && password_lines.iter().all(|l| l.contains("${CITUS_IT_PASSWORD")), "the password must reach the containers by interpolation only: {password_lines:?}");
+    assert!(
+        !password_lines.is_empty() && password_lines.iter().all(|l| l.contains("${CITUS_IT_PASSWORD")),
+        "the password must reach the containers by interpolation only: {password_lines:?}"
+    );
 }
 
 #[test]

@@ -37,7 +37,9 @@ fn cold_up_verifies_then_setup_changes_nothing_and_down_up_keeps_data() {
 
     // Data written before `down` is there after `up`.
     let mut coord = c.connect(0, &c.database);
-    coord.batch_execute("CREATE TABLE kept (id int PRIMARY KEY); SELECT create_distributed_table('kept', 'id'); INSERT INTO kept SELECT generate_series(1, 50);").unwrap();
+    coord
+        .batch_execute("CREATE TABLE kept (id int PRIMARY KEY); SELECT create_distributed_table('kept', 'id'); INSERT INTO kept SELECT generate_series(1, 50);")
+        .unwrap();
     drop(coord);
     let pid_before = c.pid("citus_worker1").unwrap();
     c.ok(&["down"]);
@@ -62,7 +64,10 @@ fn recreated_worker_database_fails_verify_and_setup_repairs_it() {
     let out = c.xtask(&["verify"]);
     assert!(!out.status.success(), "verify passed on a worker with a recreated database");
     let t = text(&out);
-    assert!(t.lines().any(|l| l.starts_with("FAIL") && l.contains("citus_worker1") && l.contains(&c.port(1).to_string())), "verify did not name worker1 and its address: {t}");
+    assert!(
+        t.lines().any(|l| l.starts_with("FAIL") && l.contains("citus_worker1") && l.contains(&c.port(1).to_string())),
+        "verify did not name worker1 and its address: {t}"
+    );
     let fixed = c.ok(&["setup"]);
     assert!(fixed.contains("citus_worker1") && fixed.contains("changed"), "{fixed}");
     c.ok(&["verify"]);
