@@ -244,7 +244,104 @@ fn unresolvable_cluster_address_is_refused_with_both_addresses() {
     let out = c.xtask(&["up"]);
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out);
-    assert!(t.contains("citus_worker2") && t.contains("no-such-host.invalid:5432") && t.contains(&format!("localhost:{p2}")) && t.contains("two addresses"), "{t}");
+    assert!(
+        t.contains("citus_worker2") && t.contains("no-such-host.invalid:5432") && t.contains(&format!("localhost:{p2}")) && t.contains("two addresses"),
+        "{t}"
+    );
     let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM pg_dist_node WHERE nodename = 'no-such-host.invalid'", &[]).unwrap().get(0);
     assert_eq!(n, 0, "a half-registered node was left behind");
+}
+
+/// Makes `setup` stop in the middle, deterministically: the test creates the database on
+/// worker 1 itself and holds an exclusive lock on that database's `pg_extension`, so setup blocks
+/// at its first look at the extension there. Returns the connection that holds the lock, once
+/// another session is seen waiting for it.
+fn hold_worker1_extension_catalog(c: &TestCluster) -> postgres::Client {
+    c.connect(1, "postgres").batch_execute(&format!("CREATE DATABASE \"{}\"", c.database)).unwrap();
+    let mut holder = c.connect(1, &c.database);
+    holder.batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_extension IN ACCESS EXCLUSIVE MODE").unwrap();
+    holder
+}
+
+fn wait_until_setup_blocks_on_worker1(c: &TestCluster) {
+    let mut probe = c.connect(1, "postgres");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = probe.query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", &[&c.database]).unwrap().get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "setup never reached worker 1's extension catalog");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn worker_rows(c: &TestCluster) -> i64 {
+    c.connect(0, &c.database).query_one("SELECT count(*) FROM pg_dist_node WHERE groupid <> 0", &[]).unwrap().get(0)
+}
+
+#[test]
+fn worker_killed_during_setup_then_rerun_completes_without_duplicates() {
+    if !citus("worker_killed_during_setup_then_rerun_completes_without_duplicates") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up", "--no-setup"]);
+    let holder = hold_worker1_extension_catalog(&c);
+    let first = std::thread::scope(|s| {
+        let setup = s.spawn(|| c.xtask(&["setup"]));
+        wait_until_setup_blocks_on_worker1(&c);
+        c.kill("citus_worker1", libc::SIGKILL);
+        setup.join().unwrap()
+    });
+    drop(holder);
+    assert_eq!(first.status.code(), Some(1), "setup did not fail when worker 1 died: {}", text(&first));
+    let t = text(&first);
+    assert!(t.contains("citus_worker1") && t.contains(&format!("localhost:{}", c.port(1))), "the failure does not name the killed worker: {t}");
+    c.ok(&["up"]);
+    assert_eq!(worker_rows(&c), 2, "duplicate or missing worker rows");
+    c.ok(&["verify"]);
+}
+
+#[test]
+fn interrupted_setup_leaves_no_process_and_the_next_run_resumes() {
+    if !citus("interrupted_setup_leaves_no_process_and_the_next_run_resumes") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up", "--no-setup"]);
+    let nodes = ["citus_master", "citus_worker1", "citus_worker2"];
+    let servers_before: Vec<i32> = nodes.iter().map(|n| c.pid(n).unwrap()).collect();
+    let holder = hold_worker1_extension_catalog(&c);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["setup", "--backend", "local", "--config"])
+        .arg(&c.config)
+        .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until_setup_blocks_on_worker1(&c);
+    let setup_pid = child.id() as i32;
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(setup_pid, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "setup was not interrupted");
+    drop(holder);
+    // Nothing the interrupted run started is left: no process has it as parent, and the
+    // servers are the same three `up` started.
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) {
+            let ppid = stat.rsplit_once(") ").and_then(|(_, r)| r.split(' ').nth(1)).and_then(|p| p.parse::<i32>().ok());
+            assert_ne!(ppid, Some(setup_pid), "a child of the interrupted setup is still running: {stat}");
+        }
+    }
+    let after: Vec<i32> = nodes.iter().map(|n| c.pid(n).unwrap()).collect();
+    assert_eq!(servers_before, after);
+    let out = c.ok(&["setup"]);
+    // The interrupted run registered no worker (it stopped before the coordinator), so the
+    // next run is the one that does it.
+    assert!(out.contains("setup: changed") && out.contains("citus_master:"), "{out}");
+    assert_eq!(worker_rows(&c), 2);
+    c.ok(&["verify"]);
 }
