@@ -431,17 +431,26 @@ pub fn plan(cluster: &Cluster, backend: Backend, observed: &Observed, password: 
         .map(|d| format!("node {} at {} is registered but not in the config; remove it yourself if intended (see README)", d.nodeid, d.address))
         .collect();
 
-    Ok(Plan {
-        phases: vec![
+    // Creating the extension touches only the node it runs on, so every node does its own
+    // database, extension and password in one phase, all nodes at once (on a fresh 1+2
+    // cluster this saves the coordinator's ~0.3 s CREATE EXTENSION after the workers'). An
+    // update keeps the documented order: every worker, then the coordinator.
+    let updating = worker_ext.iter().chain(&coord_ext).any(|s| s.kind == StepKind::UpdateExtension);
+    let mut phases = if updating {
+        vec![
             Phase { name: "create the database on every node", steps: databases },
             Phase { name: "citus extension and inter-node password on the workers", steps: worker_ext },
             Phase { name: "citus extension and inter-node password on the coordinator", steps: coord_ext },
-            Phase { name: "coordinator host", steps: coord_host },
-            Phase { name: "worker membership", steps: membership },
-        ],
-        in_place,
-        left_alone,
-    })
+        ]
+    } else {
+        let mut steps = databases;
+        steps.extend(worker_ext);
+        steps.extend(coord_ext);
+        vec![Phase { name: "database, citus extension and inter-node password on every node", steps }]
+    };
+    phases.push(Phase { name: "coordinator host", steps: coord_host });
+    phases.push(Phase { name: "worker membership", steps: membership });
+    Ok(Plan { phases, in_place, left_alone })
 }
 
 fn cluster_wants(cluster: &Cluster, backend: Backend, addr: &Address) -> bool {

@@ -141,3 +141,24 @@ fn version_parsing() {
     assert_eq!(Version::parse("9.5.12"), Some(Version::new(9, 5)));
     assert_eq!(Version::parse("x"), None);
 }
+
+#[test]
+fn fresh_nodes_share_one_phase_but_updates_go_workers_first() {
+    let c = seed();
+    let phase_of = |p: &crate::Plan, node: &str, kind: StepKind| {
+        p.phases.iter().position(|ph| ph.steps.iter().any(|s| s.node == node && s.kind == kind)).unwrap_or_else(|| panic!("no {kind:?} on {node}"))
+    };
+    let fresh = plan(&c, Backend::Docker, &Observed::fresh(&c, Version::new(13, 2)), "pw").unwrap();
+    assert_eq!(phase_of(&fresh, "citus_master", StepKind::CreateExtension), phase_of(&fresh, "citus_worker1", StepKind::CreateExtension));
+    let db = phase_of(&fresh, "citus_master", StepKind::CreateDatabase);
+    let steps = &fresh.phases[db].steps;
+    let pos = |kind| steps.iter().position(|s| s.node == "citus_master" && s.kind == kind).unwrap();
+    assert!(pos(StepKind::CreateDatabase) < pos(StepKind::CreateExtension), "a node's database comes before its extension");
+
+    let mut o = settled(&c);
+    for n in ["citus_master", "citus_worker2"] {
+        o.nodes.get_mut(n).unwrap().installed = Some(Version::new(13, 1));
+    }
+    let upd = plan(&c, Backend::Docker, &o, "pw").unwrap();
+    assert!(phase_of(&upd, "citus_worker2", StepKind::UpdateExtension) < phase_of(&upd, "citus_master", StepKind::UpdateExtension));
+}
