@@ -116,21 +116,28 @@ pub fn connect(node: &Node, creds: &Credentials, database: &str, timeout: Durati
     })
 }
 
-/// Waits until `node` accepts a real login to `database` and answers `SELECT 1`, retrying
-/// with backoff until `deadline`. Authentication and missing-database errors fail at once.
-pub fn wait_ready(node: &Node, creds: &Credentials, database: &str, deadline: Instant, progress: Progress<'_>) -> Result<Client, WaitError> {
+/// Waits until `node` accepts a real login to the first of `databases` that exists and
+/// answers `SELECT 1`, retrying with backoff until `deadline`. Returns the connection and the
+/// index of its database. Authentication errors fail at once, as does a missing last database.
+pub fn wait_ready(node: &Node, creds: &Credentials, databases: &[&str], deadline: Instant, progress: Progress<'_>) -> Result<(Client, usize), WaitError> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(5);
     let mut announced = false;
     let mut last_note = Instant::now();
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let attempt = connect(node, creds, database, remaining.clamp(Duration::from_millis(200), Duration::from_secs(5))).map_err(WaitError::Connect).and_then(
-            |mut c| match c.simple_query("SELECT 1") {
-                Ok(_) => Ok(c),
+        let timeout = remaining.clamp(Duration::from_millis(200), Duration::from_secs(5));
+        let mut attempt =
+            Err(WaitError::Connect(ConnectError::Unreachable { node: node.name.clone(), address: node.client.clone(), detail: "no database to try".into() }));
+        for (i, db) in databases.iter().enumerate() {
+            attempt = connect(node, creds, db, timeout).map_err(WaitError::Connect).and_then(|mut c| match c.simple_query("SELECT 1") {
+                Ok(_) => Ok((c, i)),
                 Err(e) => Err(WaitError::Connect(ConnectError::Unreachable { node: node.name.clone(), address: node.client.clone(), detail: describe(&e) })),
-            },
-        );
+            });
+            if !matches!(attempt, Err(WaitError::Connect(ConnectError::NoDatabase { .. }))) {
+                break;
+            }
+        }
         match attempt {
             Ok(c) => {
                 progress(&format!("ready: {} at {} ({:.2} s)", node.name, node.client, start.elapsed().as_secs_f64()));
@@ -167,11 +174,26 @@ pub enum WaitError {
     Deadline { node: String, address: Address, waited: Duration, last: String },
 }
 
-/// Waits for every node in parallel; returns one maintenance-database client per node, in
-/// the order of `nodes`, or every node's error.
-pub fn wait_all(nodes: &[&Node], creds: &Credentials, database: &str, deadline: Instant, progress: Progress<'_>) -> Result<Vec<Client>, Vec<WaitError>> {
-    let results: Vec<Result<Client, WaitError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = nodes.iter().map(|n| s.spawn(move || wait_ready(n, creds, database, deadline, progress))).collect();
+/// [`wait_ready`] for every node in parallel, each with its own list of databases to try.
+pub fn wait_all(
+    nodes: &[&Node],
+    creds: &Credentials,
+    databases: impl Fn(&Node) -> Vec<String> + Sync,
+    deadline: Instant,
+    progress: Progress<'_>,
+) -> Result<Vec<(Client, usize)>, Vec<WaitError>> {
+    let databases = &databases;
+    let results: Vec<Result<(Client, usize), WaitError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                s.spawn(move || {
+                    let dbs = databases(n);
+                    let refs: Vec<&str> = dbs.iter().map(String::as_str).collect();
+                    wait_ready(n, creds, &refs, deadline, progress)
+                })
+            })
+            .collect();
         handles.into_iter().map(|h| h.join().expect("wait thread panicked")).collect()
     });
     let (ok, errs): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);

@@ -30,10 +30,11 @@ pub struct Conns<'a> {
     pub nodes: Vec<NodeConn<'a>>,
 }
 
-/// A node's connections: the maintenance database, and the target database once it exists.
+/// A node's connections: the maintenance database and the target database, each opened
+/// when first needed (at least one is open after [`connect_all`]).
 pub struct NodeConn<'a> {
     pub node: &'a Node,
-    pub maint: Client,
+    pub maint: Option<Client>,
     pub target: Option<Client>,
 }
 
@@ -41,18 +42,59 @@ impl<'a> NodeConn<'a> {
     /// The target-database connection, opened on first use.
     pub fn target(&mut self, t: &Target<'_>) -> anyhow::Result<&mut Client> {
         if self.target.is_none() {
-            let c = pg::connect(self.node, t.creds, &t.cluster.database, std::time::Duration::from_secs(10))?;
-            self.target = Some(c);
+            self.target = Some(pg::connect(self.node, t.creds, &t.cluster.database, std::time::Duration::from_secs(10))?);
         }
         Ok(self.target.as_mut().expect("just opened"))
     }
+
+    /// The maintenance-database connection, opened on first use.
+    pub fn maint(&mut self, t: &Target<'_>) -> anyhow::Result<&mut Client> {
+        if self.maint.is_none() {
+            self.maint = Some(pg::connect(self.node, t.creds, &t.cluster.maintenance_database, std::time::Duration::from_secs(10))?);
+        }
+        Ok(self.maint.as_mut().expect("just opened"))
+    }
+
+    /// Whichever connection is open.
+    fn any(&mut self) -> &mut Client {
+        self.target.as_mut().or(self.maint.as_mut()).expect("connect_all opens one connection per node")
+    }
 }
 
-/// Waits (until `deadline`) for every node to accept a login to the maintenance database.
+/// Waits (until `deadline`) for every node to accept a login: workers in the target database
+/// (the maintenance database when it does not exist yet), the coordinator in the maintenance
+/// database, which holds setup's lock, with its target connection opened at the same time.
+/// One connection per worker and two on the coordinator, all at once, is what makes a
+/// `setup` with nothing to do cheap.
 pub fn connect_all<'a>(t: &Target<'a>, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<Conns<'a>> {
     let nodes: Vec<&Node> = t.cluster.nodes().collect();
-    match pg::wait_all(&nodes, t.creds, &t.cluster.maintenance_database, deadline, progress) {
-        Ok(clients) => Ok(Conns { nodes: nodes.into_iter().zip(clients).map(|(node, maint)| NodeConn { node, maint, target: None }).collect() }),
+    let (target_db, maint_db) = (t.cluster.database.clone(), t.cluster.maintenance_database.clone());
+    let coordinator = nodes[0];
+    let (ready, coord_target) = std::thread::scope(|s| {
+        let early = s.spawn(|| pg::connect(coordinator, t.creds, &t.cluster.database, std::time::Duration::from_secs(2)).ok());
+        let ready = pg::wait_all(
+            &nodes,
+            t.creds,
+            |n| if std::ptr::eq(n, coordinator) { vec![maint_db.clone()] } else { vec![target_db.clone(), maint_db.clone()] },
+            deadline,
+            progress,
+        );
+        (ready, early.join().ok().flatten())
+    });
+    match ready {
+        Ok(clients) => {
+            let mut coord_target = coord_target;
+            let nodes = nodes
+                .into_iter()
+                .zip(clients)
+                .map(|(node, (client, which))| match (std::ptr::eq(node, coordinator), which) {
+                    (true, _) => NodeConn { node, maint: Some(client), target: coord_target.take() },
+                    (false, 0) => NodeConn { node, maint: None, target: Some(client) },
+                    (false, _) => NodeConn { node, maint: Some(client), target: None },
+                })
+                .collect();
+            Ok(Conns { nodes })
+        }
         Err(errs) => {
             let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
             bail!("{} node(s) not ready:\n{}", errs.len(), lines.join("\n"))
@@ -106,16 +148,20 @@ pub fn observe(t: &Target<'_>, conns: &mut Conns<'_>) -> anyhow::Result<Observed
 
 fn observe_node(t: &Target<'_>, nc: &mut NodeConn<'_>, wanted_authinfo: &str) -> anyhow::Result<NodeState> {
     let ctx = || format!("observing {} at {}", nc.node.name, nc.node.client);
-    let row = nc
-        .maint
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1), \
-             (SELECT default_version FROM pg_available_extensions WHERE name = 'citus')",
-            &[&t.cluster.database],
-        )
-        .with_context(ctx)?;
-    let mut st =
-        NodeState { database_exists: row.get(0), available: row.get::<_, Option<String>>(1).as_deref().and_then(Version::parse), ..NodeState::default() };
+    const AVAILABLE: &str = "(SELECT default_version FROM pg_available_extensions WHERE name = 'citus')";
+    let (database_exists, available): (bool, Option<String>) = match nc.target.as_mut() {
+        // Logged in to it: it exists.
+        Some(c) => (true, c.query_one(&format!("SELECT {AVAILABLE}"), &[]).with_context(ctx)?.get(0)),
+        None => {
+            let row = nc
+                .maint(t)
+                .with_context(ctx)?
+                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1), {AVAILABLE}"), &[&t.cluster.database])
+                .with_context(ctx)?;
+            (row.get(0), row.get(1))
+        }
+    };
+    let mut st = NodeState { database_exists, available: available.as_deref().and_then(Version::parse), ..NodeState::default() };
     if !st.database_exists {
         return Ok(st);
     }
@@ -140,7 +186,7 @@ fn observe_node(t: &Target<'_>, nc: &mut NodeConn<'_>, wanted_authinfo: &str) ->
 /// Refuses when two configured nodes' client addresses reach the same server.
 fn check_distinct_servers(conns: &mut Conns<'_>) -> anyhow::Result<()> {
     let ids = per_node(conns, |nc| {
-        let r = nc.maint.query_one(
+        let r = nc.any().query_one(
             "SELECT system_identifier::text || ':' || current_setting('data_directory') || ':' || pg_postmaster_start_time()::text FROM pg_control_system()",
             &[],
         )?;
@@ -167,10 +213,10 @@ pub fn run(t: &Target<'_>, deadline: Instant, progress: Progress<'_>) -> anyhow:
     check_distinct_servers(&mut conns)?;
     {
         let coord = &mut conns.nodes[0];
-        let got: bool = coord.maint.query_one("SELECT pg_try_advisory_lock($1)", &[&SETUP_LOCK_KEY])?.get(0);
+        let got: bool = coord.maint(t)?.query_one("SELECT pg_try_advisory_lock($1)", &[&SETUP_LOCK_KEY])?.get(0);
         if !got {
             progress(&format!("another setup is running against {} at {}; waiting for it to finish", coord.node.name, coord.node.client));
-            coord.maint.execute("SELECT pg_advisory_lock($1)", &[&SETUP_LOCK_KEY])?;
+            coord.maint(t)?.execute("SELECT pg_advisory_lock($1)", &[&SETUP_LOCK_KEY])?;
         }
     }
     let observed = observe(t, &mut conns)?;
@@ -228,7 +274,7 @@ fn run_step(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, progress: Progre
         precheck_reachable(t, nc, step)?;
     }
     let client = match step.database {
-        Database::Maintenance => &mut nc.maint,
+        Database::Maintenance => nc.maint(t)?,
         Database::Target => nc.target(t)?,
     };
     let result = if step.params.is_empty() {
