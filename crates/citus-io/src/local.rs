@@ -60,23 +60,31 @@ pub fn detect(cluster: &Cluster) -> anyhow::Result<Local> {
     Ok(Local { bin_dir, run_as, home })
 }
 
+/// `pg_config --bindir` of a `pg_config` on PATH that is not Debian's `/usr/bin/pg_config`
+/// (a wrapper script that costs ~40 ms and picks the newest `/usr/lib/postgresql/N`, as the
+/// second step does without it), then that Debian layout, then `/usr/bin/pg_config` itself.
 fn find_bin_dir() -> Option<PathBuf> {
-    if let Ok(pg_config) = which::which("pg_config") {
-        if let Ok(out) = std::process::Command::new(pg_config).arg("--bindir").output() {
-            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            if dir.join("initdb").exists() && dir.join("postgres").exists() {
-                return Some(dir);
-            }
+    let from_pg_config = |pg_config: &Path| -> Option<PathBuf> {
+        let out = std::process::Command::new(pg_config).arg("--bindir").output().ok()?;
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        (dir.join("initdb").exists() && dir.join("postgres").exists()).then_some(dir)
+    };
+    let on_path = which::which("pg_config").ok();
+    let system = Path::new("/usr/bin/pg_config");
+    if let Some(p) = on_path.as_deref().filter(|p| *p != system) {
+        if let Some(dir) = from_pg_config(p) {
+            return Some(dir);
         }
     }
     let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .ok()?
+        .into_iter()
+        .flatten()
         .flatten()
         .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, p): &(u32, PathBuf)| p.join("initdb").exists())
+        .filter(|(_, p): &(u32, PathBuf)| p.join("initdb").exists() && p.join("postgres").exists())
         .collect();
     found.sort();
-    found.pop().map(|(_, p)| p)
+    found.pop().map(|(_, p)| p).or_else(|| on_path.filter(|p| p == system).and_then(|p| from_pg_config(&p)))
 }
 
 fn lookup_user(name: &str) -> Option<(u32, u32, String, PathBuf)> {
@@ -152,7 +160,7 @@ impl Local {
         Ok(())
     }
 
-    /// `initdb --version`, which keys the template cache.
+    /// `initdb --version`, shown when the template is built.
     fn version(&self) -> anyhow::Result<String> {
         let out = std::process::Command::new(self.bin_dir.join("initdb")).arg("--version").output()?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -162,8 +170,13 @@ impl Local {
     /// once. It never has the citus extension in it: copies of a data directory in which
     /// `CREATE EXTENSION citus` ran share Citus's server id and cannot join one cluster.
     pub fn template(&self, cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<PathBuf> {
-        let version = self.version()?;
-        let key = fnv1a(&[version.as_bytes(), creds.user.as_bytes(), creds.password.as_bytes()]);
+        // Keyed by the server binary itself (path, size, mtime: an upgraded package gets a new
+        // template) without running it, and by the role and password baked in.
+        let postgres = self.bin_dir.join("postgres");
+        let meta = fs::metadata(&postgres).with_context(|| format!("reading {}", postgres.display()))?;
+        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+        let binary = format!("{}:{}:{mtime}", postgres.display(), meta.len());
+        let key = fnv1a(&[binary.as_bytes(), creds.user.as_bytes(), creds.password.as_bytes()]);
         let root = cluster.local.data_dir.join(".templates");
         let dir = root.join(format!("{key:016x}"));
         if dir.join("PG_VERSION").exists() {
@@ -175,6 +188,7 @@ impl Local {
         self.chown(&root)?;
         let tmp = root.join(format!("{key:016x}.tmp{}", std::process::id()));
         let pwfile = root.join(format!("pw{}", std::process::id()));
+        let version = self.version()?;
         progress(&format!("initdb: creating the pristine template ({version}) once; later clusters copy it"));
         let t0 = Instant::now();
         {
