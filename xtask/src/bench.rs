@@ -149,9 +149,13 @@ pub(crate) fn run(f: flags::Bench) -> anyhow::Result<ExitCode> {
     })?;
     check_citus(&bin_dir)?;
 
-    let tmp = std::env::temp_dir();
-    procs::clean_stale_roots(&tmp);
-    let root = tmp.join(format!("citus-bench-{}", std::process::id()));
+    // The clusters live where the tool keeps them by default (the workspace's file system),
+    // not in /tmp: creating files costs 50 times more in /tmp than in the workspace on the
+    // machine this was written on, and initdb and template copies are mostly file creation.
+    let scratch = f.scratch.clone().unwrap_or_else(|| root_ws.join("target"));
+    procs::open_dir(&scratch)?;
+    procs::clean_stale_roots(&scratch);
+    let root = scratch.join(format!("citus-bench-{}", std::process::id()));
     procs::open_dir(&root)?;
     let _root_guard = Scratch::new(vec![root.clone()]);
     let ctx = Ctx {

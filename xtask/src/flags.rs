@@ -86,6 +86,9 @@ xflags::xflags! {
             optional --json path: PathBuf
             /// Also rewrite docs/benchmarks.md with the results table.
             optional --write-docs
+            /// Folder for the clusters it creates (default target/, on the same file system
+            /// as the default data folder .citus-data; /tmp can be much slower or faster).
+            optional --scratch dir: PathBuf
         }
     }
 }
@@ -164,6 +167,7 @@ pub struct Bench {
     pub workers: Option<String>,
     pub json: Option<PathBuf>,
     pub write_docs: bool,
+    pub scratch: Option<PathBuf>,
 }
 
 impl Xtask {

@@ -75,7 +75,7 @@ impl Machine {
             memory,
             kernel,
             os,
-            scratch_fs: filesystem_of(scratch),
+            scratch_fs: format!("{} ({})", scratch.parent().unwrap_or(scratch).display(), filesystem_of(scratch)),
             load_before: loadavg(),
             load_after: String::new(),
         }
