@@ -534,8 +534,8 @@ fn check_identifier(what: &str, value: &Spanned<String>, err: &mut impl FnMut(Ra
                 v.len()
             ),
         );
-    } else if v.contains('\0') {
-        err(value.span(), format!("{what} must not contain a NUL character"));
+    } else if v.chars().any(char::is_control) {
+        err(value.span(), format!("{what} {v:?} contains a control character (a newline, tab or NUL): use printable characters only"));
     }
 }
 

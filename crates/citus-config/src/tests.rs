@@ -121,3 +121,9 @@ fn node_names_and_password_env_are_checked() {
     let e = check_error(&MINIMAL.replace("name = \"w1\"", "name = \"w 1;x\"").replace("database = \"db\"", "database = \"db\"\npassword_env = \"MY-PW\""));
     assert!(e.contains("node name `w 1;x` may hold only") && e.contains("password_env `MY-PW`"), "{e}");
 }
+
+#[test]
+fn control_characters_in_names_are_refused() {
+    let e = check_error(&MINIMAL.replace("database = \"db\"", "database = \"db\\n\\nDROP\""));
+    assert!(e.contains("contains a control character"), "{e}");
+}
