@@ -16,10 +16,11 @@ fn seed() -> Cluster {
     Cluster::parse(SEED, "citus.toml".as_ref()).unwrap()
 }
 
-/// A cluster whose database and user names hold quotes, a backslash, a newline and non-ASCII.
+/// A cluster whose database and user names hold quotes, a backslash, shell and URL
+/// metacharacters and non-ASCII (control characters are refused by the config).
 fn nasty() -> Cluster {
     let text = r#"
-database = "da't\"a\\b\né😀"
+database = "da't\"a\\b $HOME `x` %41 #é😀"
 user = "o'neil"
 [coordinator]
 name = "coord"
@@ -152,9 +153,9 @@ fn django_output_escapes_any_database_name() {
         assert!(text.is_ascii(), "the django output is ASCII-only");
         let Some(dbs) = exec_django(test, &text, None) else { return };
         let coord = &dbs["c'\\o\"ord é"];
-        assert_eq!(coord["NAME"], "da't\"a\\b\né😀");
+        assert_eq!(coord["NAME"], "da't\"a\\b $HOME `x` %41 #é😀");
         if profile == Profile::Ci {
-            assert_eq!(coord["TEST"]["NAME"], "da't\"a\\b\né😀");
+            assert_eq!(coord["TEST"]["NAME"], "da't\"a\\b $HOME `x` %41 #é😀");
         }
         assert_eq!(coord["USER"], "o'neil");
         assert_eq!(coord["PASSWORD"], NASTY_PASSWORD);
@@ -286,5 +287,5 @@ fn json_output_has_every_variable_and_the_reasons() {
 fn database_url_percent_encodes_user_password_and_database() {
     let vars = variables(&nasty(), Backend::Docker, &Policy::new(Profile::Ci), "a:b@c/d");
     let url = &vars.iter().find(|(k, _)| k == "DATABASE_URL").unwrap().1;
-    assert_eq!(url, "postgres://o%27neil:a%3Ab%40c%2Fd@localhost:5700/da%27t%22a%5Cb%0A%C3%A9%F0%9F%98%80");
+    assert_eq!(url, "postgres://o%27neil:a%3Ab%40c%2Fd@localhost:5700/da%27t%22a%5Cb%20%24HOME%20%60x%60%20%2541%20%23%C3%A9%F0%9F%98%80");
 }
