@@ -176,7 +176,7 @@ impl Local {
         let meta = fs::metadata(&postgres).with_context(|| format!("reading {}", postgres.display()))?;
         let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
         let binary = format!("{}:{}:{mtime}", postgres.display(), meta.len());
-        let key = fnv1a(&[binary.as_bytes(), creds.user.as_bytes(), creds.password.as_bytes()]);
+        let key = fnv1a(&[binary.as_bytes(), creds.user.as_bytes(), creds.password.as_bytes(), cluster.database.as_bytes()]);
         let root = cluster.local.data_dir.join(".templates");
         let dir = root.join(format!("{key:016x}"));
         if dir.join("PG_VERSION").exists() {
@@ -206,9 +206,7 @@ impl Local {
         let r = self.run(c, "initdb");
         let _ = fs::remove_file(&pwfile);
         r?;
-        if creds.user != os_user {
-            self.create_role(&tmp, &os_user, creds)?;
-        }
+        self.create_role_and_database(&tmp, &os_user, creds, &cluster.database)?;
         let mut conf = fs::OpenOptions::new().append(true).open(tmp.join("postgresql.conf"))?;
         writeln!(conf, "\n# settings of cargo xtask (rewritten on every start)\ninclude_if_exists = 'citus-xtask.conf'")?;
         match fs::rename(&tmp, &dir) {
@@ -237,22 +235,37 @@ impl Local {
         }
     }
 
-    /// Creates the configured superuser in a fresh data directory, through single-user mode
-    /// (SQL on stdin, no network, no shell). Only the SCRAM verifier of the password is sent.
-    fn create_role(&self, pgdata: &Path, os_user: &str, creds: &pg::Credentials) -> anyhow::Result<()> {
+    /// Creates the configured superuser and the target database (empty, owned by that role) in
+    /// a fresh data directory, through single-user mode (SQL on stdin, no network, no shell).
+    /// Only the SCRAM verifier of the password is sent. An empty database is as pristine as
+    /// initdb's own: `CREATE EXTENSION citus` still runs in each node's copy.
+    fn create_role_and_database(&self, pgdata: &Path, os_user: &str, creds: &pg::Credentials, database: &str) -> anyhow::Result<()> {
         use postgres_protocol::escape::{escape_identifier, escape_literal};
-        let verifier = postgres_protocol::password::scram_sha_256(creds.password.as_bytes());
-        let sql = format!("CREATE ROLE {} SUPERUSER LOGIN PASSWORD {};\n\n", escape_identifier(&creds.user), escape_literal(&verifier));
+        let mut sql = String::new();
+        if creds.user != os_user {
+            let verifier = postgres_protocol::password::scram_sha_256(creds.password.as_bytes());
+            sql.push_str(&format!("CREATE ROLE {} SUPERUSER LOGIN PASSWORD {};\n\n", escape_identifier(&creds.user), escape_literal(&verifier)));
+        }
+        if !["postgres", "template0", "template1"].contains(&database) {
+            sql.push_str(&format!("CREATE DATABASE {} OWNER {};\n\n", escape_identifier(database), escape_identifier(&creds.user)));
+        }
+        if sql.is_empty() {
+            return Ok(());
+        }
         let mut c = self.command(self.bin_dir.join("postgres"));
         c.arg("--single").arg("-j").arg("-D").arg(pgdata).arg("-c").arg("log_statement=none").arg("template1");
         c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        let _ = os_user;
         let mut child = c.spawn().context("starting postgres --single")?;
         child.stdin.take().expect("piped").write_all(sql.as_bytes())?;
         let out = child.wait_with_output()?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() || stdout.contains("ERROR") {
-            bail!("creating role {:?} in the template failed: {}{}", creds.user, stdout.trim(), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "creating role {:?} and database {database:?} in the template failed: {}{}",
+                creds.user,
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(())
     }
@@ -489,6 +502,7 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
                         progress(&format!("{}: already running", n.name));
                     }
                     let mut delay = Duration::from_millis(5);
+                    let started = Instant::now();
                     let mut announced = false;
                     loop {
                         match pg::connect(n, creds, &cluster.maintenance_database, Duration::from_secs(2)) {
@@ -512,12 +526,12 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
                                         log_tail(cluster, n, 15)
                                     );
                                 }
-                                if !announced && delay >= Duration::from_millis(160) {
+                                if !announced && started.elapsed() >= Duration::from_millis(300) {
                                     progress(&format!("waiting for {} at {}", n.name, n.client));
                                     announced = true;
                                 }
                                 std::thread::sleep(delay);
-                                delay = (delay * 2).min(Duration::from_millis(200));
+                                delay = pg::next_delay(delay, started.elapsed());
                             }
                         }
                     }

@@ -153,11 +153,19 @@ pub fn wait_ready(node: &Node, creds: &Credentials, databases: &[&str], deadline
                     last_note = Instant::now();
                 }
                 std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
-                delay = (delay * 2).min(Duration::from_millis(250));
+                delay = next_delay(delay, start.elapsed());
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Backoff between readiness polls: doubling from 5 ms, but at most 20 ms during the first
+/// 3 s (a server usually starts within 50-150 ms, and a refused connection costs nothing),
+/// then up to 250 ms.
+pub fn next_delay(delay: Duration, waited: Duration) -> Duration {
+    let cap = if waited < Duration::from_secs(3) { Duration::from_millis(20) } else { Duration::from_millis(250) };
+    (delay * 2).min(cap)
 }
 
 fn short(s: &str) -> &str {
