@@ -347,7 +347,13 @@ fn check_added_is_worker(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, nod
 fn explain_failure(t: &Target<'_>, node: &Node, step: &Step, detail: &str) -> String {
     let head = format!("node {} at {}: {} failed: {detail}", node.name, node.client, step.sql);
     let (w, addr) = subject_address(t, step).unwrap_or_default();
-    let fix = if detail.contains("can only be loaded via shared_preload_libraries") {
+    let lost = ["connection closed", "server closed the connection", "terminating connection", "connection reset"];
+    let fix = if lost.iter().any(|l| detail.contains(l)) {
+        format!(
+            "{} at {} went away during setup (stopped, crashed or restarted): start it again (`cargo xtask up` for nodes this tool runs) and re-run `cargo xtask setup`; every step is safe to repeat",
+            node.name, node.client
+        )
+    } else if detail.contains("can only be loaded via shared_preload_libraries") {
         format!("put citus first in shared_preload_libraries on {} and restart it", node.name)
     } else if detail.contains("could not open extension control file") {
         format!("the citus extension is not installed in {}'s PostgreSQL: install Citus there or use an image that has it", node.name)
@@ -360,7 +366,7 @@ fn explain_failure(t: &Target<'_>, node: &Node, step: &Step, detail: &str) -> St
             "worker {w} at {addr} rejected the coordinator's login: every node needs the same password for {} (Citus copies roles between nodes)",
             t.cluster.user
         )
-    } else if detail.contains("connect") || detail.contains("translate host name") {
+    } else if step.subject.is_some() && (detail.contains("connect") || detail.contains("translate host name")) {
         format!("the coordinator cannot reach {w} at its cluster address {addr}: check `cluster_address` of {w} (what the coordinator uses) versus its client address {}", t.cluster.node(&w).map(|n| n.client.to_string()).unwrap_or_default())
     } else {
         "see the server's message above".to_string()

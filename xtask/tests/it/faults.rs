@@ -156,8 +156,7 @@ fn stale_extension_is_reported_and_updated() {
     }
     let c = TestCluster::new(Spec::default());
     c.ok(&["up", "--no-setup"]);
-    let mut w = c.connect(1, "postgres");
-    w.batch_execute(&format!("CREATE DATABASE \"{}\"", c.database)).unwrap();
+    // `up` copies the database from the template; the test installs an old citus in it.
     let mut w = c.connect(1, &c.database);
     if let Err(e) = w.batch_execute("CREATE EXTENSION citus VERSION '13.1-1'") {
         panic!("cannot create an older citus to test skew: {e}");
@@ -252,14 +251,14 @@ fn unresolvable_cluster_address_is_refused_with_both_addresses() {
     assert_eq!(n, 0, "a half-registered node was left behind");
 }
 
-/// Makes `setup` stop in the middle, deterministically: the test creates the database on
-/// worker 1 itself and holds an exclusive lock on that database's `pg_extension`, so setup blocks
-/// at its first look at the extension there. Returns the connection that holds the lock, once
-/// another session is seen waiting for it.
+/// Makes `setup` stop in the middle of its plan, deterministically: the test holds a SHARE
+/// lock on worker 1's `pg_extension` in the target database (which `up` copied from the
+/// template). Reading the catalog still works (logins, readiness, observing), but
+/// `CREATE EXTENSION` blocks when it inserts its row, so setup waits there while the other
+/// nodes go ahead. Returns the connection that holds the lock.
 fn hold_worker1_extension_catalog(c: &TestCluster) -> postgres::Client {
-    c.connect(1, "postgres").batch_execute(&format!("CREATE DATABASE \"{}\"", c.database)).unwrap();
     let mut holder = c.connect(1, &c.database);
-    holder.batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_extension IN ACCESS EXCLUSIVE MODE").unwrap();
+    holder.batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_extension IN SHARE MODE").unwrap();
     holder
 }
 
@@ -271,7 +270,7 @@ fn wait_until_setup_blocks_on_worker1(c: &TestCluster) {
         if n > 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "setup never reached worker 1's extension catalog");
+        assert!(Instant::now() < deadline, "setup never reached CREATE EXTENSION on worker 1");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -298,6 +297,7 @@ fn worker_killed_during_setup_then_rerun_completes_without_duplicates() {
     assert_eq!(first.status.code(), Some(1), "setup did not fail when worker 1 died: {}", text(&first));
     let t = text(&first);
     assert!(t.contains("citus_worker1") && t.contains(&format!("localhost:{}", c.port(1))), "the failure does not name the killed worker: {t}");
+    assert!(t.contains("went away during setup") && t.contains("re-run `cargo xtask setup`"), "no fix in: {t}");
     c.ok(&["up"]);
     assert_eq!(worker_rows(&c), 2, "duplicate or missing worker rows");
     c.ok(&["verify"]);
