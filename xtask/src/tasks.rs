@@ -39,11 +39,16 @@ pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
         Backend::Local => local::up(&cluster, &creds, &progress)?,
         Backend::Docker => docker::up(&cluster, &creds, &progress)?,
     }
+    let target = setup::Target { cluster: &cluster, backend, creds: &creds };
     if f.no_setup {
-        println!("up: {} node(s) started in {:.2} s; run `cargo xtask setup` next", cluster.workers.len() + 1, t0.elapsed().as_secs_f64());
+        // The local backend has waited for logins already; containers are waited for here,
+        // so that `up --no-setup` means "accepting logins" whichever backend started them.
+        if backend == Backend::Docker {
+            setup::connect_all(&target, deadline(&cluster), &progress)?;
+        }
+        println!("up: {} node(s) started and accepting logins in {:.2} s; run `cargo xtask setup` next", cluster.workers.len() + 1, t0.elapsed().as_secs_f64());
         return Ok(ExitCode::SUCCESS);
     }
-    let target = setup::Target { cluster: &cluster, backend, creds: &creds };
     let outcome = setup::run(&target, deadline(&cluster), &progress).context("setup after up")?;
     print_outcome(&outcome);
     println!(
