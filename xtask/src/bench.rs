@@ -226,7 +226,7 @@ pub(crate) fn run(f: flags::Bench) -> anyhow::Result<ExitCode> {
     let rep = report::Report {
         cycles,
         date: report::utc_now(),
-        machine: machine.finish(),
+        machine: machine.finish(&ctx.root),
         versions: report::Versions::read(&ctx, citus_version, &root_ws),
         configs: results,
         build,
@@ -240,7 +240,12 @@ pub(crate) fn run(f: flags::Bench) -> anyhow::Result<ExitCode> {
     fs::write(&json_path, serde_json::to_string_pretty(&rep.json())? + "\n").with_context(|| format!("writing {}", json_path.display()))?;
     progress(&format!("bench: wrote {}", json_path.display()));
     if f.write_docs {
-        let doc = root_ws.join("docs").join("benchmarks.md");
+        // A run on another file system (`--scratch`) gets its own page beside the default one.
+        let page = match &f.scratch {
+            None => "benchmarks.md".to_string(),
+            Some(dir) => format!("benchmarks-{}.md", report::filesystem_of(dir).split_whitespace().next().unwrap_or("scratch")),
+        };
+        let doc = root_ws.join("docs").join(page);
         fs::create_dir_all(doc.parent().expect("docs folder"))?;
         fs::write(&doc, rep.markdown_doc()).with_context(|| format!("writing {}", doc.display()))?;
         progress(&format!("bench: wrote {}", doc.display()));

@@ -49,6 +49,9 @@ pub(crate) struct Machine {
     kernel: String,
     os: String,
     scratch_fs: String,
+    /// Time to create one empty file in the scratch folder, before and after the run.
+    file_create_before: String,
+    file_create_after: String,
     load_before: String,
     load_after: String,
 }
@@ -76,16 +79,39 @@ impl Machine {
             kernel,
             os,
             scratch_fs: format!("{} ({})", scratch.parent().unwrap_or(scratch).display(), filesystem_of(scratch)),
+            file_create_before: file_create_cost(scratch),
+            file_create_after: String::new(),
             load_before: loadavg(),
             load_after: String::new(),
         }
     }
 
     /// Records the load average after the run.
-    pub(crate) fn finish(mut self) -> Machine {
+    pub(crate) fn finish(mut self, scratch: &Path) -> Machine {
         self.load_after = loadavg();
+        self.file_create_after = file_create_cost(scratch);
         self
     }
+}
+
+/// Creates 300 empty files in a fresh folder under `scratch` and reports the time per file.
+/// initdb, template copies and `CREATE EXTENSION` are largely file creation, so this number
+/// explains much of the spread between machines and folders.
+fn file_create_cost(scratch: &Path) -> String {
+    let dir = scratch.join(format!("file-create-check-{}", std::process::id()));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return "unknown".into();
+    }
+    let t0 = std::time::Instant::now();
+    for i in 0..300 {
+        if std::fs::File::create(dir.join(i.to_string())).is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return "unknown".into();
+        }
+    }
+    let per = t0.elapsed().as_secs_f64() * 1000.0 / 300.0;
+    let _ = std::fs::remove_dir_all(&dir);
+    format!("{per:.3} ms")
 }
 
 fn loadavg() -> String {
@@ -93,7 +119,7 @@ fn loadavg() -> String {
 }
 
 /// The type of the filesystem holding `path` (longest mount point that is a prefix of it).
-fn filesystem_of(path: &Path) -> String {
+pub(crate) fn filesystem_of(path: &Path) -> String {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let mut best: Option<(usize, String)> = None;
     for l in mounts.lines() {
@@ -396,7 +422,9 @@ impl Report {
              `--workers 2,8` picks the cluster sizes (1 coordinator + N workers), `--json PATH` where the JSON results go \
              (default `target/bench.json`), and `--write-docs` rewrites this file and adds the clean-build measurement \
              (`CITUS_BENCH_BUILD=1` adds it without rewriting the file). It needs PostgreSQL with Citus installed on the machine; \
-             as root, the servers run as the `postgres` OS user. Everything happens in `/tmp/citus-bench-<pid>` on free loopback \
+             as root, the servers run as the `postgres` OS user. Everything happens in `target/citus-bench-<pid>` (the workspace's \
+             file system, where the default data folder `.citus-data` lives; `--scratch DIR` picks another, and with \
+             `--write-docs` such a run writes `docs/benchmarks-<file system>.md` instead of this file) on free loopback \
              ports and is deleted afterwards, servers included, also when a cycle fails.\n\n\
              ## What is measured\n\n\
              For each cluster size, cycles of three kinds alternate, their order rotating from one cycle to the next so that \
@@ -426,6 +454,7 @@ impl Report {
         let _ = writeln!(t, "| memory | {} |", m.memory);
         let _ = writeln!(t, "| OS | {}, Linux {} |", m.os, m.kernel);
         let _ = writeln!(t, "| data folders | {} |", m.scratch_fs);
+        let _ = writeln!(t, "| creating an empty file there | {} before the run, {} after |", m.file_create_before, m.file_create_after);
         let _ = writeln!(t, "| load average (1, 5, 15 min) | before: {}; after: {} |", m.load_before, m.load_after);
         let _ = writeln!(t, "| PostgreSQL | {} |", v.postgres);
         let _ = writeln!(t, "| Citus | {} |", v.citus);
@@ -502,7 +531,7 @@ impl Report {
         json!({
             "date": self.date,
             "cycles": self.cycles,
-            "machine": { "cpus": m.cpus, "model": m.model, "memory": m.memory, "os": m.os, "kernel": m.kernel, "data_folders": m.scratch_fs, "load_before": m.load_before, "load_after": m.load_after },
+            "machine": { "cpus": m.cpus, "model": m.model, "memory": m.memory, "os": m.os, "kernel": m.kernel, "data_folders": m.scratch_fs, "file_create_before": m.file_create_before, "file_create_after": m.file_create_after, "load_before": m.load_before, "load_after": m.load_after },
             "versions": { "postgres": v.postgres, "citus": v.citus, "rustc": v.rustc, "cargo": v.cargo, "commit": v.commit },
             "configs": configs,
             "targets": targets,
