@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README: "Run the tests"). Installs what the tests need when it is
-# missing (Debian packages: the PostgreSQL server, mmdebstrap for the Docker test image), then
+# missing (Debian packages: the PostgreSQL server, mmdebstrap for the Docker test image; PyPI:
+# python-dotenv), then
 # runs every test of the workspace. Tests that need Citus or Docker skip loudly when this machine
 # cannot run them (see DEVELOPERS.md); set CITUS_XTASK_REQUIRE=postgres,citus,docker to insist.
 set -euo pipefail
@@ -25,6 +26,12 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
     "${sudo[@]}" pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
   done
+fi
+
+# The dotenv output is checked by parsing it with python-dotenv (PyPI), the parser most users' tools share.
+if command -v python3 >/dev/null && ! python3 -c 'import dotenv' 2>/dev/null; then
+  echo "ci/test.sh: installing python-dotenv from PyPI" >&2
+  python3 -m pip install --quiet python-dotenv || echo "ci/test.sh: could not install python-dotenv; its test will skip loudly" >&2
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then
