@@ -36,7 +36,7 @@ const PASSWORD: &str = "citus-bench-password";
 pub(crate) struct Ctx {
     /// This executable: the tool under test.
     exe: PathBuf,
-    /// The run's scratch folder, `/tmp/citus-bench-<pid>`.
+    /// The run's scratch folder, `<--scratch, default target/>/citus-bench-<pid>`.
     root: PathBuf,
     /// The PostgreSQL server binaries (found as the tool finds them).
     bin_dir: PathBuf,

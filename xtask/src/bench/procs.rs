@@ -227,7 +227,7 @@ fn find_pid_files(dir: &Path, depth: usize, out: &mut Vec<i32>) {
 }
 
 /// Cleans the scratch folders of earlier runs that were interrupted (Ctrl-C skips the
-/// cleanup): `/tmp/citus-bench-<pid>` whose process is gone.
+/// cleanup): `<scratch>/citus-bench-<pid>` whose process is gone.
 pub(crate) fn clean_stale_roots(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else { return };
     for e in entries.flatten() {
