@@ -8,8 +8,9 @@
 //! - a service named after the node, `hostname` = node name, no `container_name`
 //!   (so two compose projects, one per cluster, can coexist: the tool passes `-p <cluster name>`);
 //! - the image of `[docker] image`, started as
-//!   `postgres -c shared_preload_libraries=citus -c listen_addresses=*` so `citus` is the
-//!   first preloaded library;
+//!   `postgres -c shared_preload_libraries=citus -c listen_addresses=*` (the libraries are
+//!   those of the config's `shared_preload_libraries`, `citus` first; with an empty list the
+//!   setting is left out and the nodes are plain PostgreSQL);
 //! - `POSTGRES_USER` = `user`, `POSTGRES_DB` = `maintenance_database` (the tool creates the
 //!   target database itself, on every node), and `POSTGRES_PASSWORD` only as the compose
 //!   interpolation `${<password_env>:?...}`: the password is never written in the file, and
@@ -176,13 +177,19 @@ fn model(cluster: &Cluster) -> ComposeFile {
     let env = &cluster.password.env;
     let password = format!("${{{env}:?set {env} (cargo xtask up sets it for you)}}");
     let container_port = CONTAINER_PORT.to_string();
+    let preload = format!("shared_preload_libraries={}", literal(&cluster.shared_preload_libraries.join(",")));
+    let mut command = vec!["postgres"];
+    if !cluster.shared_preload_libraries.is_empty() {
+        command.extend(["-c", &preload]);
+    }
+    command.extend(["-c", "listen_addresses=*"]);
     let services = cluster
         .nodes()
         .map(|node| {
             let service = Service {
                 image: literal(&cluster.docker.image),
                 hostname: literal(&node.name),
-                command: quoted(&["postgres", "-c", "shared_preload_libraries=citus", "-c", "listen_addresses=*"]),
+                command: quoted(&command),
                 environment: Environment { POSTGRES_USER: user.clone(), POSTGRES_DB: maintenance_db.clone(), POSTGRES_PASSWORD: password.clone() },
                 ports: vec![DoubleQuoted(port_mapping(&cluster.docker.bind, node.client.port))],
                 volumes: vec![format!("{}:{}", literal(&volume_name(node)), cluster.docker.data_mount())],

@@ -158,3 +158,19 @@ fn committed_compose_file_is_up_to_date() {
         "compose/docker-compose.yml is stale: run \"cargo xtask compose --write\" to regenerate it\n--- committed\n{committed}\n--- rendered from citus.toml\n{rendered}"
     );
 }
+
+#[test]
+fn preloaded_libraries_follow_the_config() {
+    let src = format!("shared_preload_libraries = [\"citus\", \"$libdir/pg_stat_statements\"]\n{SEED}");
+    let cluster = Cluster::parse(&src, Path::new("citus.toml")).unwrap();
+    let text = render(&cluster);
+    // `$` doubled so compose does not interpolate it; citus stays first.
+    assert!(
+        text.contains(r#"command: ["postgres", "-c", "shared_preload_libraries=citus,$$libdir/pg_stat_statements", "-c", "listen_addresses=*"]"#),
+        "{text}"
+    );
+    let plain = Cluster::parse(&format!("shared_preload_libraries = []\n{SEED}"), Path::new("citus.toml")).unwrap();
+    let text = render(&plain);
+    assert!(text.contains(r#"command: ["postgres", "-c", "listen_addresses=*"]"#), "{text}");
+    assert!(!text.contains("shared_preload_libraries"), "{text}");
+}

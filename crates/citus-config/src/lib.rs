@@ -202,6 +202,9 @@ pub struct Cluster {
     pub workers: Vec<Node>,
     pub docker: DockerSettings,
     pub local: LocalSettings,
+    /// The server's `shared_preload_libraries`, in order. `citus` must come first when it is
+    /// present; without it the nodes are plain PostgreSQL and `setup` refuses to run.
+    pub shared_preload_libraries: Vec<String>,
     /// How long to wait for nodes to accept a login.
     pub ready_timeout_secs: u64,
     /// The file this came from, for messages.
@@ -234,6 +237,8 @@ struct RawCluster {
     password_file: Option<PathBuf>,
     #[serde(default = "default_backend")]
     backend: Backend,
+    #[serde(default = "default_preload")]
+    shared_preload_libraries: Spanned<Vec<Spanned<String>>>,
     coordinator: RawNode,
     #[serde(default)]
     workers: Vec<RawNode>,
@@ -316,6 +321,9 @@ fn default_user() -> Spanned<String> {
 fn default_password_env() -> Spanned<String> {
     unspanned("CITUS_PASSWORD".into())
 }
+fn default_preload() -> Spanned<Vec<Spanned<String>>> {
+    unspanned(vec![unspanned("citus".into())])
+}
 fn default_backend() -> Backend {
     Backend::Docker
 }
@@ -396,7 +404,8 @@ impl Cluster {
             let role = if i == 0 { Role::Coordinator } else { Role::Worker };
             check_identifier("node name", &rn.name, &mut err);
             let n = rn.name.get_ref();
-            if !n.is_empty() && !(n.starts_with(|c: char| c.is_ascii_alphanumeric()) && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))) {
+            let valid = n.starts_with(|c: char| c.is_ascii_alphanumeric()) && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !n.is_empty() && !valid {
                 err(rn.name.span(), format!("node name `{n}` may hold only ASCII letters, digits, `_`, `.` and `-`, starting with a letter or digit: it is a compose service name, a host name on the cluster network and a folder name"));
             }
             let port = match u16::try_from(*rn.port.get_ref()) {
@@ -439,6 +448,7 @@ impl Cluster {
                 seen_ports.insert((&n.client.host, n.client.port), i);
             }
         }
+        check_preload(&raw.shared_preload_libraries, &mut err);
         if raw.wait.timeout_secs == 0 {
             err(0..0, "wait.timeout_secs must be at least 1".into());
         }
@@ -458,9 +468,15 @@ impl Cluster {
             workers: nodes.collect(),
             docker: DockerSettings { image: raw.docker.image, pg_major: raw.docker.pg_major, bind: raw.docker.bind },
             local: LocalSettings { data_dir: resolve(raw.local.data_dir), bin_dir: raw.local.bin_dir.map(resolve), dev_speed: raw.local.dev_speed },
+            shared_preload_libraries: raw.shared_preload_libraries.into_inner().into_iter().map(Spanned::into_inner).collect(),
             ready_timeout_secs: raw.wait.timeout_secs,
             source: path.to_path_buf(),
         })
+    }
+
+    /// True when the nodes preload Citus (it is then the first of `shared_preload_libraries`).
+    pub fn preloads_citus(&self) -> bool {
+        self.shared_preload_libraries.first().is_some_and(|l| l == "citus")
     }
 
     /// All nodes, coordinator first.
@@ -536,6 +552,24 @@ fn check_identifier(what: &str, value: &Spanned<String>, err: &mut impl FnMut(Ra
         );
     } else if v.chars().any(char::is_control) {
         err(value.span(), format!("{what} {v:?} contains a control character (a newline, tab or NUL): use printable characters only"));
+    }
+}
+
+/// Library names go into a server setting and a command line: no quotes, commas or spaces.
+fn check_preload(list: &Spanned<Vec<Spanned<String>>>, err: &mut impl FnMut(Range<usize>, String)) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, lib) in list.get_ref().iter().enumerate() {
+        let v = lib.get_ref();
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "_-./$".contains(c)) {
+            err(
+                lib.span(),
+                format!("shared_preload_libraries entry {v:?} is not a library name (ASCII letters, digits and `_-./$`, e.g. \"pg_stat_statements\")"),
+            );
+        } else if !seen.insert(v.as_str()) {
+            err(lib.span(), format!("shared_preload_libraries lists `{v}` twice"));
+        } else if v == "citus" && i > 0 {
+            err(lib.span(), "citus must be the first entry of shared_preload_libraries (Citus refuses to load otherwise): move it to the front".into());
+        }
     }
 }
 

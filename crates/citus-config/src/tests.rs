@@ -127,3 +127,29 @@ fn control_characters_in_names_are_refused() {
     let e = check_error(&MINIMAL.replace("database = \"db\"", "database = \"db\\n\\nDROP\""));
     assert!(e.contains("contains a control character"), "{e}");
 }
+
+#[test]
+fn shared_preload_libraries_default_to_citus_and_keep_their_order() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.shared_preload_libraries, ["citus"]);
+    assert!(c.preloads_citus());
+    let c = parse(&format!("shared_preload_libraries = [\"citus\", \"pg_stat_statements\"]\n{MINIMAL}")).unwrap();
+    assert_eq!(c.shared_preload_libraries, ["citus", "pg_stat_statements"]);
+    assert!(c.preloads_citus());
+    // Plain PostgreSQL nodes: allowed, and `preloads_citus` says so.
+    let c = parse(&format!("shared_preload_libraries = []\n{MINIMAL}")).unwrap();
+    assert!(c.shared_preload_libraries.is_empty());
+    assert!(!c.preloads_citus());
+}
+
+#[test]
+fn shared_preload_libraries_refuse_citus_not_first_duplicates_and_odd_names() {
+    let e = check_error(&format!("shared_preload_libraries = [\"pg_stat_statements\", \"citus\"]\n{MINIMAL}"));
+    assert!(e.contains("conf/citus.toml:1:51: citus must be the first entry"), "{e}");
+    let e = check_error(&format!("shared_preload_libraries = [\"citus\", \"citus\"]\n{MINIMAL}"));
+    assert!(e.contains("lists `citus` twice"), "{e}");
+    let e = check_error(&format!("shared_preload_libraries = [\"citus,auto_explain\"]\n{MINIMAL}"));
+    assert!(e.contains("\"citus,auto_explain\" is not a library name"), "{e}");
+    let e = check_error(&format!("shared_preload_libraries = [\"\"]\n{MINIMAL}"));
+    assert!(e.contains("\"\" is not a library name"), "{e}");
+}

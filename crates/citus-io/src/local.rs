@@ -298,11 +298,12 @@ impl Local {
         let listen = node.client.host.as_str();
         let mut text = format!(
             "# Written by `cargo xtask up` from {} on every start: edit that file, not this one.\n\
-             port = {}\nlisten_addresses = {}\nunix_socket_directories = ''\nshared_preload_libraries = 'citus'\n\
+             port = {}\nlisten_addresses = {}\nunix_socket_directories = ''\nshared_preload_libraries = {}\n\
              max_connections = 200\n",
             cluster.source.display(),
             node.client.port,
             conf_quote(listen),
+            conf_quote(&cluster.shared_preload_libraries.join(",")),
         );
         if cluster.local.dev_speed {
             text.push_str(

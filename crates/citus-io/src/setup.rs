@@ -209,6 +209,7 @@ fn check_distinct_servers(conns: &mut Conns<'_>) -> anyhow::Result<()> {
 
 /// Brings the cluster to the configured state; safe to repeat and to run twice at once.
 pub fn run(t: &Target<'_>, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<Outcome> {
+    check_preload(t.cluster)?;
     let mut conns = connect_all(t, deadline, progress)?;
     check_distinct_servers(&mut conns)?;
     {
@@ -231,6 +232,21 @@ pub fn run(t: &Target<'_>, deadline: Instant, progress: Progress<'_>) -> anyhow:
     let mut outcome = Outcome { in_place: plan.in_place.clone(), left_alone: plan.left_alone.clone(), ..Outcome::default() };
     outcome.changed = plan.steps().map(|s| format!("{}: {}", s.node, s.why)).collect();
     Ok(outcome)
+}
+
+/// `setup` creates the citus extension, which loads only when `citus` is the first preloaded
+/// library: a config without it describes plain PostgreSQL nodes, which `setup` refuses.
+pub fn check_preload(cluster: &Cluster) -> anyhow::Result<()> {
+    if cluster.preloads_citus() {
+        return Ok(());
+    }
+    bail!(
+        "shared_preload_libraries in {} is [{}], without citus: these nodes are plain PostgreSQL, and CREATE EXTENSION citus needs citus preloaded first. \
+         Fix: put \"citus\" first in shared_preload_libraries and restart the nodes (`cargo xtask down`, then `cargo xtask up`); \
+         to start plain PostgreSQL nodes on purpose, use `cargo xtask up --no-setup`",
+        cluster.source.display(),
+        cluster.shared_preload_libraries.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>().join(", ")
+    )
 }
 
 /// Applies `plan`: phase by phase, each node's steps of a phase in parallel with the others'.
