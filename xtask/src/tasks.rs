@@ -33,6 +33,10 @@ fn print_outcome(o: &setup::Outcome) {
 pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
     let cluster = config::load(f.config.as_deref(), f.workers)?;
     let backend = config::backend(&cluster, f.backend);
+    if !f.no_setup {
+        // Refuse before anything starts: setup would fail after the wait.
+        setup::check_preload(&cluster).map_err(|e| UsageError(e.to_string()))?;
+    }
     let creds = pg::credentials(&cluster)?;
     let t0 = Instant::now();
     match backend {
@@ -41,11 +45,6 @@ pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
     }
     let target = setup::Target { cluster: &cluster, backend, creds: &creds };
     if f.no_setup {
-        // The local backend has waited for logins already; containers are waited for here,
-        // so that `up --no-setup` means "accepting logins" whichever backend started them.
-        if backend == Backend::Docker {
-            setup::connect_all(&target, deadline(&cluster), &progress)?;
-        }
         println!("up: {} node(s) started and accepting logins in {:.2} s; run `cargo xtask setup` next", cluster.workers.len() + 1, t0.elapsed().as_secs_f64());
         return Ok(ExitCode::SUCCESS);
     }

@@ -1,10 +1,14 @@
 //! The docker backend: write the generated compose file and drive `docker compose`
 //! (v2 plugin) or `docker-compose` (v1) with it. No shell sees any argument.
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context};
-use citus_config::Cluster;
+use citus_config::{Cluster, Node};
 use xshell::{cmd, Shell};
 
 use crate::{pg, state, Progress};
@@ -57,8 +61,9 @@ fn compose(sh: &Shell, cluster: &Cluster, creds: &pg::Credentials, args: &[&str]
     Ok(out)
 }
 
-/// Writes the compose file and starts every container (detached). Readiness is waited for by
-/// the caller, through the client addresses, like every other backend.
+/// Writes the compose file, starts every container (detached) and waits until every node
+/// accepts a login at its client address. A container that exits (or restarts) before that
+/// fails the wait at once, with the tail of its log and the likely fix.
 pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<()> {
     let sh = Shell::new()?;
     let file = compose_file(cluster);
@@ -86,6 +91,170 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
         };
         bail!("docker compose up failed for project {} ({}): {}{hint}", project_name(cluster), out.status, err.trim());
     }
+    let deadline = Instant::now() + Duration::from_secs(cluster.ready_timeout_secs);
+    wait_ready(cluster, creds, deadline, progress)
+}
+
+/// One container of a compose project, as `docker ps -a` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    /// The compose service, which is the node's name.
+    pub service: String,
+    /// `created`, `running`, `restarting`, `exited`, `dead`, ...
+    pub state: String,
+    /// Human-readable status, e.g. `Exited (1) 2 seconds ago`.
+    pub status: String,
+}
+
+/// The containers of `cluster`'s compose project. It asks the engine by compose's labels,
+/// which compose v1 and v2 both set, so it works with either.
+pub fn containers(cluster: &Cluster) -> anyhow::Result<Vec<Container>> {
+    let label = format!("label=com.docker.compose.project={}", project_name(cluster));
+    let format = "{{.ID}}\t{{.Label \"com.docker.compose.service\"}}\t{{.State}}\t{{.Status}}";
+    let out = std::process::Command::new("docker").args(["ps", "-a", "--filter", &label, "--format", format]).output().context("running docker ps")?;
+    if !out.status.success() {
+        bail!("docker ps failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(parse_ps(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn parse_ps(text: &str) -> Vec<Container> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some(Container {
+                id: f.next()?.to_string(),
+                service: f.next()?.to_string(),
+                state: f.next()?.to_string(),
+                status: f.next().unwrap_or("").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The last `lines` lines of a container's log (stdout and stderr, as `docker logs` shows them).
+pub fn log_tail(id: &str, lines: usize) -> String {
+    let out = std::process::Command::new("docker").args(["logs", "--tail", &lines.to_string(), id]).output();
+    match out {
+        Ok(o) => {
+            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&o.stderr));
+            text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
+        }
+        Err(e) => format!("    (docker logs {id} failed: {e})"),
+    }
+}
+
+/// The likely fix for a node whose container stopped before accepting logins, from its log.
+pub fn exit_fix(cluster: &Cluster, node: &Node, log: &str) -> String {
+    let source = cluster.source.display();
+    let image = &cluster.docker.image;
+    if let Some(lib) = log.split("could not access file \"").nth(1).and_then(|r| r.split('"').next()) {
+        if lib == "citus" {
+            return format!(
+                "image {image} has no Citus extension. Set [docker] image in {source} to an image with Citus (e.g. {}), \
+                 or, for plain PostgreSQL nodes, set shared_preload_libraries = [] and use `cargo xtask up --no-setup`",
+                citus_config::DEFAULT_IMAGE
+            );
+        }
+        return format!("image {image} has no library {lib:?}: remove it from shared_preload_libraries in {source}, or use an image that has it");
+    }
+    if log.contains("database files are incompatible with server") {
+        return format!(
+            "the data volume of {} was created by another PostgreSQL major version than image {image}'s. \
+             Set [docker] image (and pg_major) in {source} back to that version, or delete this cluster's data with `cargo xtask down --purge` (it is lost)",
+            node.name
+        );
+    }
+    "the log above says why. Fix that, then run `cargo xtask up` again (the data volumes are kept); `docker logs <id>` shows the whole log".to_string()
+}
+
+/// Waits until every node accepts a login in the maintenance database, in parallel, while
+/// watching the containers: a node whose container has exited, died or is restarting fails
+/// at once (its log tail and the fix in the error) instead of at the deadline.
+pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<()> {
+    // One `docker ps` serves every waiting node for half a second.
+    let seen: Mutex<Option<(Instant, Vec<Container>)>> = Mutex::new(None);
+    let lookup = |service: &str| -> anyhow::Result<Option<Container>> {
+        let mut cached = seen.lock().expect("no panics while holding the lock");
+        if cached.as_ref().is_none_or(|(at, _)| at.elapsed() >= Duration::from_millis(500)) {
+            *cached = Some((Instant::now(), containers(cluster)?));
+        }
+        Ok(cached.as_ref().and_then(|(_, cs)| cs.iter().find(|c| c.service == service).cloned()))
+    };
+    let nodes: Vec<&Node> = cluster.nodes().collect();
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let lookup = &lookup;
+                s.spawn(move || -> anyhow::Result<()> {
+                    let started = Instant::now();
+                    let mut delay = Duration::from_millis(5);
+                    let mut last_note: Option<Instant> = None;
+                    let mut checked = Instant::now();
+                    loop {
+                        let timeout = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(200), Duration::from_secs(2));
+                        let e = match pg::connect(n, creds, &cluster.maintenance_database, timeout) {
+                            Ok(_) => {
+                                progress(&format!("ready: {} at {} ({:.2} s)", n.name, n.client, started.elapsed().as_secs_f64()));
+                                return Ok(());
+                            }
+                            Err(e) if !e.is_transient() => bail!("{e}"),
+                            Err(e) => e,
+                        };
+                        let timed_out = Instant::now() >= deadline;
+                        if timed_out || checked.elapsed() >= Duration::from_millis(500) {
+                            checked = Instant::now();
+                            match lookup(&n.name)? {
+                                None => bail!(
+                                    "node {} at {}: compose project {} has no container for it (removed while starting?); run `cargo xtask up` again",
+                                    n.name,
+                                    n.client,
+                                    project_name(cluster)
+                                ),
+                                Some(c) if matches!(c.state.as_str(), "exited" | "dead" | "restarting") => {
+                                    let log = log_tail(&c.id, 20);
+                                    bail!(
+                                        "node {} at {}: its container {} stopped before accepting a login ({}). Last lines of its log:\n{log}\n    fix: {}",
+                                        n.name,
+                                        n.client,
+                                        c.id,
+                                        c.status,
+                                        exit_fix(cluster, n, &log).replace("<id>", &c.id)
+                                    );
+                                }
+                                Some(c) if timed_out => bail!(
+                                    "node {} at {} did not accept a login within {} s (container {} is {}; last error: {e}). Last lines of its log:\n{}\n    \
+                                     fix: raise [wait] timeout_secs in {} on a slow machine, or see the log",
+                                    n.name,
+                                    n.client,
+                                    cluster.ready_timeout_secs,
+                                    c.id,
+                                    c.status,
+                                    log_tail(&c.id, 20),
+                                    cluster.source.display()
+                                ),
+                                Some(_) => {}
+                            }
+                        }
+                        if last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                            progress(&format!("waiting for {} at {} ({:.0} s; its container is starting)", n.name, n.client, started.elapsed().as_secs_f64()));
+                            last_note = Some(Instant::now());
+                        }
+                        std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
+                        delay = pg::next_delay(delay, started.elapsed());
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("node thread panicked")).collect()
+    });
+    let errs: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
+    if !errs.is_empty() {
+        bail!("{}", errs.join("\n"));
+    }
     Ok(())
 }
 
@@ -112,4 +281,39 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
         state::forget(cluster);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        Cluster::parse(include_str!("../../../citus.toml"), std::path::Path::new("/w/citus.toml")).unwrap()
+    }
+
+    #[test]
+    fn ps_lines_become_containers() {
+        let cs = parse_ps("abc123\tcitus_master\trunning\tUp 3 seconds\ndef456\tcitus_worker1\texited\tExited (1) 2 seconds ago\nbroken line\n");
+        assert_eq!(cs.len(), 2);
+        assert_eq!(
+            cs[1],
+            Container { id: "def456".into(), service: "citus_worker1".into(), state: "exited".into(), status: "Exited (1) 2 seconds ago".into() }
+        );
+    }
+
+    #[test]
+    fn exit_fix_reads_the_log() {
+        let c = cluster();
+        let w = &c.workers[0];
+        let no_citus = "    | FATAL:  could not access file \"citus\": No such file or directory";
+        let fix = exit_fix(&c, w, no_citus);
+        assert!(fix.starts_with("image citusdata/citus:13.0.3-pg15 has no Citus extension. Set [docker] image in /w/citus.toml"), "{fix}");
+        assert!(fix.contains("shared_preload_libraries = []"), "{fix}");
+        let fix = exit_fix(&c, w, "FATAL:  could not access file \"pg_cron\": No such file or directory");
+        assert!(fix.contains("no library \"pg_cron\": remove it from shared_preload_libraries in /w/citus.toml"), "{fix}");
+        let fix = exit_fix(&c, w, "FATAL:  database files are incompatible with server\nDETAIL: The data directory was initialized by PostgreSQL version 14");
+        assert!(fix.contains("data volume of citus_worker1 was created by another PostgreSQL major version"), "{fix}");
+        assert!(fix.contains("`cargo xtask down --purge` (it is lost)"), "{fix}");
+        assert!(exit_fix(&c, w, "something else").contains("the log above says why"));
+    }
 }
