@@ -1,7 +1,7 @@
 //! The docker backend end to end on this machine's engine, with an image built here from
 //! Debian's packages and the host's Citus (no registry is reachable).
 
-use citus_testkit::{require, test_image, ComposeProjectGuard, Need};
+use citus_testkit::{require, test_image, ComposeProjectGuard, Env, Need};
 
 use crate::harness::{text, Spec, TestCluster};
 
@@ -9,11 +9,17 @@ use crate::harness::{text, Spec, TestCluster};
 /// has no Docker engine, no PostgreSQL to build the image from, or no Citus to put in it.
 fn docker_cluster(test: &str, name: &str) -> Option<(TestCluster, ComposeProjectGuard)> {
     let env = require(test, &[Need::Docker, Need::Postgres, Need::Citus])?;
-    let image = test_image(&env).expect("building the test image");
+    Some(docker_cluster_in(&env, name, ""))
+}
+
+/// A docker-backed test cluster on the test image of `env` (with Citus in it when the host
+/// has Citus), with `top` as its top-level config keys.
+fn docker_cluster_in(env: &Env, name: &str, top: &str) -> (TestCluster, ComposeProjectGuard) {
+    let image = test_image(env).expect("building the test image");
     let extra = format!("\n[docker]\nimage = \"{image}\"\npg_major = {}\n", env.pg_major);
-    let c = TestCluster::new(Spec { name, backend: "docker", extra: &extra, ..Spec::default() });
+    let c = TestCluster::new(Spec { name, backend: "docker", extra: &extra, top, ..Spec::default() });
     let guard = ComposeProjectGuard::new(env.compose.as_deref().expect("docker needed"), name);
-    Some((c, guard))
+    (c, guard)
 }
 
 fn container(c: &TestCluster, service: &str) -> String {
@@ -83,4 +89,90 @@ fn docker_stopped_worker_fails_verify_and_recovers() {
     assert!(t.lines().any(|l| l.starts_with("FAIL") && l.contains("citus_worker2") && l.contains(&format!("localhost:{}", c.port(2)))), "{t}");
     c.ok(&["up"]);
     c.ok(&["verify"]);
+}
+
+fn project_containers(c: &TestCluster) -> Vec<String> {
+    let out = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=com.docker.compose.project={}", c.name)]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// The test image without Citus in it, whether or not the host has Citus: what a machine
+/// without Citus gets, and what a user gets who points `[docker] image` at plain PostgreSQL.
+fn without_citus(env: &Env) -> Env {
+    Env { has_citus: false, ..env.clone() }
+}
+
+/// The part of issue 3 that needs no Citus: plain PostgreSQL nodes from the generated compose
+/// file (`shared_preload_libraries = []`) on an image without Citus, readiness, a database on
+/// every node, and the coordinator reaching each worker by its cluster address with the shared
+/// password. The Citus steps are the other tests' (skipped loudly when the host has no Citus).
+#[test]
+fn docker_plain_postgres_nodes_come_up_and_reach_each_other_without_citus() {
+    let test = "docker_plain_postgres_nodes_come_up_and_reach_each_other_without_citus";
+    let Some(env) = require(test, &[Need::Docker, Need::Postgres]) else { return };
+    let (c, _g) = docker_cluster_in(&without_citus(&env), &format!("itdp{}", std::process::id()), "shared_preload_libraries = []\n");
+
+    // `up` with setup is refused before anything starts: setup needs citus preloaded.
+    let out = c.xtask(&["up"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("without citus") && t.contains("`cargo xtask up --no-setup`"), "{t}");
+    assert!(project_containers(&c).is_empty(), "a refused `up` started containers");
+
+    let out = c.ok(&["up", "--no-setup"]);
+    assert!(out.contains("3 node(s) started and accepting logins"), "{out}");
+    for i in 0..3 {
+        let mut client = c.connect(i, "postgres");
+        let preload: String = client.query_one("SELECT current_setting('shared_preload_libraries')", &[]).unwrap().get(0);
+        assert_eq!(preload, "", "node {i}");
+        client.batch_execute(&format!("CREATE DATABASE {}", c.database)).unwrap();
+    }
+    // From inside the coordinator's container: each worker by service name on 5432, logging in
+    // with the password every node shares, into the database just created.
+    let coordinator = container(&c, "citus_master");
+    for w in ["citus_worker1", "citus_worker2"] {
+        let conninfo = format!("host={w} port=5432 user={} dbname={} connect_timeout=5", c.user, c.database);
+        let out = std::process::Command::new("docker")
+            .args(["exec", "-e", &format!("PGPASSWORD={}", crate::harness::PASSWORD), &coordinator, "psql", &conninfo, "-XAtc", "SELECT inet_server_port()"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "coordinator cannot reach {w}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5432");
+    }
+    // `setup` refuses plain PostgreSQL nodes and says how to fix the config.
+    let out = c.xtask(&["setup"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(t.contains("put \"citus\" first in shared_preload_libraries"), "{t}");
+    // `down` keeps the data: the database is still there after the next `up --no-setup`.
+    c.ok(&["down"]);
+    c.ok(&["up", "--no-setup"]);
+    let n: i64 = c.connect(1, "postgres").query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&c.database]).unwrap().get(0);
+    assert_eq!(n, 1);
+}
+
+/// A container that exits while starting fails `up` at once (not at the wait deadline), with
+/// the node, its address, the container's log and the fix: the default config (citus
+/// preloaded) on an image without Citus, where every node's server exits.
+#[test]
+fn docker_container_that_exits_fails_up_at_once_with_its_log_and_fix() {
+    let test = "docker_container_that_exits_fails_up_at_once_with_its_log_and_fix";
+    let Some(env) = require(test, &[Need::Docker, Need::Postgres]) else { return };
+    let (c, _g) = docker_cluster_in(&without_citus(&env), &format!("itdx{}", std::process::id()), "");
+    std::fs::write(&c.config, std::fs::read_to_string(&c.config).unwrap() + "\n[wait]\ntimeout_secs = 600\n").unwrap();
+    let started = std::time::Instant::now();
+    let out = c.xtask(&["up"]);
+    let waited = started.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    for (i, node) in ["citus_master", "citus_worker1", "citus_worker2"].iter().enumerate() {
+        let line = t.lines().find(|l| l.contains(&format!("node {node} at localhost:{}: its container", c.port(i))));
+        assert!(line.is_some_and(|l| l.contains("stopped before accepting a login")), "{node}: {t}");
+    }
+    assert!(t.contains("| ") && t.contains("could not access file \"citus\""), "the log tail is missing: {t}");
+    assert!(t.contains("fix: image citus-xtask-test:") && t.contains("has no Citus extension. Set [docker] image in"), "{t}");
+    // Far below the 600 s deadline: the exit was noticed, not waited out.
+    assert!(waited < std::time::Duration::from_secs(120), "up took {waited:?}");
+    // Nothing was removed: the containers are still there for `docker logs`, and `down` keeps the volumes.
+    assert_eq!(project_containers(&c).len(), 3);
 }

@@ -31,13 +31,15 @@ pub(crate) struct Spec<'a> {
     pub(crate) database: &'a str,
     pub(crate) user: &'a str,
     pub(crate) extra: &'a str,
+    /// Top-level keys, written before the first table.
+    pub(crate) top: &'a str,
     /// Sub-folder of the temp dir the config (and so the data) lives in.
     pub(crate) subdir: &'a str,
 }
 
 impl Default for Spec<'_> {
     fn default() -> Self {
-        Spec { name: "it", workers: 2, backend: "local", database: "commcare_ucr_citus", user: "commcarehq", extra: "", subdir: "" }
+        Spec { name: "it", workers: 2, backend: "local", database: "commcare_ucr_citus", user: "commcarehq", extra: "", top: "", subdir: "" }
     }
 }
 
@@ -62,11 +64,12 @@ impl TestCluster {
         set_traversable(&base, dir.path());
         let ports = free_ports(spec.workers + 1);
         let mut text = format!(
-            "name = {}\ndatabase = {}\nuser = {}\nbackend = \"{}\"\npassword_env = \"CITUS_IT_PASSWORD\"\n\n[coordinator]\nname = \"citus_master\"\nport = {}\n",
+            "name = {}\ndatabase = {}\nuser = {}\nbackend = \"{}\"\npassword_env = \"CITUS_IT_PASSWORD\"\n{}\n[coordinator]\nname = \"citus_master\"\nport = {}\n",
             toml_str(spec.name),
             toml_str(spec.database),
             toml_str(spec.user),
             spec.backend,
+            spec.top,
             ports[0]
         );
         for (i, port) in ports[1..].iter().enumerate() {
