@@ -190,62 +190,37 @@ pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant,
             .map(|n| {
                 let lookup = &lookup;
                 s.spawn(move || -> anyhow::Result<()> {
-                    let started = Instant::now();
-                    let mut delay = Duration::from_millis(5);
-                    let mut last_note: Option<Instant> = None;
-                    let mut checked = Instant::now();
-                    loop {
-                        let timeout = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(200), Duration::from_secs(2));
-                        let e = match pg::connect(n, creds, &cluster.maintenance_database, timeout) {
-                            Ok(_) => {
-                                progress(&format!("ready: {} at {} ({:.2} s)", n.name, n.client, started.elapsed().as_secs_f64()));
-                                return Ok(());
-                            }
-                            Err(e) if !e.is_transient() => bail!("{e}"),
-                            Err(e) => e,
-                        };
-                        let timed_out = Instant::now() >= deadline;
-                        if timed_out || checked.elapsed() >= Duration::from_millis(500) {
-                            checked = Instant::now();
-                            match lookup(&n.name)? {
-                                None => bail!(
-                                    "node {} at {}: compose project {} has no container for it (removed while starting?); run `cargo xtask up` again",
-                                    n.name,
-                                    n.client,
-                                    project_name(cluster)
-                                ),
-                                Some(c) if matches!(c.state.as_str(), "exited" | "dead" | "restarting") => {
-                                    let log = log_tail(&c.id, 20);
-                                    bail!(
-                                        "node {} at {}: its container {} stopped before accepting a login ({}). Last lines of its log:\n{log}\n    fix: {}",
-                                        n.name,
-                                        n.client,
-                                        c.id,
-                                        c.status,
-                                        exit_fix(cluster, n, &log).replace("<id>", &c.id)
-                                    );
-                                }
-                                Some(c) if timed_out => bail!(
-                                    "node {} at {} did not accept a login within {} s (container {} is {}; last error: {e}). Last lines of its log:\n{}\n    \
-                                     fix: raise [wait] timeout_secs in {} on a slow machine, or see the log",
-                                    n.name,
-                                    n.client,
-                                    cluster.ready_timeout_secs,
-                                    c.id,
-                                    c.status,
-                                    log_tail(&c.id, 20),
-                                    cluster.source.display()
-                                ),
-                                Some(_) => {}
-                            }
+                    pg::wait_started(n, creds, &cluster.maintenance_database, deadline, progress, |timed_out, e| match lookup(&n.name)? {
+                        None => bail!(
+                            "node {} at {}: compose project {} has no container for it (removed while starting?); run `cargo xtask up` again",
+                            n.name,
+                            n.client,
+                            project_name(cluster)
+                        ),
+                        Some(c) if matches!(c.state.as_str(), "exited" | "dead" | "restarting") => {
+                            let log = log_tail(&c.id, 20);
+                            bail!(
+                                "node {} at {}: its container {} stopped before accepting a login ({}). Last lines of its log:\n{log}\n    fix: {}",
+                                n.name,
+                                n.client,
+                                c.id,
+                                c.status,
+                                exit_fix(cluster, n, &log).replace("<id>", &c.id)
+                            )
                         }
-                        if last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                            progress(&format!("waiting for {} at {} ({:.0} s; its container is starting)", n.name, n.client, started.elapsed().as_secs_f64()));
-                            last_note = Some(Instant::now());
-                        }
-                        std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
-                        delay = pg::next_delay(delay, started.elapsed());
-                    }
+                        Some(c) if timed_out => bail!(
+                            "node {} at {} did not accept a login within {} s (container {} is {}; last error: {e}). Last lines of its log:\n{}\n    \
+                             fix: raise [wait] timeout_secs in {} on a slow machine, or see the log",
+                            n.name,
+                            n.client,
+                            cluster.ready_timeout_secs,
+                            c.id,
+                            c.status,
+                            log_tail(&c.id, 20),
+                            cluster.source.display()
+                        ),
+                        Some(_) => Ok(()),
+                    })
                 })
             })
             .collect();

@@ -502,40 +502,21 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
                     if child.is_none() {
                         progress(&format!("{}: already running", n.name));
                     }
-                    let mut delay = Duration::from_millis(5);
-                    let started = Instant::now();
-                    let mut announced = false;
-                    loop {
-                        match pg::connect(n, creds, &cluster.maintenance_database, Duration::from_secs(2)) {
-                            Ok(_) => {
-                                progress(&format!("ready: {} at {}", n.name, n.client));
-                                return Ok(());
-                            }
-                            Err(e) if !e.is_transient() => bail!("{e}"),
-                            Err(e) => {
-                                if let Some(c) = child.as_ref() {
-                                    if let Some(out) = c.try_wait()? {
-                                        bail!("node {} at {}: postgres exited while starting ({}); {}", n.name, n.client, out.status, log_tail(cluster, n, 15));
-                                    }
-                                }
-                                if Instant::now() > deadline {
-                                    bail!(
-                                        "node {} at {} did not accept a login within {} s (last error: {e}); {}",
-                                        n.name,
-                                        n.client,
-                                        cluster.ready_timeout_secs,
-                                        log_tail(cluster, n, 15)
-                                    );
-                                }
-                                if !announced && started.elapsed() >= Duration::from_millis(300) {
-                                    progress(&format!("waiting for {} at {}", n.name, n.client));
-                                    announced = true;
-                                }
-                                std::thread::sleep(delay);
-                                delay = pg::next_delay(delay, started.elapsed());
-                            }
+                    pg::wait_started(n, creds, &cluster.maintenance_database, deadline, progress, |timed_out, e| {
+                        if let Some(out) = child.as_ref().map(|c| c.try_wait()).transpose()?.flatten() {
+                            bail!("node {} at {}: postgres exited while starting ({}); {}", n.name, n.client, out.status, log_tail(cluster, n, 15));
                         }
-                    }
+                        if timed_out {
+                            bail!(
+                                "node {} at {} did not accept a login within {} s (last error: {e}); {}",
+                                n.name,
+                                n.client,
+                                cluster.ready_timeout_secs,
+                                log_tail(cluster, n, 15)
+                            );
+                        }
+                        Ok(())
+                    })
                 })
             })
             .collect();

@@ -160,6 +160,47 @@ pub fn wait_ready(node: &Node, creds: &Credentials, databases: &[&str], deadline
     }
 }
 
+/// Waits until a server this tool just started accepts a login to `database` at `node`'s
+/// client address: the readiness loop of both backends. After each refused attempt, `watch`
+/// looks at the server itself (has the process or container exited?) and ends the wait with
+/// its error; at the deadline it is called with `timed_out` set and should say why (log tail).
+/// Progress: a line when the wait exceeds 300 ms, another every 5 s, and one when ready.
+pub fn wait_started(
+    node: &Node,
+    creds: &Credentials,
+    database: &str,
+    deadline: Instant,
+    progress: Progress<'_>,
+    mut watch: impl FnMut(bool, &ConnectError) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(5);
+    let mut last_note: Option<Instant> = None;
+    loop {
+        let timeout = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(200), Duration::from_secs(2));
+        let e = match connect(node, creds, database, timeout) {
+            Ok(_) => {
+                progress(&format!("ready: {} at {} ({:.2} s)", node.name, node.client, started.elapsed().as_secs_f64()));
+                return Ok(());
+            }
+            Err(e) if !e.is_transient() => return Err(e.into()),
+            Err(e) => e,
+        };
+        let timed_out = Instant::now() >= deadline;
+        watch(timed_out, &e)?;
+        if timed_out {
+            anyhow::bail!("{}", WaitError::Deadline { node: node.name.clone(), address: node.client.clone(), waited: started.elapsed(), last: e.to_string() });
+        }
+        let waited = started.elapsed();
+        if waited >= Duration::from_millis(300) && last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            progress(&format!("waiting for {} at {} ({:.0} s so far: {})", node.name, node.client, waited.as_secs_f64(), short(&e.to_string())));
+            last_note = Some(Instant::now());
+        }
+        std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
+        delay = next_delay(delay, started.elapsed());
+    }
+}
+
 /// Backoff between readiness polls: doubling from 5 ms, but at most 20 ms during the first
 /// 3 s (a server usually starts within 50-150 ms, and a refused connection costs nothing),
 /// then up to 250 ms.
