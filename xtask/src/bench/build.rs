@@ -34,12 +34,15 @@ pub(crate) fn measure(workspace: &Path, scratch: &Path) -> anyhow::Result<BuildT
     // The empty crate: same dev-profile settings as this workspace, same locked versions.
     let krate = scratch.join("postgres-only");
     fs::create_dir_all(krate.join("src"))?;
+    let manifest = fs::read_to_string(workspace.join("Cargo.toml")).context("reading the workspace's Cargo.toml")?;
     fs::write(
         krate.join("Cargo.toml"),
-        "[package]\nname = \"postgres-only\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
-         [dependencies]\npostgres = \"0.19\"\n\n\
-         # The workspace's dev profile, so both builds compile alike.\n\
-         [profile.dev]\ndebug = 0\n\n[profile.dev.package.\"*\"]\nopt-level = 1\n\n[workspace]\n",
+        format!(
+            "[package]\nname = \"postgres-only\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+             [dependencies]\npostgres = \"0.19\"\n\n\
+             [workspace]\n\n# The workspace's profiles, copied, so both builds compile alike.\n{}",
+            profile_sections(&manifest)
+        ),
     )?;
     fs::write(krate.join("src").join("main.rs"), "fn main() {}\n")?;
     if let Err(e) = fs::copy(workspace.join("Cargo.lock"), krate.join("Cargo.lock")) {
@@ -63,6 +66,23 @@ pub(crate) fn measure(workspace: &Path, scratch: &Path) -> anyhow::Result<BuildT
     Ok(BuildTimes { xtask, postgres_only, postgres_version, jobs })
 }
 
+/// The `[profile.*]` tables of a Cargo.toml, verbatim.
+fn profile_sections(manifest: &str) -> String {
+    let mut keep = false;
+    let mut out = String::new();
+    for line in manifest.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            keep = t.starts_with("[profile.");
+        }
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 fn cargo_build(dir: &Path, target: &Path, args: &[&str]) -> anyhow::Result<Build> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut c = Command::new(cargo);
@@ -81,4 +101,13 @@ fn cargo_build(dir: &Path, target: &Path, args: &[&str]) -> anyhow::Result<Build
     }
     let crates = err.lines().filter(|l| l.trim_start().starts_with("Compiling ")).count();
     Ok(Build { secs, crates })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn profile_sections_are_copied_verbatim_and_nothing_else() {
+        let manifest = "[workspace]\nmembers = [\"a\"]\n\n[profile.dev]\ndebug = 0\n\n[workspace.lints.rust]\nx = \"warn\"\n[profile.dev.package.sha2]\nopt-level = 1\n";
+        assert_eq!(super::profile_sections(manifest), "[profile.dev]\ndebug = 0\n\n[profile.dev.package.sha2]\nopt-level = 1\n");
+    }
 }
