@@ -140,7 +140,10 @@ pub fn wait_ready(node: &Node, creds: &Credentials, databases: &[&str], deadline
         }
         match attempt {
             Ok(c) => {
-                progress(&format!("ready: {} at {} ({:.2} s)", node.name, node.client, start.elapsed().as_secs_f64()));
+                // Only a node that was waited for gets a line: after `up`, every node answers at once.
+                if announced {
+                    progress(&format!("ready: {} at {} ({:.2} s)", node.name, node.client, start.elapsed().as_secs_f64()));
+                }
                 return Ok(c);
             }
             Err(WaitError::Connect(e)) if e.is_transient() => {
@@ -202,10 +205,15 @@ pub fn wait_started(
 }
 
 /// Backoff between readiness polls: doubling from 5 ms, but at most 20 ms during the first
-/// 3 s (a server usually starts within 50-150 ms, and a refused connection costs nothing),
-/// then up to 250 ms.
+/// 3 s (a local server usually starts within 50-150 ms, and a refused connection costs
+/// nothing), at most 50 ms until 15 s (a container's first start runs initdb: 3-5 s on 2
+/// cores, and each poll after it is ready but not yet seen is lost time), then up to 250 ms.
 pub fn next_delay(delay: Duration, waited: Duration) -> Duration {
-    let cap = if waited < Duration::from_secs(3) { Duration::from_millis(20) } else { Duration::from_millis(250) };
+    let cap = match waited.as_secs() {
+        0..3 => Duration::from_millis(20),
+        3..15 => Duration::from_millis(50),
+        _ => Duration::from_millis(250),
+    };
     (delay * 2).min(cap)
 }
 
@@ -250,5 +258,26 @@ pub fn wait_all(
         Ok(ok.into_iter().map(|r| r.ok().expect("partitioned")).collect())
     } else {
         Err(errs.into_iter().map(|r| r.err().expect("partitioned")).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_backoff_stays_short_while_servers_usually_start() {
+        let ms = Duration::from_millis;
+        let mut d = ms(5);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            d = next_delay(d, ms(100));
+            seen.push(d);
+        }
+        assert_eq!(seen, [ms(10), ms(20), ms(20), ms(20)]);
+        assert_eq!(next_delay(ms(20), Duration::from_secs(5)), ms(40));
+        assert_eq!(next_delay(ms(40), Duration::from_secs(14)), ms(50));
+        assert_eq!(next_delay(ms(50), Duration::from_secs(15)), ms(100));
+        assert_eq!(next_delay(ms(200), Duration::from_secs(60)), ms(250));
     }
 }
