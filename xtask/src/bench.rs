@@ -111,6 +111,7 @@ pub(crate) struct ConfigResult {
     pub(crate) first_run: Vec<ToolSample>,
     pub(crate) cached: Vec<ToolSample>,
     pub(crate) docker: Vec<ToolSample>,
+    pub(crate) docker_baseline: Vec<baseline::Sample>,
 }
 
 impl ConfigResult {
@@ -165,7 +166,7 @@ pub(crate) fn run(f: flags::Bench) -> anyhow::Result<ExitCode> {
         configured_bin_dir: user_config.local.bin_dir.clone(),
         psql,
         run_as: RunAs::from_local(&local),
-        docker_image: user_config.docker.image.clone(),
+        docker_image: f.image.clone().unwrap_or_else(|| user_config.docker.image.clone()),
         pg_major: user_config.docker.pg_major,
     };
     let machine = report::Machine::read(&ctx.root);
@@ -207,8 +208,19 @@ pub(crate) fn run(f: flags::Bench) -> anyhow::Result<ExitCode> {
         Ok(()) => {
             for r in &mut results {
                 let n = r.workers;
+                progress(&format!("bench: [1+{n}] docker warm-up cycle (not counted)"));
+                tool_cycle(&ctx, n, Series::Docker, &format!("w{n}_dwarm"), "docker warm-up")?;
                 for i in 0..cycles {
-                    r.docker.push(tool_cycle(&ctx, n, Series::Docker, &format!("w{n}_c{i}_docker"), &format!("1+{n} {}/{cycles}", i + 1))?);
+                    let tag = format!("1+{n} {}/{cycles}", i + 1);
+                    for k in 0..2 {
+                        if (i + k) % 2 == 0 {
+                            let s = docker_baseline_cycle(&ctx, n, &format!("w{n}_c{i}_dbase"))?;
+                            progress(&format!("bench: [{tag} docker baseline] up {:.2} s, down -v {:.2} s", s.up, s.stop));
+                            r.docker_baseline.push(s);
+                        } else {
+                            r.docker.push(tool_cycle(&ctx, n, Series::Docker, &format!("w{n}_c{i}_docker"), &tag)?);
+                        }
+                    }
                 }
             }
             Ok(())
@@ -337,6 +349,18 @@ impl Ctx {
         }
         Ok(m)
     }
+}
+
+/// One docker baseline cycle on the compose file the tool generates for the same config.
+fn docker_baseline_cycle(ctx: &Ctx, workers: usize, label: &str) -> anyhow::Result<baseline::Sample> {
+    let dir = ctx.root.join(format!("dbase-{label}"));
+    procs::open_dir(&dir)?;
+    let _guard = Scratch::new(vec![dir.clone()]);
+    let ports = procs::free_ports(workers + 1)?;
+    let cfg = dir.join("citus.toml");
+    let text = ctx.config_text(&format!("bench_{label}"), Series::Docker, &ports, &dir.join("data"));
+    let cluster = citus_config::Cluster::parse(&text, &cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    baseline::docker_cycle(ctx, &cluster, &dir)
 }
 
 /// One tool cycle: up, verify, setup, down (timed), then `down --purge`; on any failure the

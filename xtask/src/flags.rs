@@ -89,6 +89,9 @@ xflags::xflags! {
             /// Folder for the clusters it creates (default target/, on the same file system
             /// as the default data folder .citus-data; /tmp can be much slower or faster).
             optional --scratch dir: PathBuf
+            /// Image for the docker series (default: the config's [docker] image). It must be
+            /// on this machine already: the benchmark never pulls.
+            optional --image image: String
         }
     }
 }
@@ -168,6 +171,7 @@ pub struct Bench {
     pub json: Option<PathBuf>,
     pub write_docs: bool,
     pub scratch: Option<PathBuf>,
+    pub image: Option<String>,
 }
 
 impl Xtask {

@@ -4,6 +4,12 @@
 //! appended to postgresql.conf, `pg_ctl -w start`, `psql -c 'CREATE EXTENSION citus'`; then
 //! one `psql` on the coordinator with one `citus_add_node` per worker. Stop: `pg_ctl -m
 //! immediate -w stop` per node, in parallel.
+//!
+//! The docker baseline ([`docker_cycle`]) is the same work on the tool's own generated
+//! compose file: `compose up -d` (with `--wait` where compose v2 offers it), `pg_isready`
+//! polled by hand every 50 ms on every client port, then a login, `CREATE EXTENSION citus` and the inter-node password
+//! (`pg_dist_authinfo`) on every node, `citus_add_node` per worker by service name; its stop
+//! is `compose down -v`.
 
 use std::{
     fs,
@@ -108,6 +114,118 @@ fn node_up(ctx: &Ctx, n: &NodeDir) -> anyhow::Result<()> {
     c.arg("-D").arg(&n.pgdata).arg("-l").arg(n.dir.join("postgres.log")).args(["-w", "-t", "60", "start"]);
     run_logged(c, &n.dir.join("pg_ctl-start.out"), "pg_ctl start").map_err(|e| anyhow::anyhow!("{e:#}\n    {}", log_tail(&n.dir.join("postgres.log"))))?;
     psql(ctx, n.port, &["CREATE EXTENSION citus".to_string()]).with_context(|| format!("CREATE EXTENSION citus on 127.0.0.1:{}", n.port))?;
+    Ok(())
+}
+
+/// One docker baseline cycle of 1 coordinator + `workers` workers, from the compose file the
+/// tool generates for `cluster` (written to `dir`); the project is removed with its volumes
+/// afterwards, also on an error path.
+pub(crate) fn docker_cycle(ctx: &Ctx, cluster: &citus_config::Cluster, dir: &Path) -> anyhow::Result<Sample> {
+    let compose = citus_io::docker::compose_program()?;
+    let file = dir.join("docker-compose.yml");
+    fs::write(&file, citus_compose::render(cluster)).with_context(|| format!("writing {}", file.display()))?;
+    let project = citus_io::docker::project_name(cluster);
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let (exe, pre) = compose.split_first().expect("a compose program");
+        let out = Command::new(exe)
+            .args(pre)
+            .args(["-p", &project, "-f"])
+            .arg(&file)
+            .args(args)
+            .env(&cluster.password.env, super::PASSWORD)
+            .stdin(Stdio::null())
+            .output()
+            .context("running compose")?;
+        if !out.status.success() {
+            bail!("compose {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> anyhow::Result<()>, bool);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            if self.1 {
+                let _ = (self.0)(&["down", "-v", "--remove-orphans"]);
+            }
+        }
+    }
+    let mut guard = Down(&run, true);
+    let v2 = compose.len() == 2;
+    let login = |node: &citus_config::Node, sql: &str| psql_login(ctx, node.client.port, &cluster.user, sql);
+
+    let t0 = Instant::now();
+    run(if v2 { &["up", "-d", "--wait"] } else { &["up", "-d"] })?;
+    let nodes: Vec<&citus_config::Node> = cluster.nodes().collect();
+    let deadline = Instant::now() + std::time::Duration::from_secs(cluster.ready_timeout_secs);
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                s.spawn(move || {
+                    // Polled by hand, as a script does: `pg_isready` every 50 ms until the server
+                    // answers, then a login (retried the same way: the image's first start
+                    // restarts its server once).
+                    loop {
+                        if ready(ctx, n.client.port) && login(n, "SELECT 1").is_ok() {
+                            break;
+                        }
+                        if Instant::now() > deadline {
+                            bail!("{} at {} did not accept a login", n.name, n.client);
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    // The nodes log in to each other with the same password (Citus's pg_dist_authinfo).
+                    login(n, &format!("CREATE EXTENSION citus; INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, current_user, 'password={}')", super::PASSWORD))?;
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("docker baseline thread")).collect()
+    });
+    let errs: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
+    if !errs.is_empty() {
+        bail!("docker baseline: {}", errs.join("\n"));
+    }
+    let add: Vec<String> = cluster.workers.iter().map(|w| format!("SELECT citus_add_node('{}', 5432);", w.name)).collect();
+    if !add.is_empty() {
+        login(&cluster.coordinator, &add.join(" ")).context("docker baseline: citus_add_node on the coordinator")?;
+    }
+    let up = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    guard.1 = false;
+    run(&["down", "-v", "--remove-orphans"])?;
+    let stop = t1.elapsed().as_secs_f64();
+    Ok(Sample { up, stop, citus_version: None })
+}
+
+/// `pg_isready -h 127.0.0.1 -p port`: true when the server accepts connections.
+fn ready(ctx: &Ctx, port: u16) -> bool {
+    let exe = ctx.bin_dir.join("pg_isready");
+    let exe = if exe.exists() { exe } else { PathBuf::from("pg_isready") };
+    Command::new(exe)
+        .args(["-q", "-h", "127.0.0.1", "-t", "2", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// One `psql` with the bench password to 127.0.0.1:`port` as `user`; `sql` as one `-c`.
+fn psql_login(ctx: &Ctx, port: u16, user: &str, sql: &str) -> anyhow::Result<()> {
+    let mut c = Command::new(&ctx.psql);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PG") {
+            c.env_remove(k);
+        }
+    }
+    c.args(["-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-d", "postgres", "-U", user, "-c", sql])
+        .arg("-p")
+        .arg(port.to_string())
+        .env("PGPASSWORD", super::PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "2");
+    let out = c.stdin(Stdio::null()).output().context("starting psql")?;
+    if !out.status.success() {
+        bail!("psql on 127.0.0.1:{port} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
     Ok(())
 }
 

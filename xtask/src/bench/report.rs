@@ -267,6 +267,15 @@ impl Report {
                 reference_s: cold_up,
                 limit: Some(0.25),
             });
+            if !c.docker.is_empty() && !c.docker_baseline.is_empty() {
+                out.push(Target {
+                    what: format!("1+{n}, docker: `up` + `verify`"),
+                    tool_s: median(&c.docker.iter().map(|s| s.secs("up") + s.secs("verify")).collect::<Vec<_>>()),
+                    reference: "docker baseline up",
+                    reference_s: median(&c.docker_baseline.iter().map(|s| s.up).collect::<Vec<_>>()),
+                    limit: Some(1.10),
+                });
+            }
             out.push(Target {
                 what: format!("1+{n}: `down`"),
                 tool_s: median(&tool_secs(both(), "down")),
@@ -308,6 +317,10 @@ impl Report {
         };
         row("baseline", "up", &c.baseline.iter().map(|s| s.up).collect::<Vec<_>>(), "".into());
         row("baseline", "stop (immediate)", &c.baseline.iter().map(|s| s.stop).collect::<Vec<_>>(), "".into());
+        if !c.docker_baseline.is_empty() {
+            row("docker baseline", "up", &c.docker_baseline.iter().map(|s| s.up).collect::<Vec<_>>(), "".into());
+            row("docker baseline", "stop (`down -v`)", &c.docker_baseline.iter().map(|s| s.stop).collect::<Vec<_>>(), "".into());
+        }
         for series in [Series::FirstRun, Series::Cached, Series::Docker] {
             let samples = c.series(series);
             if samples.is_empty() {
@@ -401,7 +414,7 @@ impl Report {
         t.push_str(&self.build_section());
         t.push_str("\n## Docker backend\n\n");
         match &self.docker {
-            Ok(()) => t.push_str("Measured (tool only, no baseline): the `tool, docker backend` rows above.\n"),
+            Ok(()) => t.push_str("Measured: the `docker baseline` and `tool, docker backend` rows above, and the docker targets.\n"),
             Err(why) => {
                 let _ = writeln!(t, "Not measured: {why}.");
             }
@@ -436,7 +449,14 @@ impl Report {
              - **tool, first run (no template)**: `up --backend local`, then `verify`, `setup` again on the ready cluster, and \
              `down`, in a fresh data folder, so that `up` first creates its initdb template, as on the first run ever on a machine.\n\
              - **tool, template cached**: the same in a data folder shared by the cycles (a new cluster each cycle), so that \
-             `up` copies the cached template.\n\n\
+             `up` copies the cached template.\n\
+             - **docker baseline** and **tool, docker backend** (when the image, `--image` or the config's, is on the machine; \
+             the benchmark never pulls), alternating: the baseline brings up the compose file the tool generates for the same \
+             config with `compose up -d` (plus `--wait` where compose v2 offers it), polls `pg_isready` on every client port by \
+             hand every 50 ms and then logs in, runs `CREATE EXTENSION citus` and stores the inter-node password in `pg_dist_authinfo` on every node, \
+             then `citus_add_node` per worker by service name; its stop \
+             is `compose down -v`. The tool side is `up --backend docker`, `verify`, `setup`, `down`, `down --purge`, and its \
+             target compares `up` + `verify` with the baseline's up. One tool warm-up cycle per size is not counted.\n\n\
              Every tool cycle starts from nothing and ends with `down --purge` (timed as `down --purge`, no target). The tool runs \
              as a child process: the xtask binary itself, as `cargo xtask` builds it (dev profile), without cargo's own start-up. \
              One warm-up cycle of the baseline and one of the cached tool precede each size and are not counted. Times are \
@@ -489,6 +509,15 @@ impl Report {
                         "stop": stats_json(&c.baseline.iter().map(|s| s.stop).collect::<Vec<_>>()),
                     }),
                 );
+                if !c.docker_baseline.is_empty() {
+                    o.insert(
+                        "docker_baseline".into(),
+                        json!({
+                            "up": stats_json(&c.docker_baseline.iter().map(|s| s.up).collect::<Vec<_>>()),
+                            "stop": stats_json(&c.docker_baseline.iter().map(|s| s.stop).collect::<Vec<_>>()),
+                        }),
+                    );
+                }
                 for series in [Series::FirstRun, Series::Cached, Series::Docker] {
                     let samples = c.series(series);
                     if samples.is_empty() {
