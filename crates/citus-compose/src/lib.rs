@@ -11,8 +11,10 @@
 //!   `postgres -c shared_preload_libraries=citus -c listen_addresses=*` (the libraries are
 //!   those of the config's `shared_preload_libraries`, `citus` first; with an empty list the
 //!   setting is left out and the nodes are plain PostgreSQL);
-//! - `POSTGRES_USER` = `user`, `POSTGRES_DB` = `maintenance_database` (the tool creates the
-//!   target database itself, on every node), and `POSTGRES_PASSWORD` only as the compose
+//! - `POSTGRES_USER` = `user`, `POSTGRES_DB` = `database`: the image creates the target
+//!   database on every node at its first start (the official Citus image also creates the
+//!   citus extension in it then), so `setup` has less to do; `setup` creates whatever is
+//!   missing either way. `POSTGRES_PASSWORD` only as the compose
 //!   interpolation `${<password_env>:?...}`: the password is never written in the file, and
 //!   compose refuses to start when the variable is unset. No trust authentication anywhere;
 //! - a named volume `<node>_data` at [`citus_config::DockerSettings::data_mount`]; `PGDATA`
@@ -190,7 +192,7 @@ fn model(cluster: &Cluster) -> ComposeFile {
                 image: literal(&cluster.docker.image),
                 hostname: literal(&node.name),
                 command: quoted(&command),
-                environment: Environment { POSTGRES_USER: user.clone(), POSTGRES_DB: maintenance_db.clone(), POSTGRES_PASSWORD: password.clone() },
+                environment: Environment { POSTGRES_USER: user.clone(), POSTGRES_DB: literal(&cluster.database), POSTGRES_PASSWORD: password.clone() },
                 ports: vec![DoubleQuoted(port_mapping(&cluster.docker.bind, node.client.port))],
                 volumes: vec![format!("{}:{}", literal(&volume_name(node)), cluster.docker.data_mount())],
                 networks: vec![NETWORK.to_string()],

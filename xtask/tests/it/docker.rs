@@ -103,8 +103,8 @@ fn without_citus(env: &Env) -> Env {
 }
 
 /// The part of issue 3 that needs no Citus: plain PostgreSQL nodes from the generated compose
-/// file (`shared_preload_libraries = []`) on an image without Citus, readiness, a database on
-/// every node, and the coordinator reaching each worker by its cluster address with the shared
+/// file (`shared_preload_libraries = []`) on an image without Citus, readiness, the target
+/// database on every node (created by the image's first start), and the coordinator reaching each worker by its cluster address with the shared
 /// password. The Citus steps are the other tests' (skipped loudly when the host has no Citus).
 #[test]
 fn docker_plain_postgres_nodes_come_up_and_reach_each_other_without_citus() {
@@ -125,10 +125,12 @@ fn docker_plain_postgres_nodes_come_up_and_reach_each_other_without_citus() {
         let mut client = c.connect(i, "postgres");
         let preload: String = client.query_one("SELECT current_setting('shared_preload_libraries')", &[]).unwrap().get(0);
         assert_eq!(preload, "", "node {i}");
-        client.batch_execute(&format!("CREATE DATABASE {}", c.database)).unwrap();
+        // The image created the target database at its first start (POSTGRES_DB).
+        let n: i64 = client.query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&c.database]).unwrap().get(0);
+        assert_eq!(n, 1, "node {i} has no database {}", c.database);
     }
     // From inside the coordinator's container: each worker by service name on 5432, logging in
-    // with the password every node shares, into the database just created.
+    // with the password every node shares, into the target database.
     let coordinator = container(&c, "citus_master");
     for w in ["citus_worker1", "citus_worker2"] {
         let conninfo = format!("host={w} port=5432 user={} dbname={} connect_timeout=5", c.user, c.database);
