@@ -175,7 +175,13 @@ pub(crate) fn docker_cycle(ctx: &Ctx, cluster: &citus_config::Cluster, dir: &Pat
                         std::thread::sleep(std::time::Duration::from_millis(50));
                     }
                     // The nodes log in to each other with the same password (Citus's pg_dist_authinfo).
-                    login(n, &format!("CREATE EXTENSION citus; INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, current_user, 'password={}')", super::PASSWORD))?;
+                    login(
+                        n,
+                        &format!(
+                            "CREATE EXTENSION citus; INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, current_user, 'password={}')",
+                            super::PASSWORD
+                        ),
+                    )?;
                     Ok(())
                 })
             })
@@ -202,11 +208,7 @@ pub(crate) fn docker_cycle(ctx: &Ctx, cluster: &citus_config::Cluster, dir: &Pat
 fn ready(ctx: &Ctx, port: u16) -> bool {
     let exe = ctx.bin_dir.join("pg_isready");
     let exe = if exe.exists() { exe } else { PathBuf::from("pg_isready") };
-    Command::new(exe)
-        .args(["-q", "-h", "127.0.0.1", "-t", "2", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    Command::new(exe).args(["-q", "-h", "127.0.0.1", "-t", "2", "-p", &port.to_string()]).stdin(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 /// One `psql` with the bench password to 127.0.0.1:`port` as `user`; `sql` as one `-c`.

@@ -107,7 +107,8 @@ fn cargo_build(dir: &Path, target: &Path, args: &[&str]) -> anyhow::Result<Build
 mod tests {
     #[test]
     fn profile_sections_are_copied_verbatim_and_nothing_else() {
-        let manifest = "[workspace]\nmembers = [\"a\"]\n\n[profile.dev]\ndebug = 0\n\n[workspace.lints.rust]\nx = \"warn\"\n[profile.dev.package.sha2]\nopt-level = 1\n";
+        let manifest =
+            "[workspace]\nmembers = [\"a\"]\n\n[profile.dev]\ndebug = 0\n\n[workspace.lints.rust]\nx = \"warn\"\n[profile.dev.package.sha2]\nopt-level = 1\n";
         assert_eq!(super::profile_sections(manifest), "[profile.dev]\ndebug = 0\n\n[profile.dev.package.sha2]\nopt-level = 1\n");
     }
 }
