@@ -186,6 +186,7 @@ impl Local {
         fs::set_permissions(&cluster.local.data_dir, fs::Permissions::from_mode(0o755)).ok();
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).ok();
         self.chown(&root)?;
+        remove_stale_partials(&root, &format!("{key:016x}.tmp"));
         let tmp = root.join(format!("{key:016x}.tmp{}", std::process::id()));
         let pwfile = root.join(format!("pw{}", std::process::id()));
         let version = self.version()?;
@@ -287,9 +288,19 @@ impl Local {
         fs::set_permissions(&p.dir, fs::Permissions::from_mode(0o700))?;
         self.chown(&p.dir)?;
         let _ = fs::remove_dir(&p.pgdata);
+        // Copied beside it and renamed into place, so an interrupted `up` (Ctrl-C reaches `cp`
+        // too) never leaves a half-copied `pgdata` behind: the next `up` finds no data
+        // directory and copies again. The partial copy of a run that is gone was never started
+        // by a server; it is removed.
+        remove_stale_partials(&p.dir, PARTIAL_COPY);
+        let partial = p.dir.join(format!("{PARTIAL_COPY}{}", std::process::id()));
         let mut c = self.command("cp");
-        c.arg("-a").arg("--reflink=auto").arg("--").arg(template).arg(&p.pgdata);
-        self.run(c, &format!("copying the template for node {}", node.name))?;
+        c.arg("-a").arg("--reflink=auto").arg("--").arg(template).arg(&partial);
+        if let Err(e) = self.run(c, &format!("copying the template for node {}", node.name)) {
+            let _ = fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+        fs::rename(&partial, &p.pgdata).with_context(|| format!("renaming {} to {}", partial.display(), p.pgdata.display()))?;
         Ok(true)
     }
 
@@ -392,6 +403,23 @@ fn remove_stale_pid_file(pgdata: &Path) {
     let zombie = fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')));
     if zombie {
         let _ = fs::remove_file(&file);
+    }
+}
+
+/// Prefix of a template copy in progress, beside the node's `pgdata`; the copying
+/// process's pid follows.
+const PARTIAL_COPY: &str = "pgdata.partial";
+
+/// Removes the entries of `dir` named `<prefix><pid>` whose process is gone: copies and
+/// template builds an interrupted run left half done. No server ever ran on them.
+fn remove_stale_partials(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(prefix).and_then(|p| p.parse::<i32>().ok()) else { continue };
+        if !alive(pid) {
+            let _ = fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -562,4 +590,26 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
         state::forget(cluster);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_partial_copies_of_runs_that_are_gone_are_removed() {
+        let root = std::env::temp_dir().join(format!("citus-io-partials-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        // Above the largest pid Linux hands out (2^22): never alive.
+        let gone = format!("{PARTIAL_COPY}{}", (1 << 22) + 1);
+        let mine = format!("{PARTIAL_COPY}{}", std::process::id());
+        for d in [gone.as_str(), mine.as_str(), "pgdata", "pgdata.partialx"] {
+            fs::create_dir_all(root.join(d).join("base")).unwrap();
+        }
+        remove_stale_partials(&root, PARTIAL_COPY);
+        let mut left: Vec<String> = fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["pgdata", mine.as_str(), "pgdata.partialx"]);
+        fs::remove_dir_all(&root).unwrap();
+    }
 }

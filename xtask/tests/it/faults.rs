@@ -345,3 +345,71 @@ fn interrupted_setup_leaves_no_process_and_the_next_run_resumes() {
     assert_eq!(worker_rows(&c), 2);
     c.ok(&["verify"]);
 }
+
+/// Ctrl-C during `up`: SIGINT to `up`'s process group (which holds `cp` and `initdb` but not
+/// the servers, which run in their own group), at three moments: while the template is built,
+/// when the first node has its data directory, and when the first node is ready. Each time the
+/// next `up` completes without re-initialising anything it finished, no half-copied data
+/// directory is left, `verify` passes, and `down` leaves no server running.
+#[test]
+fn interrupted_up_then_rerun_completes() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    if !citus("interrupted_up_then_rerun_completes") {
+        return;
+    }
+    for (i, moment) in ["initdb: creating the pristine template", ": new data directory", "ready: "].iter().enumerate() {
+        let c = TestCluster::new(Spec { name: &format!("itint{i}"), ..Spec::default() });
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["up", "--backend", "local", "--config"])
+            .arg(&c.config)
+            .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id() as i32;
+        let mut seen = Vec::new();
+        let mut interrupted = false;
+        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            seen.push(line.clone());
+            if !interrupted && line.contains(moment) {
+                // SAFETY: plain syscall on our own child's process group.
+                unsafe { libc::kill(-pgid, libc::SIGINT) };
+                interrupted = true;
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(interrupted, "`{moment}` never appeared: {seen:#?}");
+        eprintln!("interrupted at `{moment}`: {status}");
+        let rerun = c.ok(&["up"]);
+        assert!(rerun.contains("ready in"), "{rerun}");
+        for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+            let dir = c.pgdata(node).parent().unwrap().to_path_buf();
+            let leftovers: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("pgdata.partial"))
+                .collect();
+            assert!(leftovers.is_empty(), "{node}: {leftovers:?}");
+            assert!(c.pgdata(node).join("PG_VERSION").exists());
+        }
+        c.ok(&["verify"]);
+        let pids: Vec<i32> = ["citus_master", "citus_worker1", "citus_worker2"].iter().map(|n| c.pid(n).expect("running")).collect();
+        c.ok(&["down"]);
+        for pid in pids {
+            // Gone, or a zombie waiting for the test process (a subreaper) to reap it. `down`
+            // returns when the server has removed its postmaster.pid, its last act; the process
+            // itself may take a few more milliseconds to exit.
+            let gone = || !std::path::Path::new(&format!("/proc/{pid}")).exists() || crate::harness::is_zombie(pid);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !gone() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(gone(), "server {pid} still runs 5 s after down");
+        }
+    }
+}
