@@ -14,7 +14,8 @@ xflags::xflags! {
     cmd xtask {
         /// Start every node (docker: from the generated compose file; local: initdb + postgres
         /// per node), wait until each accepts a login, then run `setup`. Existing data is
-        /// started, never re-initialised.
+        /// started, never re-initialised. A node whose server exits while starting fails at
+        /// once, with its last log lines and the likely fix.
         cmd up {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
@@ -22,7 +23,8 @@ xflags::xflags! {
             optional -b, --backend backend: Backend
             /// Number of workers: the first N configured, then derived ones on the next ports.
             optional -w, --workers n: usize
-            /// Only start the nodes; do not run `setup`.
+            /// Only start the nodes; do not run `setup` (also the way to start plain PostgreSQL
+            /// nodes, configured with `shared_preload_libraries = []`).
             optional --no-setup
         }
         /// Create the database and the citus extension on every node, register the workers on
