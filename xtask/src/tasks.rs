@@ -39,16 +39,17 @@ pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
     }
     let creds = pg::credentials(&cluster)?;
     let t0 = Instant::now();
-    match backend {
+    let ready = match backend {
         Backend::Local => local::up(&cluster, &creds, &progress)?,
         Backend::Docker => docker::up(&cluster, &creds, &progress)?,
-    }
+    };
     let target = setup::Target { cluster: &cluster, backend, creds: &creds };
     if f.no_setup {
         println!("up: {} node(s) started and accepting logins in {:.2} s; run `cargo xtask setup` next", cluster.workers.len() + 1, t0.elapsed().as_secs_f64());
         return Ok(ExitCode::SUCCESS);
     }
-    let outcome = setup::run(&target, deadline(&cluster), &progress).context("setup after up")?;
+    // The connections that proved the nodes ready are the ones setup uses: no second login.
+    let outcome = setup::run_with(&target, setup::Conns::from_ready(&target, ready), &progress).context("setup after up")?;
     print_outcome(&outcome);
     println!(
         "up: cluster `{}` ready in {:.2} s: coordinator {} at {}, {} worker(s); check it with `cargo xtask verify`",

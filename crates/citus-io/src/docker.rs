@@ -64,7 +64,7 @@ fn compose(sh: &Shell, cluster: &Cluster, creds: &pg::Credentials, args: &[&str]
 /// Writes the compose file, starts every container (detached) and waits until every node
 /// accepts a login at its client address. A container that exits (or restarts) before that
 /// fails the wait at once, with the tail of its log and the likely fix.
-pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<()> {
+pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     let sh = Shell::new()?;
     let file = compose_file(cluster);
     std::fs::create_dir_all(state::cluster_dir(cluster))?;
@@ -173,7 +173,7 @@ pub fn exit_fix(cluster: &Cluster, node: &Node, log: &str) -> String {
 /// Waits until every node accepts a login in the maintenance database, in parallel, while
 /// watching the containers: a node whose container has exited, died or is restarting fails
 /// at once (its log tail and the fix in the error) instead of at the deadline.
-pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<()> {
+pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     // One `docker ps` serves every waiting node for half a second.
     let seen: Mutex<Option<(Instant, Vec<Container>)>> = Mutex::new(None);
     let lookup = |service: &str| -> anyhow::Result<Option<Container>> {
@@ -184,13 +184,13 @@ pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant,
         Ok(cached.as_ref().and_then(|(_, cs)| cs.iter().find(|c| c.service == service).cloned()))
     };
     let nodes: Vec<&Node> = cluster.nodes().collect();
-    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+    let results: Vec<anyhow::Result<(postgres::Client, usize)>> = std::thread::scope(|s| {
         let hs: Vec<_> = nodes
             .iter()
             .map(|n| {
                 let lookup = &lookup;
-                s.spawn(move || -> anyhow::Result<()> {
-                    pg::wait_started(n, creds, &cluster.maintenance_database, deadline, progress, |timed_out, e| match lookup(&n.name)? {
+                s.spawn(move || -> anyhow::Result<(postgres::Client, usize)> {
+                    pg::wait_started(n, creds, &[&cluster.database, &cluster.maintenance_database], deadline, progress, |timed_out, e| match lookup(&n.name)? {
                         None => bail!(
                             "node {} at {}: compose project {} has no container for it (removed while starting?); run `cargo xtask up` again",
                             n.name,
@@ -226,11 +226,7 @@ pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant,
             .collect();
         hs.into_iter().map(|h| h.join().expect("node thread panicked")).collect()
     });
-    let errs: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
-    if !errs.is_empty() {
-        bail!("{}", errs.join("\n"));
-    }
-    Ok(())
+    crate::all_nodes(results)
 }
 
 /// Stops and removes the containers; removes the volumes (the data) only when `purge`.

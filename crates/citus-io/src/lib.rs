@@ -17,5 +17,27 @@ pub mod verify;
 /// Receives one human-readable progress line at a time (the xtask prints them to stderr).
 pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 
+/// The connection each node accepted when `up` saw it ready, in node order (coordinator
+/// first), with the index of its database in `[database, maintenance_database]`: `setup`
+/// reuses them instead of logging in again (see [`setup::Conns::from_ready`]).
+pub type Ready = Vec<(postgres::Client, usize)>;
+
+/// Per-node results in node order: every value, or one error listing every node that failed.
+pub(crate) fn all_nodes<T>(results: Vec<anyhow::Result<T>>) -> anyhow::Result<Vec<T>> {
+    let mut ok = Vec::with_capacity(results.len());
+    let mut errs = Vec::new();
+    for r in results {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => errs.push(format!("{e:#}")),
+        }
+    }
+    if errs.is_empty() {
+        Ok(ok)
+    } else {
+        anyhow::bail!("{}", errs.join("\n"))
+    }
+}
+
 /// A progress sink that drops every line.
 pub fn quiet(_: &str) {}

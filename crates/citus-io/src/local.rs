@@ -499,8 +499,8 @@ impl Mode0600 for fs::OpenOptions {
 
 /// Starts every node (creating data directories from the template where missing), in
 /// parallel, and waits until each accepts a login. A server that exits while starting fails
-/// at once with the tail of its log.
-pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<()> {
+/// at once with the tail of its log. Returns each node's ready connection (see [`Ready`]).
+pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     let local = detect(cluster)?;
     let nodes: Vec<&Node> = cluster.nodes().collect();
     // Refuse before starting anything when a port is taken by something else.
@@ -514,13 +514,13 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
     state::record_backend(cluster, citus_config::Backend::Local)?;
     fs::set_permissions(state::cluster_dir(cluster), fs::Permissions::from_mode(0o755)).ok();
     let deadline = Instant::now() + Duration::from_secs(cluster.ready_timeout_secs);
-    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+    let results: Vec<anyhow::Result<(postgres::Client, usize)>> = std::thread::scope(|s| {
         let hs: Vec<_> = nodes
             .iter()
             .map(|n| {
                 let local = &local;
                 let template = template.as_deref();
-                s.spawn(move || -> anyhow::Result<()> {
+                s.spawn(move || -> anyhow::Result<(postgres::Client, usize)> {
                     if let Some(t) = template {
                         if local.ensure_data(cluster, n, t)? {
                             progress(&format!("{}: new data directory {}", n.name, paths(cluster, n).pgdata.display()));
@@ -530,7 +530,7 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
                     if child.is_none() {
                         progress(&format!("{}: already running", n.name));
                     }
-                    pg::wait_started(n, creds, &cluster.maintenance_database, deadline, progress, |timed_out, e| {
+                    pg::wait_started(n, creds, &[&cluster.database, &cluster.maintenance_database], deadline, progress, |timed_out, e| {
                         if let Some(out) = child.as_ref().map(|c| c.try_wait()).transpose()?.flatten() {
                             bail!("node {} at {}: postgres exited while starting ({}); {}", n.name, n.client, out.status, log_tail(cluster, n, 15));
                         }
@@ -550,11 +550,7 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
             .collect();
         hs.into_iter().map(|h| h.join().expect("node thread panicked")).collect()
     });
-    let errs: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
-    if !errs.is_empty() {
-        bail!("{}", errs.join("\n"));
-    }
-    Ok(())
+    crate::all_nodes(results)
 }
 
 /// Stops every node in parallel (clean shutdown); keeps the data unless `purge`.

@@ -163,28 +163,37 @@ pub fn wait_ready(node: &Node, creds: &Credentials, databases: &[&str], deadline
     }
 }
 
-/// Waits until a server this tool just started accepts a login to `database` at `node`'s
-/// client address: the readiness loop of both backends. After each refused attempt, `watch`
-/// looks at the server itself (has the process or container exited?) and ends the wait with
-/// its error; at the deadline it is called with `timed_out` set and should say why (log tail).
-/// Progress: a line when the wait exceeds 300 ms, another every 5 s, and one when ready.
+/// Waits until a server this tool just started accepts a login at `node`'s client address,
+/// to the first of `databases` that exists: the readiness loop of both backends. Returns the
+/// connection and the index of its database, for `setup` to reuse. After each refused
+/// attempt, `watch` looks at the server itself (has the process or container exited?) and
+/// ends the wait with its error; at the deadline it is called with `timed_out` set and should
+/// say why (log tail). Progress: a line when the wait exceeds 300 ms, another every 5 s, and
+/// one when ready.
 pub fn wait_started(
     node: &Node,
     creds: &Credentials,
-    database: &str,
+    databases: &[&str],
     deadline: Instant,
     progress: Progress<'_>,
     mut watch: impl FnMut(bool, &ConnectError) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Client, usize)> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(5);
     let mut last_note: Option<Instant> = None;
     loop {
         let timeout = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(200), Duration::from_secs(2));
-        let e = match connect(node, creds, database, timeout) {
-            Ok(_) => {
+        let mut attempt = Err(ConnectError::Unreachable { node: node.name.clone(), address: node.client.clone(), detail: "no database to try".into() });
+        for (i, db) in databases.iter().enumerate() {
+            attempt = connect(node, creds, db, timeout).map(|c| (c, i));
+            if !matches!(attempt, Err(ConnectError::NoDatabase { .. })) || i + 1 == databases.len() {
+                break;
+            }
+        }
+        let e = match attempt {
+            Ok(ready) => {
                 progress(&format!("ready: {} at {} ({:.2} s)", node.name, node.client, started.elapsed().as_secs_f64()));
-                return Ok(());
+                return Ok(ready);
             }
             Err(e) if !e.is_transient() => return Err(e.into()),
             Err(e) => e,

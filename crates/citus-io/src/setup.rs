@@ -102,6 +102,24 @@ pub fn connect_all<'a>(t: &Target<'a>, deadline: Instant, progress: Progress<'_>
     }
 }
 
+impl<'a> Conns<'a> {
+    /// The connections `up` opened while it waited for the nodes (see [`crate::Ready`]), in
+    /// node order: each becomes that node's target or maintenance connection; the rest open
+    /// on first use (the coordinator's maintenance connection, for the lock, right away).
+    pub fn from_ready(t: &Target<'a>, ready: crate::Ready) -> Conns<'a> {
+        let nodes = t
+            .cluster
+            .nodes()
+            .zip(ready)
+            .map(|(node, (client, which))| match which {
+                0 => NodeConn { node, maint: None, target: Some(client) },
+                _ => NodeConn { node, maint: Some(client), target: None },
+            })
+            .collect();
+        Conns { nodes }
+    }
+}
+
 /// Runs `f` once per node, in parallel, and collects the results in node order.
 pub fn per_node<'a, T: Send>(conns: &mut Conns<'a>, f: impl Fn(&mut NodeConn<'a>) -> anyhow::Result<T> + Sync) -> Vec<anyhow::Result<T>> {
     let f = &f;
@@ -210,7 +228,13 @@ fn check_distinct_servers(conns: &mut Conns<'_>) -> anyhow::Result<()> {
 /// Brings the cluster to the configured state; safe to repeat and to run twice at once.
 pub fn run(t: &Target<'_>, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     check_preload(t.cluster)?;
-    let mut conns = connect_all(t, deadline, progress)?;
+    let conns = connect_all(t, deadline, progress)?;
+    run_with(t, conns, progress)
+}
+
+/// [`run`] on connections already open, e.g. [`Conns::from_ready`] right after `up`.
+pub fn run_with(t: &Target<'_>, mut conns: Conns<'_>, progress: Progress<'_>) -> anyhow::Result<Outcome> {
+    check_preload(t.cluster)?;
     check_distinct_servers(&mut conns)?;
     {
         let coord = &mut conns.nodes[0];
