@@ -253,9 +253,56 @@ pub fn run_with(t: &Target<'_>, mut conns: Conns<'_>, progress: Progress<'_>) ->
     }
     let plan = citus_plan::plan(t.cluster, t.backend, &observed, &t.creds.password)?;
     apply(t, &mut conns, &plan, progress)?;
+    wait_metadata_synced(t, &mut conns.nodes[0], progress)?;
     let mut outcome = Outcome { in_place: plan.in_place.clone(), left_alone: plan.left_alone.clone(), ..Outcome::default() };
     outcome.changed = plan.steps().map(|s| format!("{}: {}", s.node, s.why)).collect();
     Ok(outcome)
+}
+
+/// After a worker's address changed (`citus_update_node`), Citus marks the workers' copies of
+/// its metadata out of sync and its maintenance daemon re-syncs them shortly after; until then
+/// a distributed DDL fails with "... is a metadata node, but is out of sync". `setup` returns
+/// only when every active worker with metadata is synced, so the cluster is usable at once.
+fn wait_metadata_synced(t: &Target<'_>, coord: &mut NodeConn<'_>, progress: Progress<'_>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(t.cluster.ready_timeout_secs);
+    let mut delay = std::time::Duration::from_millis(5);
+    let started = Instant::now();
+    let mut announced = false;
+    loop {
+        let pending: Vec<String> = coord
+            .target(t)?
+            .query(
+                "SELECT nodename || ':' || nodeport FROM pg_dist_node \
+                 WHERE noderole = 'primary' AND isactive AND hasmetadata AND NOT metadatasynced ORDER BY nodeid",
+                &[],
+            )
+            .with_context(|| format!("reading pg_dist_node on {} at {}", coord.node.name, coord.node.client))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if pending.is_empty() {
+            if announced {
+                progress(&format!("metadata synced ({:.2} s)", started.elapsed().as_secs_f64()));
+            }
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "Citus has not synced its metadata to {} within {} s (pg_dist_node.metadatasynced is false on {} at {}). \
+                 Fix: check those workers' logs and that the coordinator reaches them, then re-run `cargo xtask setup`",
+                pending.join(", "),
+                t.cluster.ready_timeout_secs,
+                coord.node.name,
+                coord.node.client
+            );
+        }
+        if !announced {
+            progress(&format!("waiting for Citus to sync its metadata to {}", pending.join(", ")));
+            announced = true;
+        }
+        std::thread::sleep(delay);
+        delay = pg::next_delay(delay, started.elapsed());
+    }
 }
 
 /// `setup` creates the citus extension, which loads only when `citus` is the first preloaded
