@@ -526,12 +526,20 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
                             progress(&format!("{}: new data directory {}", n.name, paths(cluster, n).pgdata.display()));
                         }
                     }
-                    let child = local.start(cluster, n)?;
+                    let mut child = local.start(cluster, n)?;
                     if child.is_none() {
                         progress(&format!("{}: already running", n.name));
                     }
                     pg::wait_started(n, creds, &[&cluster.database, &cluster.maintenance_database], deadline, progress, |timed_out, e| {
                         if let Some(out) = child.as_ref().map(|c| c.try_wait()).transpose()?.flatten() {
+                            // Another postmaster took the data directory first: one that an
+                            // interrupted `up` started a moment ago and that had not written its
+                            // postmaster.pid yet when this run looked. Wait for that one.
+                            if let Some(pid) = running_pid(&paths(cluster, n).pgdata) {
+                                progress(&format!("{}: already starting (postgres pid {pid}); waiting for it", n.name));
+                                child = None;
+                                return Ok(());
+                            }
                             bail!("node {} at {}: postgres exited while starting ({}); {}", n.name, n.client, out.status, log_tail(cluster, n, 15));
                         }
                         if timed_out {
