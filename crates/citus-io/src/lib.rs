@@ -23,7 +23,7 @@ pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 pub type Ready = Vec<(postgres::Client, usize)>;
 
 /// Per-node results in node order: every value, or one error listing every node that failed.
-pub(crate) fn all_nodes<T>(results: Vec<anyhow::Result<T>>) -> anyhow::Result<Vec<T>> {
+pub fn all_nodes<T>(results: Vec<anyhow::Result<T>>) -> anyhow::Result<Vec<T>> {
     let mut ok = Vec::with_capacity(results.len());
     let mut errs = Vec::new();
     for r in results {

@@ -499,7 +499,7 @@ impl Mode0600 for fs::OpenOptions {
 
 /// Starts every node (creating data directories from the template where missing), in
 /// parallel, and waits until each accepts a login. A server that exits while starting fails
-/// at once with the tail of its log. Returns each node's ready connection (see [`Ready`]).
+/// at once with the tail of its log. Returns each node's ready connection (see [`crate::Ready`]).
 pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     let local = detect(cluster)?;
     let nodes: Vec<&Node> = cluster.nodes().collect();
@@ -579,10 +579,7 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
             .collect();
         hs.into_iter().map(|h| h.join().expect("stop thread panicked")).collect()
     });
-    let errs: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
-    if !errs.is_empty() {
-        bail!("{}", errs.join("\n"));
-    }
+    crate::all_nodes(results)?;
     if purge {
         for n in cluster.nodes() {
             let p = paths(cluster, n);

@@ -116,60 +116,14 @@ pub fn connect(node: &Node, creds: &Credentials, database: &str, timeout: Durati
     })
 }
 
-/// Waits until `node` accepts a real login to the first of `databases` that exists and
-/// answers `SELECT 1`, retrying with backoff until `deadline`. Returns the connection and the
-/// index of its database. Authentication errors fail at once, as does a missing last database.
-pub fn wait_ready(node: &Node, creds: &Credentials, databases: &[&str], deadline: Instant, progress: Progress<'_>) -> Result<(Client, usize), WaitError> {
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(5);
-    let mut announced = false;
-    let mut last_note = Instant::now();
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let timeout = remaining.clamp(Duration::from_millis(200), Duration::from_secs(5));
-        let mut attempt =
-            Err(WaitError::Connect(ConnectError::Unreachable { node: node.name.clone(), address: node.client.clone(), detail: "no database to try".into() }));
-        for (i, db) in databases.iter().enumerate() {
-            attempt = connect(node, creds, db, timeout).map_err(WaitError::Connect).and_then(|mut c| match c.simple_query("SELECT 1") {
-                Ok(_) => Ok((c, i)),
-                Err(e) => Err(WaitError::Connect(ConnectError::Unreachable { node: node.name.clone(), address: node.client.clone(), detail: describe(&e) })),
-            });
-            if !matches!(attempt, Err(WaitError::Connect(ConnectError::NoDatabase { .. }))) {
-                break;
-            }
-        }
-        match attempt {
-            Ok(c) => {
-                // Only a node that was waited for gets a line: after `up`, every node answers at once.
-                if announced {
-                    progress(&format!("ready: {} at {} ({:.2} s)", node.name, node.client, start.elapsed().as_secs_f64()));
-                }
-                return Ok(c);
-            }
-            Err(WaitError::Connect(e)) if e.is_transient() => {
-                if Instant::now() >= deadline {
-                    return Err(WaitError::Deadline { node: node.name.clone(), address: node.client.clone(), waited: start.elapsed(), last: e.to_string() });
-                }
-                if !announced || last_note.elapsed() > Duration::from_secs(5) {
-                    progress(&format!("waiting for {} at {} ({})", node.name, node.client, short(&e.to_string())));
-                    announced = true;
-                    last_note = Instant::now();
-                }
-                std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
-                delay = next_delay(delay, start.elapsed());
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Waits until a server this tool just started accepts a login at `node`'s client address,
-/// to the first of `databases` that exists: the readiness loop of both backends. Returns the
-/// connection and the index of its database, for `setup` to reuse. After each refused
+/// Waits until `node` accepts a login at its client address, to the first of `databases`
+/// that exists, retrying with backoff until `deadline`: the one readiness loop of `up` (both
+/// backends) and `setup`. Returns the connection and the index of its database, for reuse.
+/// Authentication errors fail at once, as does a missing last database. After each refused
 /// attempt, `watch` looks at the server itself (has the process or container exited?) and
 /// ends the wait with its error; at the deadline it is called with `timed_out` set and should
 /// say why (log tail). Progress: a line when the wait exceeds 300 ms, another every 5 s, and
-/// one when ready.
+/// a "ready" line for a node that was not ready at the first attempt.
 pub fn wait_started(
     node: &Node,
     creds: &Credentials,
@@ -181,6 +135,7 @@ pub fn wait_started(
     let started = Instant::now();
     let mut delay = Duration::from_millis(5);
     let mut last_note: Option<Instant> = None;
+    let mut refused = false;
     loop {
         let timeout = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(200), Duration::from_secs(2));
         let mut attempt = Err(ConnectError::Unreachable { node: node.name.clone(), address: node.client.clone(), detail: "no database to try".into() });
@@ -192,16 +147,25 @@ pub fn wait_started(
         }
         let e = match attempt {
             Ok(ready) => {
-                progress(&format!("ready: {} at {} ({:.2} s)", node.name, node.client, started.elapsed().as_secs_f64()));
+                if refused {
+                    progress(&format!("ready: {} at {} ({:.2} s)", node.name, node.client, started.elapsed().as_secs_f64()));
+                }
                 return Ok(ready);
             }
             Err(e) if !e.is_transient() => return Err(e.into()),
             Err(e) => e,
         };
+        refused = true;
         let timed_out = Instant::now() >= deadline;
         watch(timed_out, &e)?;
         if timed_out {
-            anyhow::bail!("{}", WaitError::Deadline { node: node.name.clone(), address: node.client.clone(), waited: started.elapsed(), last: e.to_string() });
+            anyhow::bail!(
+                "node {} at {} did not accept a login within {:.0} s; last error: {e}. \
+                 Is it running? (`cargo xtask up` starts it; raise [wait] timeout_secs for slow machines)",
+                node.name,
+                node.client,
+                started.elapsed().as_secs_f64()
+            );
         }
         let waited = started.elapsed();
         if waited >= Duration::from_millis(300) && last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
@@ -231,43 +195,29 @@ fn short(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// Why waiting for a node failed.
-#[derive(Debug, thiserror::Error)]
-pub enum WaitError {
-    #[error(transparent)]
-    Connect(ConnectError),
-    #[error("node {node} at {address} did not accept a login within {:.0} s; last error: {last}. Is it running? (`cargo xtask up` starts it; raise [wait] timeout_secs for slow machines)", waited.as_secs_f64())]
-    Deadline { node: String, address: Address, waited: Duration, last: String },
-}
-
-/// [`wait_ready`] for every node in parallel, each with its own list of databases to try.
+/// [`wait_started`] (watching nothing: these servers are not ours to watch) for every node
+/// in parallel, each with its own list of databases to try. Results in node order.
 pub fn wait_all(
     nodes: &[&Node],
     creds: &Credentials,
     databases: impl Fn(&Node) -> Vec<String> + Sync,
     deadline: Instant,
     progress: Progress<'_>,
-) -> Result<Vec<(Client, usize)>, Vec<WaitError>> {
+) -> Vec<anyhow::Result<(Client, usize)>> {
     let databases = &databases;
-    let results: Vec<Result<(Client, usize), WaitError>> = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let handles: Vec<_> = nodes
             .iter()
             .map(|n| {
                 s.spawn(move || {
                     let dbs = databases(n);
                     let refs: Vec<&str> = dbs.iter().map(String::as_str).collect();
-                    wait_ready(n, creds, &refs, deadline, progress)
+                    wait_started(n, creds, &refs, deadline, progress, |_, _| Ok(()))
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().expect("wait thread panicked")).collect()
-    });
-    let (ok, errs): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
-    if errs.is_empty() {
-        Ok(ok.into_iter().map(|r| r.ok().expect("partitioned")).collect())
-    } else {
-        Err(errs.into_iter().map(|r| r.err().expect("partitioned")).collect())
-    }
+    })
 }
 
 #[cfg(test)]

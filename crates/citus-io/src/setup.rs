@@ -81,25 +81,21 @@ pub fn connect_all<'a>(t: &Target<'a>, deadline: Instant, progress: Progress<'_>
         );
         (ready, early.join().ok().flatten())
     });
-    match ready {
-        Ok(clients) => {
-            let mut coord_target = coord_target;
-            let nodes = nodes
-                .into_iter()
-                .zip(clients)
-                .map(|(node, (client, which))| match (std::ptr::eq(node, coordinator), which) {
-                    (true, _) => NodeConn { node, maint: Some(client), target: coord_target.take() },
-                    (false, 0) => NodeConn { node, maint: None, target: Some(client) },
-                    (false, _) => NodeConn { node, maint: Some(client), target: None },
-                })
-                .collect();
-            Ok(Conns { nodes })
-        }
-        Err(errs) => {
-            let lines: Vec<String> = errs.iter().map(|e| format!("  - {e}")).collect();
-            bail!("{} node(s) not ready:\n{}", errs.len(), lines.join("\n"))
-        }
+    let errs: Vec<String> = ready.iter().filter_map(|r| r.as_ref().err()).map(|e| format!("  - {e:#}")).collect();
+    if !errs.is_empty() {
+        bail!("{} node(s) not ready:\n{}", errs.len(), errs.join("\n"));
     }
+    let mut coord_target = coord_target;
+    let nodes = nodes
+        .into_iter()
+        .zip(ready.into_iter().flatten())
+        .map(|(node, (client, which))| match (std::ptr::eq(node, coordinator), which) {
+            (true, _) => NodeConn { node, maint: Some(client), target: coord_target.take() },
+            (false, 0) => NodeConn { node, maint: None, target: Some(client) },
+            (false, _) => NodeConn { node, maint: Some(client), target: None },
+        })
+        .collect();
+    Ok(Conns { nodes })
 }
 
 impl<'a> Conns<'a> {
@@ -227,6 +223,7 @@ fn check_distinct_servers(conns: &mut Conns<'_>) -> anyhow::Result<()> {
 
 /// Brings the cluster to the configured state; safe to repeat and to run twice at once.
 pub fn run(t: &Target<'_>, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<Outcome> {
+    // Before connecting: plain PostgreSQL nodes are refused without waiting for them.
     check_preload(t.cluster)?;
     let conns = connect_all(t, deadline, progress)?;
     run_with(t, conns, progress)

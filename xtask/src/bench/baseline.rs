@@ -64,10 +64,7 @@ pub(crate) fn cycle(ctx: &Ctx, workers: usize, label: &str, want_version: bool) 
         let hs: Vec<_> = nodes.iter().map(|n| s.spawn(move || node_up(ctx, n))).collect();
         hs.into_iter().map(|h| h.join().expect("baseline node thread")).collect()
     });
-    let errs: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
-    if !errs.is_empty() {
-        bail!("baseline 1+{workers}: {}", errs.join("\n"));
-    }
+    citus_io::all_nodes(results).with_context(|| format!("baseline 1+{workers}"))?;
     let mut sql = Vec::new();
     for n in &nodes[1..] {
         sql.push(format!("SELECT citus_add_node('127.0.0.1', {})", n.port));
@@ -94,10 +91,7 @@ pub(crate) fn cycle(ctx: &Ctx, workers: usize, label: &str, want_version: bool) 
         hs.into_iter().map(|h| h.join().expect("baseline stop thread")).collect()
     });
     let stop = t1.elapsed().as_secs_f64();
-    let errs: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
-    if !errs.is_empty() {
-        bail!("baseline 1+{workers}: {}", errs.join("\n"));
-    }
+    citus_io::all_nodes(results).with_context(|| format!("baseline 1+{workers}"))?;
     Ok(Sample { up, stop, citus_version })
 }
 
@@ -188,10 +182,7 @@ pub(crate) fn docker_cycle(ctx: &Ctx, cluster: &citus_config::Cluster, dir: &Pat
             .collect();
         hs.into_iter().map(|h| h.join().expect("docker baseline thread")).collect()
     });
-    let errs: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
-    if !errs.is_empty() {
-        bail!("docker baseline: {}", errs.join("\n"));
-    }
+    citus_io::all_nodes(results).context("docker baseline")?;
     let add: Vec<String> = cluster.workers.iter().map(|w| format!("SELECT citus_add_node('{}', 5432);", w.name)).collect();
     if !add.is_empty() {
         login(&cluster.coordinator, &add.join(" ")).context("docker baseline: citus_add_node on the coordinator")?;
