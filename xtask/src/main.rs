@@ -2,7 +2,6 @@
 //!
 //! One `match` over the parsed flags; each task lives in its own module.
 
-mod bench;
 mod config;
 mod flags;
 mod tasks;
@@ -26,6 +25,12 @@ pub(crate) fn progress(line: &str) {
 }
 
 fn main() -> ExitCode {
+    // The benchmark is a crate of its own (crates/citus-bench), built only when asked for; its
+    // flags and `--help` are its own, so everything after `bench` goes to it untouched.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "bench") {
+        return bench(&args[1..]);
+    }
     let flags = match flags::Xtask::from_env() {
         Ok(f) => f,
         Err(e) if e.is_help() => {
@@ -44,7 +49,7 @@ fn main() -> ExitCode {
         flags::XtaskCmd::Down(f) => tasks::down(f),
         flags::XtaskCmd::TestEnv(f) => tasks::test_env(f),
         flags::XtaskCmd::Compose(f) => tasks::compose(f),
-        flags::XtaskCmd::Bench(f) => bench::run(f),
+        flags::XtaskCmd::Bench(_) => return bench(&[]),
     };
     match result {
         Ok(code) => code,
@@ -54,6 +59,31 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask bench ARGS`: `cargo run -p citus-bench -- --xtask <this binary> ARGS`, so the
+/// benchmark times this very binary. Its exit code is passed on.
+fn bench(args: &[std::ffi::OsString]) -> ExitCode {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = std::process::Command::new(&cargo);
+    c.arg("run").arg("--quiet").arg("--manifest-path").arg(config::workspace_root().join("Cargo.toml"));
+    c.args(["--package", "citus-bench", "--"]);
+    if !args.iter().any(|a| a == "--xtask" || a == "--help" || a == "-h") {
+        match std::env::current_exe() {
+            Ok(exe) => {
+                c.arg("--xtask").arg(exe);
+            }
+            Err(e) => eprintln!("  bench: cannot find this executable ({e}); the benchmark builds xtask itself"),
+        }
+    }
+    c.args(args);
+    match c.status() {
+        Ok(s) => ExitCode::from(s.code().map_or(1, |c| u8::try_from(c).unwrap_or(1))),
+        Err(e) => {
+            eprintln!("error: running `{} run -p citus-bench`: {e}", cargo.to_string_lossy());
             ExitCode::FAILURE
         }
     }

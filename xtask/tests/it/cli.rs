@@ -87,3 +87,16 @@ fn ci_files_use_real_command_lines() {
 fn text_of(out: &std::process::Output) -> String {
     text(out)
 }
+
+/// `bench` is handed to the citus-bench crate with its flags untouched: its own `--help`, and its
+/// own refusal of bad input (exit 2) before it measures anything.
+#[test]
+fn bench_is_handed_to_its_crate_with_its_flags() {
+    let help = xtask(&["bench", "--help"]);
+    assert!(help.status.success(), "{}", text(&help));
+    let t = text(&help);
+    assert!(t.contains("--write-docs") && t.contains("--scratch") && t.contains("--xtask"), "{t}");
+    let bad = xtask(&["bench", "--cycles", "0"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("--cycles must be at least 1"), "{}", text(&bad));
+}

@@ -1,5 +1,8 @@
 //! `cargo xtask bench`: times the tool against a bare baseline (see docs/benchmarks.md).
 //!
+//! A crate of its own: `cargo xtask bench` builds and runs it (`cargo run -p citus-bench`),
+//! so the xtask a user compiles on first use does not carry it.
+//!
 //! For each worker count, cycles alternate (rotating their order, so machine noise hits
 //! every side alike) between:
 //! - the **baseline** ([`baseline`]): a bare script's work with the same binaries;
@@ -8,12 +11,13 @@
 //! - the **tool, template cached**: the same, with one data folder shared by the cycles
 //!   (a new cluster name each cycle), so `up` copies the cached template.
 //!
-//! The tool runs as a child process (this very executable) with a generated config on free
+//! The tool runs as a child process (the xtask binary) with a generated config on free
 //! loopback ports; its own peak memory is sampled from /proc. One warm-up cycle of the
 //! baseline and of the cached tool precedes each worker count and is not counted.
 
 mod baseline;
 mod build;
+mod flags;
 mod procs;
 mod report;
 
@@ -25,8 +29,93 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::{config, flags, progress, UsageError};
 use procs::{Measured, RunAs, Scratch};
+
+/// An error caused by the user's input (bad flag): exit code 2, nothing started.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UsageError {}
+
+/// Prints one progress line to stderr.
+pub(crate) fn progress(line: &str) {
+    eprintln!("  {line}");
+}
+
+fn main() -> ExitCode {
+    let flags = match flags::CitusBench::from_env() {
+        Ok(f) => f,
+        Err(e) if e.is_help() => {
+            println!("{e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(flags) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprintln!("error: {u}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (this crate lives in `crates/citus-bench`).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("citus-bench lives in the workspace's crates/").to_path_buf()
+}
+
+/// The user's config, found as `cargo xtask` finds it: `$CITUS_CONFIG`, else the workspace's
+/// citus.toml. The benchmark takes the PostgreSQL binaries and the docker image from it.
+fn user_config(root: &Path) -> anyhow::Result<citus_config::Cluster> {
+    let path = match std::env::var_os("CITUS_CONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => root.join("citus.toml"),
+    };
+    let text =
+        fs::read_to_string(&path).map_err(|e| UsageError(format!("cannot read config {}: {e} (set CITUS_CONFIG to the config file)", path.display())))?;
+    citus_config::Cluster::parse(&text, &path).map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// The xtask binary under test: `--xtask` (what `cargo xtask bench` passes), else built here
+/// with `cargo build -p xtask`, as `cargo xtask` builds it (dev profile).
+fn xtask_binary(given: Option<PathBuf>, root: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        if !p.is_file() {
+            return Err(UsageError(format!("--xtask {}: no such file", p.display())).into());
+        }
+        return Ok(p);
+    }
+    progress("bench: building xtask (cargo build -p xtask) ...");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "xtask", "--message-format=json"])
+        .current_dir(root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo build -p xtask")?;
+    if !out.status.success() {
+        bail!("`cargo build -p xtask` failed ({}); see its errors above", out.status);
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "xtask")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| anyhow::anyhow!("`cargo build -p xtask` reported no xtask executable"))
+}
 
 /// The variable the generated configs read the password from (set only in the children).
 const PASSWORD_ENV: &str = "CITUS_BENCH_PASSWORD";
@@ -34,7 +123,7 @@ const PASSWORD: &str = "citus-bench-password";
 
 /// What every cycle shares.
 pub(crate) struct Ctx {
-    /// This executable: the tool under test.
+    /// The xtask binary: the tool under test.
     exe: PathBuf,
     /// The run's scratch folder, `<--scratch, default target/>/citus-bench-<pid>`.
     root: PathBuf,
@@ -124,17 +213,18 @@ impl ConfigResult {
     }
 }
 
-pub(crate) fn run(f: flags::Bench) -> anyhow::Result<ExitCode> {
+fn run(f: flags::CitusBench) -> anyhow::Result<ExitCode> {
     let cycles = f.cycles.unwrap_or(5);
     if cycles == 0 {
         return Err(UsageError("--cycles must be at least 1".into()).into());
     }
     let workers = parse_workers(f.workers.as_deref().unwrap_or("2,8"))?;
-    let root_ws = config::workspace_root();
+    let root_ws = workspace_root();
     let json_path = f.json.clone().unwrap_or_else(|| root_ws.join("target").join("bench.json"));
     let measure_build = f.write_docs || std::env::var("CITUS_BENCH_BUILD").is_ok_and(|v| v == "1");
 
-    let user_config = config::load(None, None)?;
+    let user_config = user_config(&root_ws)?;
+    let exe = xtask_binary(f.xtask.clone(), &root_ws)?;
     let local = citus_io::local::detect(&user_config)?;
     let bin_dir = local.bin_dir.clone();
     for b in ["pg_ctl", "initdb", "postgres"] {
@@ -160,7 +250,7 @@ pub(crate) fn run(f: flags::Bench) -> anyhow::Result<ExitCode> {
     procs::open_dir(&root)?;
     let _root_guard = Scratch::new(vec![root.clone()]);
     let ctx = Ctx {
-        exe: std::env::current_exe().context("finding this executable")?,
+        exe,
         root,
         bin_dir,
         configured_bin_dir: user_config.local.bin_dir.clone(),
@@ -381,6 +471,7 @@ fn tool_cycle(ctx: &Ctx, workers: usize, series: Series, label: &str, tag: &str)
         Series::Docker => "docker",
     };
     let run = || -> anyhow::Result<ToolSample> {
+        procs::settle();
         let mut phases = Vec::new();
         let mut up_lines = Vec::new();
         for (phase, args) in TOOL_PHASES.iter().zip([&["up", "--backend", backend][..], &["verify"], &["setup"], &["down"], &["down", "--purge"]]) {

@@ -457,8 +457,8 @@ impl Report {
              then `citus_add_node` per worker by service name; its stop \
              is `compose down -v`. The tool side is `up --backend docker`, `verify`, `setup`, `down`, `down --purge`, and its \
              target compares `up` + `verify` with the baseline's up. One tool warm-up cycle per size is not counted.\n\n\
-             Every tool cycle starts from nothing and ends with `down --purge` (timed as `down --purge`, no target). The tool runs \
-             as a child process: the xtask binary itself, as `cargo xtask` builds it (dev profile), without cargo's own start-up. \
+             Every tool cycle starts from nothing and ends with `down --purge` (timed as `down --purge`, no target). Before every cycle, of every side, the benchmark runs `sync` (untimed), so that no cycle is timed while the kernel writes out what the cycle before it left in memory. The tool runs \
+             as a child process: the xtask binary itself, as `cargo xtask` builds it (dev profile; `cargo xtask bench` passes its own path to the benchmark crate), without cargo's own start-up. \
              One warm-up cycle of the baseline and one of the cached tool precede each size and are not counted. Times are \
              wall-clock seconds from spawning a command to its exit; ratios are ratios of medians.\n\n\
              The tool's `up` does more than the baseline: it creates a login role with a SCRAM password and the database \

@@ -59,6 +59,7 @@ pub(crate) fn cycle(ctx: &Ctx, workers: usize, label: &str, want_version: bool) 
         })
         .collect();
 
+    procs::settle();
     let t0 = Instant::now();
     let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
         let hs: Vec<_> = nodes.iter().map(|n| s.spawn(move || node_up(ctx, n))).collect();
@@ -147,6 +148,7 @@ pub(crate) fn docker_cycle(ctx: &Ctx, cluster: &citus_config::Cluster, dir: &Pat
     let v2 = compose.len() == 2;
     let login = |node: &citus_config::Node, sql: &str| psql_login(ctx, node.client.port, &cluster.user, sql);
 
+    procs::settle();
     let t0 = Instant::now();
     run(if v2 { &["up", "-d", "--wait"] } else { &["up", "-d"] })?;
     let nodes: Vec<&citus_config::Node> = cluster.nodes().collect();
