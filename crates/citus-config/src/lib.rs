@@ -212,15 +212,24 @@ pub struct Cluster {
 }
 
 /// A config that could not be read or is invalid.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum ConfigError {
     /// The text is not valid TOML or does not have the expected shape.
-    #[error("{path}: {message}")]
     Parse { path: String, message: String },
     /// A value is well-formed but not acceptable (duplicates, ranges, lengths).
-    #[error("{0}")]
     Invalid(String),
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Parse { path, message } => write!(f, "{path}: {message}"),
+            ConfigError::Invalid(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

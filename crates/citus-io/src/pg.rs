@@ -48,18 +48,32 @@ pub fn credentials(cluster: &Cluster) -> anyhow::Result<Credentials> {
 }
 
 /// Why a connection attempt failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum ConnectError {
     /// The server answered and refused the login: retrying will not help.
-    #[error("node {node} at {address}: authentication failed for user {user:?} ({detail}); the node's password differs from the one in {origin}, or its pg_hba.conf rejects this client: make them agree")]
     Auth { node: String, address: Address, user: String, origin: String, detail: String },
     /// The database does not exist.
-    #[error("node {node} at {address}: database {database:?} does not exist ({detail})")]
     NoDatabase { node: String, address: Address, database: String, detail: String },
     /// Not reachable (yet): refused, timed out, starting up, shutting down.
-    #[error("node {node} at {address}: {detail}")]
     Unreachable { node: String, address: Address, detail: String },
 }
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Auth { node, address, user, origin, detail } => write!(
+                f,
+                "node {node} at {address}: authentication failed for user {user:?} ({detail}); the node's password differs from the one in {origin}, or its pg_hba.conf rejects this client: make them agree"
+            ),
+            ConnectError::NoDatabase { node, address, database, detail } => {
+                write!(f, "node {node} at {address}: database {database:?} does not exist ({detail})")
+            }
+            ConnectError::Unreachable { node, address, detail } => write!(f, "node {node} at {address}: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
 
 impl ConnectError {
     /// True when waiting longer may help.

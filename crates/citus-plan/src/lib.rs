@@ -230,21 +230,32 @@ impl Plan {
 }
 
 /// A configuration the plan refuses to act on.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum PlanError {
-    #[error(
-        "worker `{worker}` has cluster address {address}, which is the coordinator's own cluster address.\n\
-         Each node has two addresses: the client address this tool and your tests use (here {client}), \
-         and the cluster address the other nodes use to reach it. Set `cluster_address` of `{worker}` in the \
-         config to the host:port at which the coordinator reaches that worker."
-    )]
     WorkerIsCoordinator { worker: String, address: Address, client: Address },
-    #[error(
-        "workers `{first}` and `{second}` share the cluster address {address}: the coordinator would register one server twice. \
-         Give each worker its own `cluster_address` (the address the coordinator uses to reach it)."
-    )]
     SharedClusterAddress { first: String, second: String, address: Address },
 }
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanError::WorkerIsCoordinator { worker, address, client } => write!(
+                f,
+                "worker `{worker}` has cluster address {address}, which is the coordinator's own cluster address.\n\
+                 Each node has two addresses: the client address this tool and your tests use (here {client}), \
+                 and the cluster address the other nodes use to reach it. Set `cluster_address` of `{worker}` in the \
+                 config to the host:port at which the coordinator reaches that worker."
+            ),
+            PlanError::SharedClusterAddress { first, second, address } => write!(
+                f,
+                "workers `{first}` and `{second}` share the cluster address {address}: the coordinator would register one server twice. \
+                 Give each worker its own `cluster_address` (the address the coordinator uses to reach it)."
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
 
 /// The libpq connection string fragment Citus stores in `pg_dist_authinfo` for a password.
 pub fn authinfo_for(password: &str) -> String {
