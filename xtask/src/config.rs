@@ -1,4 +1,4 @@
-//! Finding and loading the config file for a task (`--config`, `$CITUS_CONFIG`, or the workspace's citus.toml).
+//! Which config file a task reads and which backend it acts on (config finding and reading: `citus_io::state`).
 
 use std::path::{Path, PathBuf};
 
@@ -14,16 +14,8 @@ pub(crate) fn workspace_root() -> PathBuf {
 /// Loads the cluster from `--config`, else `$CITUS_CONFIG`, else `<workspace>/citus.toml`,
 /// applying `--workers`. Bad input is a [`UsageError`] (exit code 2).
 pub(crate) fn load(config: Option<&Path>, workers: Option<usize>) -> anyhow::Result<Cluster> {
-    let path = match config {
-        Some(p) => p.to_path_buf(),
-        None => match std::env::var_os("CITUS_CONFIG") {
-            Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => workspace_root().join("citus.toml"),
-        },
-    };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| UsageError(format!("cannot read config {}: {e} (pass --config PATH or set CITUS_CONFIG)", path.display())))?;
-    let cluster = Cluster::parse(&text, &path).map_err(|e| UsageError(e.to_string()))?;
+    let path = citus_io::state::config_path(config, &workspace_root());
+    let cluster = citus_io::state::read_config(&path).map_err(UsageError)?;
     match workers {
         Some(n) => cluster.with_workers(n).map_err(|e| UsageError(e.to_string()).into()),
         None => Ok(cluster),

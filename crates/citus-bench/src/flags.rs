@@ -20,6 +20,9 @@ xflags::xflags! {
         /// Folder for the clusters it creates (default target/, on the same file system
         /// as the default data folder .citus-data; /tmp can be much slower or faster).
         optional --scratch dir: PathBuf
+        /// The config whose PostgreSQL binaries ([local] bin_dir) and docker image the benchmark
+        /// uses (default: $CITUS_CONFIG, else citus.toml at the workspace root, as for `cargo xtask`).
+        optional -c, --config path: PathBuf
         /// Image for the docker series (default: the config's [docker] image). It must be
         /// on this machine already: the benchmark never pulls.
         optional --image image: String
@@ -38,6 +41,7 @@ pub struct CitusBench {
     pub json: Option<PathBuf>,
     pub write_docs: bool,
     pub scratch: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     pub image: Option<String>,
     pub xtask: Option<PathBuf>,
 }

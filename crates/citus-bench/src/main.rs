@@ -31,17 +31,6 @@ use anyhow::{bail, Context};
 
 use procs::{Measured, RunAs, Scratch};
 
-/// An error caused by the user's input (bad flag): exit code 2, nothing started.
-#[derive(Debug)]
-struct UsageError(String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for UsageError {}
-
 /// Prints one progress line to stderr.
 pub(crate) fn progress(line: &str) {
     eprintln!("  {line}");
@@ -59,16 +48,45 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(flags) {
-        Ok(code) => code,
+    let root = workspace_root();
+    // Bad input (flags, config) exits 2 before anything is measured.
+    let input = match Input::check(&flags, &root) {
+        Ok(i) => i,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(flags, input, &root) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(u) = e.downcast_ref::<UsageError>() {
-                eprintln!("error: {u}");
-                return ExitCode::from(2);
-            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What the command line and the user's config ask for, checked before anything runs.
+struct Input {
+    cycles: usize,
+    workers: Vec<usize>,
+    /// `--config`, else the config `cargo xtask` would use: the benchmark takes the PostgreSQL
+    /// binaries and the docker image from it.
+    user_config: citus_config::Cluster,
+}
+
+impl Input {
+    fn check(f: &flags::CitusBench, root: &Path) -> Result<Input, String> {
+        let cycles = f.cycles.unwrap_or(5);
+        if cycles == 0 {
+            return Err("--cycles must be at least 1".into());
+        }
+        let workers = parse_workers(f.workers.as_deref().unwrap_or("2,8"))?;
+        if let Some(p) = f.xtask.as_deref().filter(|p| !p.is_file()) {
+            return Err(format!("--xtask {}: no such file", p.display()));
+        }
+        let user_config = citus_io::state::read_config(&citus_io::state::config_path(f.config.as_deref(), root))?;
+        Ok(Input { cycles, workers, user_config })
     }
 }
 
@@ -77,25 +95,10 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("citus-bench lives in the workspace's crates/").to_path_buf()
 }
 
-/// The user's config, found as `cargo xtask` finds it: `$CITUS_CONFIG`, else the workspace's
-/// citus.toml. The benchmark takes the PostgreSQL binaries and the docker image from it.
-fn user_config(root: &Path) -> anyhow::Result<citus_config::Cluster> {
-    let path = match std::env::var_os("CITUS_CONFIG") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => root.join("citus.toml"),
-    };
-    let text =
-        fs::read_to_string(&path).map_err(|e| UsageError(format!("cannot read config {}: {e} (set CITUS_CONFIG to the config file)", path.display())))?;
-    citus_config::Cluster::parse(&text, &path).map_err(|e| UsageError(e.to_string()).into())
-}
-
 /// The xtask binary under test: `--xtask` (what `cargo xtask bench` passes), else built here
 /// with `cargo build -p xtask`, as `cargo xtask` builds it (dev profile).
 fn xtask_binary(given: Option<PathBuf>, root: &Path) -> anyhow::Result<PathBuf> {
     if let Some(p) = given {
-        if !p.is_file() {
-            return Err(UsageError(format!("--xtask {}: no such file", p.display())).into());
-        }
         return Ok(p);
     }
     progress("bench: building xtask (cargo build -p xtask) ...");
@@ -213,18 +216,11 @@ impl ConfigResult {
     }
 }
 
-fn run(f: flags::CitusBench) -> anyhow::Result<ExitCode> {
-    let cycles = f.cycles.unwrap_or(5);
-    if cycles == 0 {
-        return Err(UsageError("--cycles must be at least 1".into()).into());
-    }
-    let workers = parse_workers(f.workers.as_deref().unwrap_or("2,8"))?;
-    let root_ws = workspace_root();
+fn run(f: flags::CitusBench, input: Input, root_ws: &Path) -> anyhow::Result<()> {
+    let Input { cycles, workers, user_config } = input;
     let json_path = f.json.clone().unwrap_or_else(|| root_ws.join("target").join("bench.json"));
     let measure_build = f.write_docs || std::env::var("CITUS_BENCH_BUILD").is_ok_and(|v| v == "1");
-
-    let user_config = user_config(&root_ws)?;
-    let exe = xtask_binary(f.xtask.clone(), &root_ws)?;
+    let exe = xtask_binary(f.xtask.clone(), root_ws)?;
     let local = citus_io::local::detect(&user_config)?;
     let bin_dir = local.bin_dir.clone();
     for b in ["pg_ctl", "initdb", "postgres"] {
@@ -320,7 +316,7 @@ fn run(f: flags::CitusBench) -> anyhow::Result<ExitCode> {
 
     let build = if measure_build {
         progress("bench: clean builds (fresh target dirs, --offline); this takes minutes");
-        Some(build::measure(&root_ws, &ctx.root.join("build")).map_err(|e| format!("{e:#}")))
+        Some(build::measure(root_ws, &ctx.root.join("build")).map_err(|e| format!("{e:#}")))
     } else {
         None
     };
@@ -329,7 +325,7 @@ fn run(f: flags::CitusBench) -> anyhow::Result<ExitCode> {
         cycles,
         date: report::utc_now(),
         machine: machine.finish(&ctx.root),
-        versions: report::Versions::read(&ctx, citus_version, &root_ws),
+        versions: report::Versions::read(&ctx, citus_version, root_ws),
         configs: results,
         build,
         docker,
@@ -354,19 +350,19 @@ fn run(f: flags::CitusBench) -> anyhow::Result<ExitCode> {
     }
     let failed = rep.targets().iter().filter(|t| t.pass() == Some(false)).count();
     progress(&format!("bench: {failed} target(s) missed"));
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
-fn parse_workers(s: &str) -> anyhow::Result<Vec<usize>> {
+fn parse_workers(s: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.parse::<usize>() {
             Ok(n) if (1..=64).contains(&n) => out.push(n),
-            _ => return Err(UsageError(format!("--workers {s}: expected worker counts from 1 to 64, comma separated (e.g. 2,8)")).into()),
+            _ => return Err(format!("--workers {s}: expected worker counts from 1 to 64, comma separated (e.g. 2,8)")),
         }
     }
     if out.is_empty() {
-        return Err(UsageError(format!("--workers {s}: no worker count given")).into());
+        return Err(format!("--workers {s}: no worker count given"));
     }
     Ok(out)
 }

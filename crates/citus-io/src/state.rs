@@ -35,6 +35,25 @@ pub fn forget(cluster: &Cluster) {
     let _ = std::fs::remove_dir(cluster_dir(cluster));
 }
 
+/// The config file a task reads: `explicit` (`--config`), else `$CITUS_CONFIG`, else
+/// `citus.toml` in `workspace`.
+pub fn config_path(explicit: Option<&Path>, workspace: &Path) -> PathBuf {
+    match explicit {
+        Some(p) => p.to_path_buf(),
+        None => match std::env::var_os("CITUS_CONFIG") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => workspace.join("citus.toml"),
+        },
+    }
+}
+
+/// Reads and parses the config file at `path`. The error is a message for the user: the file
+/// that could not be read and how to pick another, or the config error with its location.
+pub fn read_config(path: &Path) -> Result<Cluster, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e} (pass --config PATH or set CITUS_CONFIG)", path.display()))?;
+    Cluster::parse(&text, path).map_err(|e| e.to_string())
+}
+
 /// True when `path` exists and is a non-empty directory.
 pub fn non_empty_dir(path: &Path) -> bool {
     std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false)

@@ -99,4 +99,7 @@ fn bench_is_handed_to_its_crate_with_its_flags() {
     let bad = xtask(&["bench", "--cycles", "0"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(text(&bad).contains("--cycles must be at least 1"), "{}", text(&bad));
+    let no_config = xtask(&["bench", "--config", "/nonexistent/citus.toml"]);
+    assert_eq!(no_config.status.code(), Some(2), "{}", text(&no_config));
+    assert!(text(&no_config).contains("/nonexistent/citus.toml"), "{}", text(&no_config));
 }
