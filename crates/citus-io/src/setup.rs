@@ -1,11 +1,11 @@
-//! `setup`: observe every node, plan with `citus-plan`, apply the plan phase by phase
-//! (nodes in parallel within a phase), under an advisory lock on the coordinator.
+//! `setup`: observe every node, plan with `citus-plan`, apply the plan (a thread per node,
+//! each node's steps in phase order, see [`apply`]), under an advisory lock on the coordinator.
 
 use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::{bail, Context};
 use citus_config::{Backend, Cluster, Node};
-use citus_plan::{Database, DistNode, NodeState, Observed, Param, Plan, Step, StepKind, Version};
+use citus_plan::{Database, DistNode, NodeState, Observed, Param, Plan, Start, Step, StepKind, Version};
 use postgres::{error::SqlState, types::ToSql, Client};
 
 use crate::{
@@ -317,25 +317,96 @@ pub fn check_preload(cluster: &Cluster) -> anyhow::Result<()> {
     )
 }
 
-/// Applies `plan`: phase by phase, each node's steps of a phase in parallel with the others'.
+/// Applies `plan`: one thread per node runs that node's steps in phase order. A phase that
+/// starts [`Start::AfterAll`] waits until every node is done with the phases before it; one
+/// that starts [`Start::AfterOwnNodes`] waits only for the step's own node and the worker it
+/// is about. After a failure no node begins another step; the error names every failed step.
 pub fn apply(t: &Target<'_>, conns: &mut Conns<'_>, plan: &Plan, progress: Progress<'_>) -> anyhow::Result<()> {
-    for phase in &plan.phases {
-        if phase.steps.is_empty() {
-            continue;
-        }
-        progress(&format!("{} ...", phase.name));
-        let results = per_node(conns, |nc| {
-            for step in phase.steps.iter().filter(|s| s.node == nc.node.name) {
-                run_step(t, nc, step, progress)?;
+    let index: BTreeMap<&str, usize> = conns.nodes.iter().enumerate().map(|(i, nc)| (nc.node.name.as_str(), i)).collect();
+    let board = Board { state: std::sync::Mutex::new((vec![0; conns.nodes.len()], false)), changed: std::sync::Condvar::new() };
+    let announced = std::sync::Mutex::new(vec![false; plan.phases.len()]);
+    let results = per_node(conns, |nc| -> anyhow::Result<Option<(usize, String)>> {
+        let me = index[nc.node.name.as_str()];
+        let _leave = board.on_panic();
+        for (p, phase) in plan.phases.iter().enumerate() {
+            let mine: Vec<&Step> = phase.steps.iter().filter(|s| s.node == nc.node.name).collect();
+            for step in mine {
+                // Each step waits for the nodes it depends on (for AfterOwnNodes: the worker it
+                // is about; its own node's earlier steps ran on this thread already).
+                let wait_for: Vec<usize> = match phase.start {
+                    Start::AfterAll => (0..index.len()).collect(),
+                    Start::AfterOwnNodes => step.subject.as_deref().and_then(|n| index.get(n).copied()).into_iter().collect(),
+                };
+                if !board.wait(&wait_for, p) {
+                    return Ok(None);
+                }
+                if !std::mem::replace(&mut announced.lock().expect("apply headings")[p], true) {
+                    progress(&format!("{} ...", phase.name));
+                }
+                if let Err(e) = run_step(t, nc, step, progress) {
+                    board.finish(me, p, true);
+                    return Ok(Some((p, format!("{e:#}"))));
+                }
             }
-            Ok(())
-        });
-        let errs: Vec<String> = results.into_iter().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
-        if !errs.is_empty() {
-            bail!("setup failed in phase `{}`:\n  - {}", phase.name, errs.join("\n  - "));
+            board.finish(me, p + 1, false);
         }
+        Ok(None)
+    });
+    let mut errs: Vec<(usize, String)> = results.into_iter().filter_map(|r| r.unwrap_or_else(|e| Some((usize::MAX, format!("{e:#}"))))).collect();
+    if errs.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    errs.sort_by_key(|(p, _)| *p);
+    let mut phases: Vec<String> = errs.iter().filter_map(|(p, _)| plan.phases.get(*p)).map(|ph| format!("`{}`", ph.name)).collect();
+    phases.dedup();
+    let lines: Vec<String> = errs.into_iter().map(|(_, e)| e).collect();
+    bail!("setup failed in phase {}:\n  - {}", phases.join(" and "), lines.join("\n  - "))
+}
+
+/// What the node threads of [`apply`] share: how many phases each node has finished, and
+/// whether a step failed somewhere.
+struct Board {
+    state: std::sync::Mutex<(Vec<usize>, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Board {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<usize>, bool)> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until every node in `nodes` has finished the phases before `phase`; false when
+    /// a step failed meanwhile (begin nothing more).
+    fn wait(&self, nodes: &[usize], phase: usize) -> bool {
+        let mut b = self.lock();
+        while !b.1 && nodes.iter().any(|&i| b.0[i] < phase) {
+            b = self.changed.wait(b).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        !b.1
+    }
+
+    fn finish(&self, node: usize, phases_done: usize, failed: bool) {
+        let mut b = self.lock();
+        b.0[node] = phases_done;
+        b.1 |= failed;
+        self.changed.notify_all();
+    }
+
+    /// A guard that, if its thread panics, marks the board failed so no other thread waits
+    /// for it forever.
+    fn on_panic(&self) -> impl Drop + '_ {
+        struct Guard<'b>(&'b Board);
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let mut b = self.0.lock();
+                    b.1 = true;
+                    self.0.changed.notify_all();
+                }
+            }
+        }
+        Guard(self)
+    }
 }
 
 fn params(step: &Step) -> Vec<Box<dyn ToSql + Sync>> {

@@ -173,6 +173,19 @@ pub struct Step {
 pub struct Phase {
     pub name: &'static str,
     pub steps: Vec<Step>,
+    /// When this phase's steps may begin.
+    pub start: Start,
+}
+
+/// When the steps of a phase may begin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Once every step of every earlier phase has finished, on all nodes.
+    AfterAll,
+    /// A step begins once the earlier phases' steps on its own node, and on the worker it
+    /// is about ([`Step::subject`]), have finished; other nodes may still be busy. Only used
+    /// when no worker is registered yet, so Citus contacts no node but those two.
+    AfterOwnNodes,
 }
 
 /// The ordered plan, plus what was found already in place.
@@ -203,7 +216,11 @@ impl Plan {
             if phase.steps.is_empty() {
                 continue;
             }
-            out.push_str(&format!("-- phase {}: {}\n", i + 1, phase.name));
+            let start = match phase.start {
+                Start::AfterAll => "",
+                Start::AfterOwnNodes => " (each step once its node and the worker it is about are done with the phases before)",
+            };
+            out.push_str(&format!("-- phase {}: {}{start}\n", i + 1, phase.name));
             for s in &phase.steps {
                 let db = match s.database {
                     Database::Maintenance => "maintenance database",
@@ -449,18 +466,26 @@ pub fn plan(cluster: &Cluster, backend: Backend, observed: &Observed, password: 
     let updating = worker_ext.iter().chain(&coord_ext).any(|s| s.kind == StepKind::UpdateExtension);
     let mut phases = if updating {
         vec![
-            Phase { name: "create the database on every node", steps: databases },
-            Phase { name: "citus extension and inter-node password on the workers", steps: worker_ext },
-            Phase { name: "citus extension and inter-node password on the coordinator", steps: coord_ext },
+            Phase { name: "create the database on every node", steps: databases, start: Start::AfterAll },
+            Phase { name: "citus extension and inter-node password on the workers", steps: worker_ext, start: Start::AfterAll },
+            Phase { name: "citus extension and inter-node password on the coordinator", steps: coord_ext, start: Start::AfterAll },
         ]
     } else {
         let mut steps = databases;
         steps.extend(worker_ext);
         steps.extend(coord_ext);
-        vec![Phase { name: "database, citus extension and inter-node password on every node", steps }]
+        vec![Phase { name: "database, citus extension and inter-node password on every node", steps, start: Start::AfterAll }]
     };
-    phases.push(Phase { name: "coordinator host", steps: coord_host });
-    phases.push(Phase { name: "worker membership", steps: membership });
+    // With no worker registered yet, setting the coordinator host and adding a worker make
+    // Citus talk to the coordinator and that one worker only, so each such step need not wait
+    // for the other workers' CREATE EXTENSION (on 2 cores, the coordinator adds the first
+    // worker while the last one is still creating its extension). Otherwise (a worker already
+    // registered, whose metadata Citus would update, or an extension update) every step waits
+    // for all of the phase before it.
+    let fresh = !updating && observed.dist_nodes.iter().all(|d| d.groupid == 0);
+    let start = if fresh { Start::AfterOwnNodes } else { Start::AfterAll };
+    phases.push(Phase { name: "coordinator host", steps: coord_host, start });
+    phases.push(Phase { name: "worker membership", steps: membership, start });
     Ok(Plan { phases, in_place, left_alone })
 }
 

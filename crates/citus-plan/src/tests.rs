@@ -162,3 +162,43 @@ fn fresh_nodes_share_one_phase_but_updates_go_workers_first() {
     let upd = plan(&c, Backend::Docker, &o, "pw").unwrap();
     assert!(phase_of(&upd, "citus_worker2", StepKind::UpdateExtension) < phase_of(&upd, "citus_master", StepKind::UpdateExtension));
 }
+
+#[test]
+fn membership_overlaps_extensions_only_while_no_worker_is_registered() {
+    let c = seed();
+    let starts = |p: &crate::Plan| -> Vec<(&'static str, Start)> { p.phases.iter().filter(|ph| !ph.steps.is_empty()).map(|ph| (ph.name, ph.start)).collect() };
+    let fresh = plan(&c, Backend::Docker, &Observed::fresh(&c, Version::new(13, 2)), "pw").unwrap();
+    assert_eq!(
+        starts(&fresh),
+        [
+            ("database, citus extension and inter-node password on every node", Start::AfterAll),
+            ("coordinator host", Start::AfterOwnNodes),
+            ("worker membership", Start::AfterOwnNodes),
+        ]
+    );
+    // Each membership step names the worker it waits for.
+    let adds: Vec<Option<&str>> = fresh.steps().filter(|s| s.kind == StepKind::AddWorker).map(|s| s.subject.as_deref()).collect();
+    assert_eq!(adds, [Some("citus_worker1"), Some("citus_worker2")]);
+
+    // Only the coordinator's own row registered (a first setup that stopped after the
+    // coordinator host): still nothing for Citus to contact but the worker being added.
+    let mut coord_only = Observed::fresh(&c, Version::new(13, 2));
+    coord_only.nodes.get_mut("citus_master").unwrap().installed = Some(Version::new(13, 2));
+    coord_only.dist_nodes.push(DistNode { nodeid: 1, groupid: 0, address: Address::new("citus_master", 5432), isactive: true });
+    let p = plan(&c, Backend::Docker, &coord_only, "pw").unwrap();
+    assert_eq!(starts(&p).last(), Some(&("worker membership", Start::AfterOwnNodes)));
+
+    // A registered worker whose database was recreated: adding or activating a node makes
+    // Citus update the metadata of every registered worker, so membership waits for all.
+    let mut o = settled(&c);
+    o.nodes.insert("citus_worker2".into(), NodeState { database_exists: true, available: Some(Version::new(13, 2)), ..NodeState::default() });
+    let repair = plan(&c, Backend::Docker, &o, "pw").unwrap();
+    assert_eq!(starts(&repair).last(), Some(&("worker membership", Start::AfterAll)));
+
+    // An extension update keeps every barrier.
+    let mut o = settled(&c);
+    o.nodes.get_mut("citus_worker1").unwrap().installed = Some(Version::new(13, 1));
+    o.dist_nodes.truncate(1);
+    let upd = plan(&c, Backend::Docker, &o, "pw").unwrap();
+    assert!(starts(&upd).iter().all(|(_, s)| *s == Start::AfterAll), "{:?}", starts(&upd));
+}

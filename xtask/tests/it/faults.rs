@@ -252,25 +252,25 @@ fn unresolvable_cluster_address_is_refused_with_both_addresses() {
 }
 
 /// Makes `setup` stop in the middle of its plan, deterministically: the test holds a SHARE
-/// lock on worker 1's `pg_extension` in the target database (which `up` copied from the
+/// lock on worker `w`'s `pg_extension` in the target database (which `up` copied from the
 /// template). Reading the catalog still works (logins, readiness, observing), but
 /// `CREATE EXTENSION` blocks when it inserts its row, so setup waits there while the other
 /// nodes go ahead. Returns the connection that holds the lock.
-fn hold_worker1_extension_catalog(c: &TestCluster) -> postgres::Client {
-    let mut holder = c.connect(1, &c.database);
+fn hold_extension_catalog(c: &TestCluster, w: usize) -> postgres::Client {
+    let mut holder = c.connect(w, &c.database);
     holder.batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_extension IN SHARE MODE").unwrap();
     holder
 }
 
-fn wait_until_setup_blocks_on_worker1(c: &TestCluster) {
-    let mut probe = c.connect(1, "postgres");
+fn wait_until_setup_blocks_on(c: &TestCluster, w: usize) {
+    let mut probe = c.connect(w, "postgres");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let n: i64 = probe.query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", &[&c.database]).unwrap().get(0);
         if n > 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "setup never reached CREATE EXTENSION on worker 1");
+        assert!(Instant::now() < deadline, "setup never reached CREATE EXTENSION on worker {w}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -286,10 +286,10 @@ fn worker_killed_during_setup_then_rerun_completes_without_duplicates() {
     }
     let c = TestCluster::new(Spec::default());
     c.ok(&["up", "--no-setup"]);
-    let holder = hold_worker1_extension_catalog(&c);
+    let holder = hold_extension_catalog(&c, 1);
     let first = std::thread::scope(|s| {
         let setup = s.spawn(|| c.xtask(&["setup"]));
-        wait_until_setup_blocks_on_worker1(&c);
+        wait_until_setup_blocks_on(&c, 1);
         c.kill("citus_worker1", libc::SIGKILL);
         setup.join().unwrap()
     });
@@ -312,7 +312,7 @@ fn interrupted_setup_leaves_no_process_and_the_next_run_resumes() {
     c.ok(&["up", "--no-setup"]);
     let nodes = ["citus_master", "citus_worker1", "citus_worker2"];
     let servers_before: Vec<i32> = nodes.iter().map(|n| c.pid(n).unwrap()).collect();
-    let holder = hold_worker1_extension_catalog(&c);
+    let holder = hold_extension_catalog(&c, 1);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["setup", "--backend", "local", "--config"])
         .arg(&c.config)
@@ -321,7 +321,7 @@ fn interrupted_setup_leaves_no_process_and_the_next_run_resumes() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_until_setup_blocks_on_worker1(&c);
+    wait_until_setup_blocks_on(&c, 1);
     let setup_pid = child.id() as i32;
     // SAFETY: plain syscall on our own child.
     unsafe { libc::kill(setup_pid, libc::SIGTERM) };
@@ -339,8 +339,8 @@ fn interrupted_setup_leaves_no_process_and_the_next_run_resumes() {
     let after: Vec<i32> = nodes.iter().map(|n| c.pid(n).unwrap()).collect();
     assert_eq!(servers_before, after);
     let out = c.ok(&["setup"]);
-    // The interrupted run registered no worker (it stopped before the coordinator), so the
-    // next run is the one that does it.
+    // The interrupted run registered no worker (the coordinator's first membership step,
+    // worker 1, waited for worker 1's extension), so the next run is the one that does it.
     assert!(out.contains("setup: changed") && out.contains("citus_master:"), "{out}");
     assert_eq!(worker_rows(&c), 2);
     c.ok(&["verify"]);
@@ -412,4 +412,48 @@ fn interrupted_up_then_rerun_completes() {
             assert!(gone(), "server {pid} still runs 5 s after down");
         }
     }
+}
+
+/// On a fresh cluster the coordinator adds a worker as soon as that worker has its extension:
+/// with worker 2's `CREATE EXTENSION` held back, worker 1 is registered (and the coordinator
+/// host set) while worker 2 still waits; releasing it lets the same `setup` finish.
+#[test]
+fn fresh_setup_registers_a_ready_worker_while_another_is_still_creating_its_extension() {
+    if !citus("fresh_setup_registers_a_ready_worker_while_another_is_still_creating_its_extension") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up", "--no-setup"]);
+    let holder = hold_extension_catalog(&c, 2);
+    let out = std::thread::scope(|s| {
+        let setup = s.spawn(|| c.xtask(&["setup"]));
+        wait_until_setup_blocks_on(&c, 2);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let registered = loop {
+            // The coordinator's catalog is readable once its extension exists; before that the
+            // query fails and is retried.
+            let rows: Option<Vec<(String, i32)>> = c
+                .connect(0, &c.database)
+                .query("SELECT nodename, nodeport FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodeid", &[])
+                .ok()
+                .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect());
+            if let Some(rows) = rows.filter(|r| !r.is_empty()) {
+                break rows;
+            }
+            assert!(Instant::now() < deadline, "worker 1 was not registered while worker 2 was blocked");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(registered, [("localhost".to_string(), i32::from(c.port(1)))], "only worker 1 can be registered yet");
+        let still_blocked: i64 = c
+            .connect(2, "postgres")
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", &[&c.database])
+            .unwrap()
+            .get(0);
+        assert_eq!(still_blocked, 1, "worker 2's CREATE EXTENSION should still be waiting");
+        drop(holder);
+        setup.join().unwrap()
+    });
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(worker_rows(&c), 2);
+    c.ok(&["verify"]);
 }
