@@ -53,7 +53,7 @@ fn with_workers_derives_predictably() {
 fn with_workers_refuses_collisions() {
     // w5 holds 5602, which the worker derived after w1 (w2 on 5602) would need.
     let src = "database = \"db\"\n[coordinator]\nname = \"c\"\nport = 5600\n[[workers]]\nname = \"w5\"\nport = 5602\n[[workers]]\nname = \"w1\"\nport = 5601\n";
-    let e = parse(&src).unwrap().with_workers(3).unwrap_err().to_string();
+    let e = parse(src).unwrap().with_workers(3).unwrap_err().to_string();
     assert!(e.contains("collides"), "{e}");
 }
 

@@ -108,6 +108,7 @@ pub fn describe(e: &postgres::Error) -> String {
 }
 
 /// Opens one connection to `node`'s client address, in `database`.
+#[expect(clippy::result_large_err, reason = "a failed login is the rare path; its error carries the node, address and fix")]
 pub fn connect(node: &Node, creds: &Credentials, database: &str, timeout: Duration) -> Result<Client, ConnectError> {
     let mut cfg = postgres::Config::new();
     cfg.host(&node.client.host)

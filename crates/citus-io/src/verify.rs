@@ -264,7 +264,10 @@ fn all_pairs_health(report: &mut Report, coord: &Node, rows: &[Row], live: &mut 
         return;
     }
     let targets: Vec<&Address> = rows.iter().filter(|r| r.isactive).map(|r| &r.address).collect();
-    let results: Vec<(String, Result<Vec<(String, bool)>, String>)> = std::thread::scope(|s| {
+    // Per source node: its name, and for each target address whether it connected (or why
+    // the checks could not run there).
+    type Checks = Result<Vec<(String, bool)>, String>;
+    let results: Vec<(String, Checks)> = std::thread::scope(|s| {
         let hs: Vec<_> = live
             .iter_mut()
             .map(|(node, client)| {
