@@ -39,17 +39,26 @@ pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
     }
     let creds = pg::credentials(&cluster)?;
     let t0 = Instant::now();
+    let target = setup::Target { cluster: &cluster, backend, creds: &creds };
+    // Each local server this run starts gets its own database, extension and password as
+    // soon as it is ready (setup::first_steps), while the others still start.
+    let early = std::sync::Mutex::new(Vec::new());
+    let first = |n: &citus_config::Node, ready| -> anyhow::Result<_> {
+        let (ready, done) = setup::first_steps(&target, n, ready, &progress)?;
+        early.lock().expect("early steps").extend(done);
+        Ok(ready)
+    };
     let ready = match backend {
-        Backend::Local => local::up(&cluster, &creds, &progress)?,
+        Backend::Local => local::up(&cluster, &creds, (!f.no_setup).then_some(&first as citus_io::OnStarted<'_>), &progress)?,
         Backend::Docker => docker::up(&cluster, &creds, &progress)?,
     };
-    let target = setup::Target { cluster: &cluster, backend, creds: &creds };
     if f.no_setup {
         println!("up: {} node(s) started and accepting logins in {:.2} s; run `cargo xtask setup` next", cluster.workers.len() + 1, t0.elapsed().as_secs_f64());
         return Ok(ExitCode::SUCCESS);
     }
     // The connections that proved the nodes ready are the ones setup uses: no second login.
-    let outcome = setup::run_with(&target, setup::Conns::from_ready(&target, ready), &progress).context("setup after up")?;
+    let early = early.into_inner().expect("early steps");
+    let outcome = setup::run_with_early(&target, setup::Conns::from_ready(&target, ready), &early, &progress).context("setup after up")?;
     print_outcome(&outcome);
     println!(
         "up: cluster `{}` ready in {:.2} s: coordinator {} at {}, {} worker(s); check it with `cargo xtask verify`",

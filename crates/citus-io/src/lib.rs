@@ -22,6 +22,10 @@ pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 /// reuses them instead of logging in again (see [`setup::Conns::from_ready`]).
 pub type Ready = Vec<(postgres::Client, usize)>;
 
+/// Called by `up` on a node's own thread with the connection that proved ready, for each
+/// server that `up` started; returns the connection to keep (see [`setup::first_steps`]).
+pub type OnStarted<'a> = &'a (dyn Fn(&citus_config::Node, (postgres::Client, usize)) -> anyhow::Result<(postgres::Client, usize)> + Sync);
+
 /// Per-node results in node order: every value, or one error listing every node that failed.
 pub fn all_nodes<T>(results: Vec<anyhow::Result<T>>) -> anyhow::Result<Vec<T>> {
     let mut ok = Vec::with_capacity(results.len());

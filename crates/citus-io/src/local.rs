@@ -500,7 +500,8 @@ impl Mode0600 for fs::OpenOptions {
 /// Starts every node (creating data directories from the template where missing), in
 /// parallel, and waits until each accepts a login. A server that exits while starting fails
 /// at once with the tail of its log. Returns each node's ready connection (see [`crate::Ready`]).
-pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
+/// `on_started` runs on each node's thread as soon as a server this call started is ready.
+pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::OnStarted<'_>>, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     let local = detect(cluster)?;
     let nodes: Vec<&Node> = cluster.nodes().collect();
     // Refuse before starting anything when a port is taken by something else.
@@ -530,7 +531,7 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
                     if child.is_none() {
                         progress(&format!("{}: already running", n.name));
                     }
-                    pg::wait_started(n, creds, &[&cluster.database, &cluster.maintenance_database], deadline, progress, |timed_out, e| {
+                    let ready = pg::wait_started(n, creds, &[&cluster.database, &cluster.maintenance_database], deadline, progress, |timed_out, e| {
                         if let Some(out) = child.as_ref().map(|c| c.try_wait()).transpose()?.flatten() {
                             // Another postmaster took the data directory first: one that an
                             // interrupted `up` started a moment ago and that had not written its
@@ -552,7 +553,11 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
                             );
                         }
                         Ok(())
-                    })
+                    })?;
+                    match on_started {
+                        Some(f) if child.is_some() => f(n, ready),
+                        _ => Ok(ready),
+                    }
                 })
             })
             .collect();

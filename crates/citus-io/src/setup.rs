@@ -229,8 +229,48 @@ pub fn run(t: &Target<'_>, deadline: Instant, progress: Progress<'_>) -> anyhow:
     run_with(t, conns, progress)
 }
 
+/// What [`first_steps`] did on one node: which node, and its state before.
+#[derive(Debug, Clone)]
+pub struct Early {
+    pub node: String,
+    pub before: NodeState,
+}
+
+/// Runs `node`'s own steps ([`citus_plan::node_items`]: its database, `CREATE EXTENSION
+/// citus`, the inter-node password) on the connection that just proved it ready, before the
+/// other nodes are up: on 2 cores its extension is then under way while they still start.
+/// These steps contact no other node. `up` calls this for the servers it started itself,
+/// then [`run_with_early`]. Nothing is done when the extension needs an update (that keeps
+/// the cluster-wide order) or when the server has no citus (setup then says so). Returns
+/// the ready connection for setup to reuse.
+pub fn first_steps(t: &Target<'_>, node: &Node, ready: (Client, usize), progress: Progress<'_>) -> anyhow::Result<((Client, usize), Option<Early>)> {
+    let (client, which) = ready;
+    let mut nc = match which {
+        0 => NodeConn { node, maint: None, target: Some(client) },
+        _ => NodeConn { node, maint: Some(client), target: None },
+    };
+    let before = observe_node(t, &mut nc, &citus_plan::authinfo_for(&t.creds.password))?;
+    let items = citus_plan::node_items(t.cluster, node, &before, &t.creds.password);
+    let early = if before.available.is_some() && !items.updates_extension() && items.steps().next().is_some() {
+        for step in items.steps() {
+            run_step(t, &mut nc, step, progress)?;
+        }
+        Some(Early { node: node.name.clone(), before })
+    } else {
+        None
+    };
+    let client = if which == 0 { nc.target } else { nc.maint };
+    Ok((client.map(|c| (c, which)).expect("the ready connection stays open"), early))
+}
+
 /// [`run`] on connections already open, e.g. [`Conns::from_ready`] right after `up`.
-pub fn run_with(t: &Target<'_>, mut conns: Conns<'_>, progress: Progress<'_>) -> anyhow::Result<Outcome> {
+pub fn run_with(t: &Target<'_>, conns: Conns<'_>, progress: Progress<'_>) -> anyhow::Result<Outcome> {
+    run_with_early(t, conns, &[], progress)
+}
+
+/// [`run_with`] after [`first_steps`] ran on some nodes: what those did counts as changed by
+/// this run, not as found in place.
+pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], progress: Progress<'_>) -> anyhow::Result<Outcome> {
     check_preload(t.cluster)?;
     check_distinct_servers(&mut conns)?;
     {
@@ -252,7 +292,16 @@ pub fn run_with(t: &Target<'_>, mut conns: Conns<'_>, progress: Progress<'_>) ->
     apply(t, &mut conns, &plan, progress)?;
     wait_metadata_synced(t, &mut conns.nodes[0], progress)?;
     let mut outcome = Outcome { in_place: plan.in_place.clone(), left_alone: plan.left_alone.clone(), ..Outcome::default() };
-    outcome.changed = plan.steps().map(|s| format!("{}: {}", s.node, s.why)).collect();
+    for e in early {
+        let Some(node) = t.cluster.node(&e.node) else { continue };
+        let lines = |it: &citus_plan::NodeItems| it.database_in_place.iter().chain(&it.in_place).cloned().collect::<Vec<String>>();
+        let before = citus_plan::node_items(t.cluster, node, &e.before, &t.creds.password);
+        let now = lines(&citus_plan::node_items(t.cluster, node, &observed.nodes[&e.node], &t.creds.password));
+        outcome.changed.extend(before.steps().map(|s| format!("{}: {}", s.node, s.why)));
+        let was = lines(&before);
+        outcome.in_place.retain(|l| !now.contains(l) || was.contains(l));
+    }
+    outcome.changed.extend(plan.steps().map(|s| format!("{}: {}", s.node, s.why)));
     Ok(outcome)
 }
 

@@ -297,69 +297,21 @@ pub fn plan(cluster: &Cluster, backend: Backend, observed: &Observed, password: 
         }
     }
 
-    let db = escape_identifier(&cluster.database);
+    let items: BTreeMap<&str, NodeItems> = cluster.nodes().map(|n| (n.name.as_str(), node_items(cluster, n, &observed.node(&n.name), password))).collect();
     let mut in_place = Vec::new();
     let mut databases = Vec::new();
     for n in cluster.nodes() {
-        if observed.node(&n.name).database_exists {
-            in_place.push(format!("database {db} on {}", n.name));
-        } else {
-            databases.push(Step {
-                node: n.name.clone(),
-                database: Database::Maintenance,
-                kind: StepKind::CreateDatabase,
-                sql: format!("CREATE DATABASE {db}"),
-                params: vec![],
-                why: format!("database {db} is missing"),
-                subject: None,
-            });
-        }
+        let it = &items[n.name.as_str()];
+        databases.extend(it.database.clone());
+        in_place.extend(it.database_in_place.clone());
     }
-
-    let authinfo = authinfo_for(password);
-    let ext_steps = |n: &Node, in_place: &mut Vec<String>| {
-        let st = observed.node(&n.name);
-        let mut steps = Vec::new();
-        match (st.installed, st.available) {
-            (None, _) => steps.push(Step {
-                node: n.name.clone(),
-                database: Database::Target,
-                kind: StepKind::CreateExtension,
-                sql: "CREATE EXTENSION IF NOT EXISTS citus".into(),
-                params: vec![],
-                why: format!("citus is not installed in {db}"),
-                subject: None,
-            }),
-            (Some(i), Some(a)) if i < a => steps.push(Step {
-                node: n.name.clone(),
-                database: Database::Target,
-                kind: StepKind::UpdateExtension,
-                sql: "ALTER EXTENSION citus UPDATE".into(),
-                params: vec![],
-                why: format!("installed extension {i} is older than the loaded library {a}"),
-                subject: None,
-            }),
-            (Some(i), _) => in_place.push(format!("citus {i} in {db} on {}", n.name)),
-        }
-        if st.authinfo_in_place {
-            in_place.push(format!("inter-node password for {} on {}", cluster.user, n.name));
-        } else {
-            steps.push(Step {
-                node: n.name.clone(),
-                database: Database::Target,
-                kind: StepKind::SetAuthinfo,
-                sql: "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, $1, $2) \
-                      ON CONFLICT (rolename, nodeid) DO UPDATE SET authinfo = EXCLUDED.authinfo"
-                    .into(),
-                params: vec![Param::Text(cluster.user.clone()), Param::Secret(authinfo.clone())],
-                why: "nodes authenticate to each other with the cluster's password (Citus reads it from pg_dist_authinfo)".into(),
-                subject: None,
-            });
-        }
-        steps
+    let mut ext_steps = |n: &Node| {
+        let it = &items[n.name.as_str()];
+        in_place.extend(it.in_place.iter().cloned());
+        it.extension.clone()
     };
-    let worker_ext: Vec<Step> = cluster.workers.iter().flat_map(|w| ext_steps(w, &mut in_place)).collect();
-    let coord_ext = ext_steps(&cluster.coordinator, &mut in_place);
+    let worker_ext: Vec<Step> = cluster.workers.iter().flat_map(&mut ext_steps).collect();
+    let coord_ext = ext_steps(&cluster.coordinator);
 
     // The function names depend on the coordinator's Citus version (library version when
     // the extension is not installed yet).
@@ -487,6 +439,93 @@ pub fn plan(cluster: &Cluster, backend: Backend, observed: &Observed, password: 
     phases.push(Phase { name: "coordinator host", steps: coord_host, start });
     phases.push(Phase { name: "worker membership", steps: membership, start });
     Ok(Plan { phases, in_place, left_alone })
+}
+
+/// What one node needs on its own, whatever the rest of the cluster looks like: its
+/// database, the citus extension and the inter-node password. These steps contact no
+/// other node; [`plan`] puts them first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeItems {
+    /// `CREATE DATABASE`, when the database is missing (runs in the maintenance database).
+    pub database: Option<Step>,
+    /// The line for the database when it exists.
+    pub database_in_place: Option<String>,
+    /// `CREATE EXTENSION citus` or `ALTER EXTENSION citus UPDATE`, then the password row.
+    pub extension: Vec<Step>,
+    /// The lines for the extension and password when they are in place.
+    pub in_place: Vec<String>,
+}
+
+impl NodeItems {
+    /// The steps in the order they run.
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.database.iter().chain(&self.extension)
+    }
+
+    /// True when the extension needs `ALTER EXTENSION citus UPDATE`: updates keep the
+    /// cluster-wide order (every worker, then the coordinator), so they wait for [`plan`].
+    pub fn updates_extension(&self) -> bool {
+        self.extension.iter().any(|s| s.kind == StepKind::UpdateExtension)
+    }
+}
+
+/// The node-local part of [`plan`] for one node in state `st`. A caller that has just
+/// started a node may run these steps at once, before the other nodes are up (`up` does,
+/// for the servers it started), unless [`NodeItems::updates_extension`].
+pub fn node_items(cluster: &Cluster, n: &Node, st: &NodeState, password: &str) -> NodeItems {
+    let db = escape_identifier(&cluster.database);
+    let mut items = NodeItems::default();
+    if st.database_exists {
+        items.database_in_place = Some(format!("database {db} on {}", n.name));
+    } else {
+        items.database = Some(Step {
+            node: n.name.clone(),
+            database: Database::Maintenance,
+            kind: StepKind::CreateDatabase,
+            sql: format!("CREATE DATABASE {db}"),
+            params: vec![],
+            why: format!("database {db} is missing"),
+            subject: None,
+        });
+    }
+    let (steps, in_place) = (&mut items.extension, &mut items.in_place);
+    match (st.installed, st.available) {
+        (None, _) => steps.push(Step {
+            node: n.name.clone(),
+            database: Database::Target,
+            kind: StepKind::CreateExtension,
+            sql: "CREATE EXTENSION IF NOT EXISTS citus".into(),
+            params: vec![],
+            why: format!("citus is not installed in {db}"),
+            subject: None,
+        }),
+        (Some(i), Some(a)) if i < a => steps.push(Step {
+            node: n.name.clone(),
+            database: Database::Target,
+            kind: StepKind::UpdateExtension,
+            sql: "ALTER EXTENSION citus UPDATE".into(),
+            params: vec![],
+            why: format!("installed extension {i} is older than the loaded library {a}"),
+            subject: None,
+        }),
+        (Some(i), _) => in_place.push(format!("citus {i} in {db} on {}", n.name)),
+    }
+    if st.authinfo_in_place {
+        in_place.push(format!("inter-node password for {} on {}", cluster.user, n.name));
+    } else {
+        steps.push(Step {
+            node: n.name.clone(),
+            database: Database::Target,
+            kind: StepKind::SetAuthinfo,
+            sql: "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, $1, $2) \
+                  ON CONFLICT (rolename, nodeid) DO UPDATE SET authinfo = EXCLUDED.authinfo"
+                .into(),
+            params: vec![Param::Text(cluster.user.clone()), Param::Secret(authinfo_for(password))],
+            why: "nodes authenticate to each other with the cluster's password (Citus reads it from pg_dist_authinfo)".into(),
+            subject: None,
+        });
+    }
+    items
 }
 
 fn cluster_wants(cluster: &Cluster, backend: Backend, addr: &Address) -> bool {

@@ -202,3 +202,26 @@ fn membership_overlaps_extensions_only_while_no_worker_is_registered() {
     let upd = plan(&c, Backend::Docker, &o, "pw").unwrap();
     assert!(starts(&upd).iter().all(|(_, s)| *s == Start::AfterAll), "{:?}", starts(&upd));
 }
+
+#[test]
+fn node_items_are_the_node_local_part_of_the_plan() {
+    let c = seed();
+    let fresh = Observed::fresh(&c, Version::new(13, 2));
+    let whole = plan(&c, Backend::Local, &fresh, "pw").unwrap();
+    for n in c.nodes() {
+        let it = node_items(&c, n, &fresh.nodes[&n.name], "pw");
+        assert!(!it.updates_extension());
+        let from_plan: Vec<&Step> = whole
+            .steps()
+            .filter(|s| s.node == n.name && matches!(s.kind, StepKind::CreateDatabase | StepKind::CreateExtension | StepKind::SetAuthinfo))
+            .collect();
+        assert_eq!(it.steps().collect::<Vec<_>>(), from_plan, "{}", n.name);
+    }
+    let mut stale = settled(&c);
+    stale.nodes.get_mut("citus_worker1").unwrap().installed = Some(Version::new(13, 1));
+    let it = node_items(&c, &c.workers[0], &stale.nodes["citus_worker1"], "pw");
+    assert!(it.updates_extension(), "{it:?}");
+    let settled_items = node_items(&c, &c.coordinator, &stale.nodes["citus_master"], "pw");
+    assert_eq!(settled_items.steps().count(), 0);
+    assert_eq!(settled_items.in_place.len() + usize::from(settled_items.database_in_place.is_some()), 3);
+}
