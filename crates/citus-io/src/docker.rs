@@ -184,12 +184,12 @@ pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant,
         Ok(cached.as_ref().and_then(|(_, cs)| cs.iter().find(|c| c.service == service).cloned()))
     };
     let nodes: Vec<&Node> = cluster.nodes().collect();
-    let results: Vec<anyhow::Result<(postgres::Client, usize)>> = std::thread::scope(|s| {
+    let results: Vec<anyhow::Result<crate::ReadyConn>> = std::thread::scope(|s| {
         let hs: Vec<_> = nodes
             .iter()
             .map(|n| {
                 let lookup = &lookup;
-                s.spawn(move || -> anyhow::Result<(postgres::Client, usize)> {
+                s.spawn(move || -> anyhow::Result<crate::ReadyConn> {
                     pg::wait_started(n, creds, &[&cluster.database, &cluster.maintenance_database], deadline, progress, |timed_out, e| match lookup(&n.name)? {
                         None => bail!(
                             "node {} at {}: compose project {} has no container for it (removed while starting?); run `cargo xtask up` again",

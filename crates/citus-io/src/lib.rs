@@ -17,14 +17,17 @@ pub mod verify;
 /// Receives one human-readable progress line at a time (the xtask prints them to stderr).
 pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 
-/// The connection each node accepted when `up` saw it ready, in node order (coordinator
-/// first), with the index of its database in `[database, maintenance_database]`: `setup`
-/// reuses them instead of logging in again (see [`setup::Conns::from_ready`]).
-pub type Ready = Vec<(postgres::Client, usize)>;
+/// The connection a node accepted when it was seen ready, with the index of its database in
+/// `[database, maintenance_database]`.
+pub type ReadyConn = (postgres::Client, usize);
+
+/// Each node's [`ReadyConn`] from `up`, in node order (coordinator first): `setup` reuses them
+/// instead of logging in again (see [`setup::Conns::from_ready`]).
+pub type Ready = Vec<ReadyConn>;
 
 /// Called by `up` on a node's own thread with the connection that proved ready, for each
 /// server that `up` started; returns the connection to keep (see [`setup::first_steps`]).
-pub type OnStarted<'a> = &'a (dyn Fn(&citus_config::Node, (postgres::Client, usize)) -> anyhow::Result<(postgres::Client, usize)> + Sync);
+pub type OnStarted<'a> = &'a (dyn Fn(&citus_config::Node, ReadyConn) -> anyhow::Result<ReadyConn> + Sync);
 
 /// Per-node results in node order: every value, or one error listing every node that failed.
 pub fn all_nodes<T>(results: Vec<anyhow::Result<T>>) -> anyhow::Result<Vec<T>> {

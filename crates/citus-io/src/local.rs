@@ -515,13 +515,13 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::
     state::record_backend(cluster, citus_config::Backend::Local)?;
     fs::set_permissions(state::cluster_dir(cluster), fs::Permissions::from_mode(0o755)).ok();
     let deadline = Instant::now() + Duration::from_secs(cluster.ready_timeout_secs);
-    let results: Vec<anyhow::Result<(postgres::Client, usize)>> = std::thread::scope(|s| {
+    let results: Vec<anyhow::Result<crate::ReadyConn>> = std::thread::scope(|s| {
         let hs: Vec<_> = nodes
             .iter()
             .map(|n| {
                 let local = &local;
                 let template = template.as_deref();
-                s.spawn(move || -> anyhow::Result<(postgres::Client, usize)> {
+                s.spawn(move || -> anyhow::Result<crate::ReadyConn> {
                     if let Some(t) = template {
                         if local.ensure_data(cluster, n, t)? {
                             progress(&format!("{}: new data directory {}", n.name, paths(cluster, n).pgdata.display()));

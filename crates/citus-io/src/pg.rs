@@ -146,7 +146,7 @@ pub fn wait_started(
     deadline: Instant,
     progress: Progress<'_>,
     mut watch: impl FnMut(bool, &ConnectError) -> anyhow::Result<()>,
-) -> anyhow::Result<(Client, usize)> {
+) -> anyhow::Result<crate::ReadyConn> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(5);
     let mut last_note: Option<Instant> = None;
@@ -218,7 +218,7 @@ pub fn wait_all(
     databases: impl Fn(&Node) -> Vec<String> + Sync,
     deadline: Instant,
     progress: Progress<'_>,
-) -> Vec<anyhow::Result<(Client, usize)>> {
+) -> Vec<anyhow::Result<crate::ReadyConn>> {
     let databases = &databases;
     std::thread::scope(|s| {
         let handles: Vec<_> = nodes

@@ -243,7 +243,7 @@ pub struct Early {
 /// then [`run_with_early`]. Nothing is done when the extension needs an update (that keeps
 /// the cluster-wide order) or when the server has no citus (setup then says so). Returns
 /// the ready connection for setup to reuse.
-pub fn first_steps(t: &Target<'_>, node: &Node, ready: (Client, usize), progress: Progress<'_>) -> anyhow::Result<((Client, usize), Option<Early>)> {
+pub fn first_steps(t: &Target<'_>, node: &Node, ready: crate::ReadyConn, progress: Progress<'_>) -> anyhow::Result<(crate::ReadyConn, Option<Early>)> {
     let (client, which) = ready;
     let mut nc = match which {
         0 => NodeConn { node, maint: None, target: Some(client) },
