@@ -44,11 +44,12 @@ struct NodeDir {
 }
 
 /// Runs one baseline cycle of 1 coordinator + `workers` workers in a fresh folder, which is
-/// deleted afterwards (with any server left running, on an error path).
+/// deleted afterwards, or kept aside until the end of the run (with any server left running
+/// stopped, on an error path).
 pub(crate) fn cycle(ctx: &Ctx, workers: usize, label: &str, want_version: bool) -> anyhow::Result<Sample> {
     let dir = ctx.root.join(format!("base-{label}"));
     procs::open_dir(&dir)?;
-    let _guard = Scratch::new(vec![dir.clone()]);
+    let _guard = Scratch::keep_in(vec![dir.clone()], ctx.spent.as_deref());
     let ports = procs::free_ports(workers + 1)?;
     let nodes: Vec<NodeDir> = ports
         .iter()

@@ -138,6 +138,9 @@ pub(crate) struct Ctx {
     run_as: RunAs,
     docker_image: String,
     pg_major: u32,
+    /// Where finished cycles' folders are moved instead of being deleted (deleted with
+    /// `root` at the end), when the run keeps them: see [`keep_spent_data`].
+    spent: Option<PathBuf>,
 }
 
 /// A series of tool cycles.
@@ -245,6 +248,7 @@ fn run(f: flags::CitusBench, input: Input, root_ws: &Path) -> anyhow::Result<()>
     let root = scratch.join(format!("citus-bench-{}", std::process::id()));
     procs::open_dir(&root)?;
     let _root_guard = Scratch::new(vec![root.clone()]);
+    let spent = keep_spent_data(&scratch, &root, cycles, &workers)?;
     let ctx = Ctx {
         exe,
         root,
@@ -254,6 +258,7 @@ fn run(f: flags::CitusBench, input: Input, root_ws: &Path) -> anyhow::Result<()>
         run_as: RunAs::from_local(&local),
         docker_image: f.image.clone().unwrap_or_else(|| user_config.docker.image.clone()),
         pg_major: user_config.docker.pg_major,
+        spent,
     };
     let machine = report::Machine::read(&ctx.root);
     let docker_status = docker_status(&ctx.docker_image);
@@ -329,6 +334,7 @@ fn run(f: flags::CitusBench, input: Input, root_ws: &Path) -> anyhow::Result<()>
         configs: results,
         build,
         docker,
+        kept_spent_data: ctx.spent.is_some(),
     };
     let text = rep.markdown_results();
     println!("{text}");
@@ -351,6 +357,41 @@ fn run(f: flags::CitusBench, input: Input, root_ws: &Path) -> anyhow::Result<()>
     let failed = rep.targets().iter().filter(|t| t.pass() == Some(false)).count();
     progress(&format!("bench: {failed} target(s) missed"));
     Ok(())
+}
+
+/// Per node, what one cycle leaves on disk at most (a template copy is 46 MB, plus WAL).
+const NODE_BYTES: u64 = 64 << 20;
+
+/// Decides whether finished cycles' folders are kept (moved to `<root>/spent`) until the
+/// end of the run instead of being deleted after each cycle: on an ext4 without a journal
+/// (the machine these pages were measured on) every file created within a minute or more of
+/// deleting thousands skips each freed inode in turn, so a cycle would pay for the deletions
+/// of the ones before it, whoever made them. Kept on every disk file system that has the
+/// room (tmpfs has no such cost, and its pages are memory); otherwise deleted as before.
+fn keep_spent_data(scratch: &Path, root: &Path, cycles: usize, workers: &[usize]) -> anyhow::Result<Option<PathBuf>> {
+    if report::filesystem_of(scratch).starts_with("tmpfs") {
+        return Ok(None);
+    }
+    // Three series of `cycles`, plus two warm-up cycles, per worker count.
+    let need: u64 = workers.iter().map(|&n| (3 * cycles as u64 + 2) * (n as u64 + 1) * NODE_BYTES).sum::<u64>() + (2 << 30);
+    let free = procs::free_bytes(scratch).unwrap_or(0);
+    if free < need {
+        progress(&format!(
+            "bench: each cycle's data is deleted after it: keeping it to the end needs ~{:.1} GiB and {} has {:.1} GiB free",
+            need as f64 / f64::from(1u32 << 30),
+            scratch.display(),
+            free as f64 / f64::from(1u32 << 30)
+        ));
+        return Ok(None);
+    }
+    let spent = root.join("spent");
+    procs::open_dir(&spent)?;
+    progress(&format!(
+        "bench: each cycle's data is kept in {} until the end of the run (up to ~{:.1} GiB)",
+        spent.display(),
+        need as f64 / f64::from(1u32 << 30)
+    ));
+    Ok(Some(spent))
 }
 
 fn parse_workers(s: &str) -> Result<Vec<usize>, String> {
@@ -449,14 +490,18 @@ fn docker_baseline_cycle(ctx: &Ctx, workers: usize, label: &str) -> anyhow::Resu
     baseline::docker_cycle(ctx, &cluster, &dir)
 }
 
-/// One tool cycle: up, verify, setup, down (timed), then `down --purge`; on any failure the
-/// cluster is purged and every server left below its folders is stopped.
+/// One tool cycle: up, verify, setup, down (timed), then `down --purge` (timed too) unless the
+/// run keeps spent data, which then moves aside; on any failure the cluster is purged and
+/// every server left below its folders is stopped.
 fn tool_cycle(ctx: &Ctx, workers: usize, series: Series, label: &str, tag: &str) -> anyhow::Result<ToolSample> {
     let dir = ctx.root.join(format!("tool-{label}"));
     procs::open_dir(&dir)?;
     let name = format!("bench_{label}");
     let data_dir = if series == Series::Cached { ctx.root.join("cached") } else { dir.join("data") };
-    let _guard = Scratch::new(vec![data_dir.join(&name), dir.clone()]);
+    // Docker's volumes are the engine's to delete (`down --purge`); local data is kept
+    // until the end of the run when it can be (see `keep_spent_data`), so `down` ends the cycle.
+    let keep = series != Series::Docker && ctx.spent.is_some();
+    let _guard = Scratch::keep_in(vec![data_dir.join(&name), dir.clone()], if keep { ctx.spent.as_deref() } else { None });
     let ports = procs::free_ports(workers + 1)?;
     let cfg = dir.join("citus.toml");
     fs::write(&cfg, ctx.config_text(&name, series, &ports, &data_dir)).with_context(|| format!("writing {}", cfg.display()))?;
@@ -470,7 +515,8 @@ fn tool_cycle(ctx: &Ctx, workers: usize, series: Series, label: &str, tag: &str)
         procs::settle();
         let mut phases = Vec::new();
         let mut up_lines = Vec::new();
-        for (phase, args) in TOOL_PHASES.iter().zip([&["up", "--backend", backend][..], &["verify"], &["setup"], &["down"], &["down", "--purge"]]) {
+        let commands = [&["up", "--backend", backend][..], &["verify"], &["setup"], &["down"], &["down", "--purge"]];
+        for (phase, args) in TOOL_PHASES.iter().zip(commands).take(if keep { 4 } else { 5 }) {
             let m = ctx.tool(args, &cfg)?;
             progress(&format!("bench: [{tag} {short}] {phase} {:.2} s{}", m.secs, m.peak_kib.map_or(String::new(), |k| format!(", peak {k} KiB"))));
             if *phase == "up" {

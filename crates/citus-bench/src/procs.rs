@@ -147,15 +147,25 @@ fn current_user() -> String {
 }
 
 /// Folders of one cycle (or of the whole run). Dropping it, on success or on any error path,
-/// stops every PostgreSQL server whose `postmaster.pid` lies below them, then deletes them.
+/// stops every PostgreSQL server whose `postmaster.pid` lies below them, then deletes them,
+/// or, when the run keeps spent data until its end ([`Scratch::keep_in`]), moves them there.
 #[derive(Debug)]
 pub(crate) struct Scratch {
     paths: Vec<PathBuf>,
+    spent: Option<PathBuf>,
 }
 
 impl Scratch {
     pub(crate) fn new(paths: Vec<PathBuf>) -> Scratch {
-        Scratch { paths }
+        Scratch { paths, spent: None }
+    }
+
+    /// Moves the folders into `spent` (a folder of the run, deleted with it) instead of
+    /// deleting them, when `spent` is given. On an ext4 without a journal, creating a file
+    /// skips every inode freed in the last minute or more, one buffer lookup each, so the
+    /// cycles after a deletion of thousands of files would pay for it (docs/performance.md).
+    pub(crate) fn keep_in(paths: Vec<PathBuf>, spent: Option<&Path>) -> Scratch {
+        Scratch { paths, spent: spent.map(Path::to_path_buf) }
     }
 }
 
@@ -166,9 +176,31 @@ impl Drop for Scratch {
             if killed > 0 {
                 crate::progress(&format!("bench: stopped {killed} leftover server(s) under {}", p.display()));
             }
+            if let Some(spent) = &self.spent {
+                if !p.exists() {
+                    continue;
+                }
+                let name = p.file_name().map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
+                let moved = (0..1000).map(|i| spent.join(format!("{name}.{i}"))).find(|d| !d.exists()).is_some_and(|d| std::fs::rename(p, d).is_ok());
+                if moved {
+                    continue;
+                }
+            }
             let _ = std::fs::remove_dir_all(p);
         }
     }
+}
+
+/// Bytes free for an unprivileged user in the file system holding `dir`.
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct we pass; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 extern "C" {

@@ -79,7 +79,7 @@ impl Machine {
             kernel,
             os,
             scratch_fs: format!("{} ({})", scratch.parent().unwrap_or(scratch).display(), filesystem_of(scratch)),
-            file_create_before: file_create_cost(scratch),
+            file_create_before: file_create_cost(scratch, "before"),
             file_create_after: String::new(),
             load_before: loadavg(),
             load_after: String::new(),
@@ -89,28 +89,27 @@ impl Machine {
     /// Records the load average after the run.
     pub(crate) fn finish(mut self, scratch: &Path) -> Machine {
         self.load_after = loadavg();
-        self.file_create_after = file_create_cost(scratch);
+        self.file_create_after = file_create_cost(scratch, "after");
         self
     }
 }
 
 /// Creates 300 empty files in a fresh folder under `scratch` and reports the time per file.
 /// initdb, template copies and `CREATE EXTENSION` are largely file creation, so this number
-/// explains much of the spread between machines and folders.
-fn file_create_cost(scratch: &Path) -> String {
-    let dir = scratch.join(format!("file-create-check-{}", std::process::id()));
+/// explains much of the spread between machines and folders. The folder is left for the
+/// run's own cleanup, so that its deletion does not slow the cycles after it.
+fn file_create_cost(scratch: &Path, when: &str) -> String {
+    let dir = scratch.join(format!("file-create-check-{when}"));
     if std::fs::create_dir_all(&dir).is_err() {
         return "unknown".into();
     }
     let t0 = std::time::Instant::now();
     for i in 0..300 {
         if std::fs::File::create(dir.join(i.to_string())).is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
             return "unknown".into();
         }
     }
     let per = t0.elapsed().as_secs_f64() * 1000.0 / 300.0;
-    let _ = std::fs::remove_dir_all(&dir);
     format!("{per:.3} ms")
 }
 
@@ -128,7 +127,10 @@ pub(crate) fn filesystem_of(path: &Path) -> String {
             continue;
         }
         if best.as_ref().is_none_or(|(len, _)| f[1].len() >= *len) {
-            best = Some((f[1].len(), format!("{} on {}", f[2], f[1])));
+            // An ext4 with a journal has /proc/fs/jbd2/<device>-8; one without changes how
+            // file creation after deletions costs (docs/performance.md).
+            let no_journal = f[2] == "ext4" && f[0].rsplit('/').next().is_some_and(|dev| !Path::new(&format!("/proc/fs/jbd2/{dev}-8")).exists());
+            best = Some((f[1].len(), format!("{} on {}{}", f[2], f[1], if no_journal { " (no journal)" } else { "" })));
         }
     }
     best.map_or_else(|| "unknown".into(), |(_, s)| s)
@@ -197,6 +199,8 @@ pub(crate) struct Report {
     pub(crate) build: Option<Result<BuildTimes, String>>,
     /// Err: why docker was not measured.
     pub(crate) docker: Result<(), String>,
+    /// Whether finished cycles' local data was kept until the end instead of deleted.
+    pub(crate) kept_spent_data: bool,
 }
 
 fn tool_secs<'a>(samples: impl IntoIterator<Item = &'a ToolSample>, phase: &'a str) -> Vec<f64> {
@@ -327,8 +331,12 @@ impl Report {
                 continue;
             }
             for phase in TOOL_PHASES {
+                let v = tool_secs(samples, phase);
+                if stats(v.iter().copied()).n == 0 {
+                    continue; // `down --purge` is not run when the run keeps spent data
+                }
                 let label = if phase == "purge" { "down --purge (no target)" } else { phase };
-                row(series.title(), label, &tool_secs(samples, phase), kib(peak(samples, phase)));
+                row(series.title(), label, &v, kib(peak(samples, phase)));
             }
         }
         t
@@ -457,7 +465,19 @@ impl Report {
              then `citus_add_node` per worker by service name; its stop \
              is `compose down -v`. The tool side is `up --backend docker`, `verify`, `setup`, `down`, `down --purge`, and its \
              target compares `up` + `verify` with the baseline's up. One tool warm-up cycle per size is not counted.\n\n\
-             Every tool cycle starts from nothing and ends with `down --purge` (timed as `down --purge`, no target). Before every cycle, of every side, the benchmark runs `sync` (untimed), so that no cycle is timed while the kernel writes out what the cycle before it left in memory. The tool runs \
+             Every tool cycle starts from nothing. ",
+        );
+        t.push_str(if self.kept_spent_data {
+            "Local cycles end with `down`; their data folders (the baseline's too) are then moved aside, untimed, and deleted \
+             together at the end of the run, so no cycle creates its files right after another deleted thousands: on an ext4 \
+             without a journal, such as the one below, each new file would skip every inode freed in the last minute or more. \
+             Docker cycles end with `down --purge` (timed, no target). "
+        } else {
+            "Every tool cycle ends with `down --purge` (timed as `down --purge`, no target), and each cycle's folders are \
+             deleted after it: there was not room to keep them to the end of the run (or the data was on tmpfs). "
+        });
+        t.push_str(
+            "Before every cycle, of every side, the benchmark runs `sync` (untimed), so that no cycle is timed while the kernel writes out what the cycle before it left in memory. The tool runs \
              as a child process: the xtask binary itself, as `cargo xtask` builds it (dev profile; `cargo xtask bench` passes its own path to the benchmark crate), without cargo's own start-up. \
              One warm-up cycle of the baseline and one of the cached tool precede each size and are not counted. Times are \
              wall-clock seconds from spawning a command to its exit; ratios are ratios of medians.\n\n\
@@ -525,7 +545,11 @@ impl Report {
                     }
                     let mut s = serde_json::Map::new();
                     for phase in TOOL_PHASES {
-                        let mut p = stats_json(&tool_secs(samples, phase));
+                        let v = tool_secs(samples, phase);
+                        if stats(v.iter().copied()).n == 0 {
+                            continue;
+                        }
+                        let mut p = stats_json(&v);
                         let peaks: Vec<Value> = samples.iter().map(|x| json!(x.phases.iter().find(|q| q.name == phase).and_then(|q| q.peak_kib))).collect();
                         p["peak_kib"] = json!(peaks);
                         s.insert(phase.into(), p);
