@@ -166,10 +166,8 @@ impl Local {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    /// Returns the pristine template data directory for these credentials, creating it
-    /// once. It never has the citus extension in it: copies of a data directory in which
-    /// `CREATE EXTENSION citus` ran share Citus's server id and cannot join one cluster.
-    pub fn template(&self, cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<PathBuf> {
+    /// Where the pristine template for these credentials lives (it may not exist yet).
+    fn template_dir(&self, cluster: &Cluster, creds: &pg::Credentials) -> anyhow::Result<PathBuf> {
         // Keyed by the server binary itself (path, size, mtime: an upgraded package gets a new
         // template) without running it, and by the role and password baked in.
         let postgres = self.bin_dir.join("postgres");
@@ -177,21 +175,46 @@ impl Local {
         let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
         let binary = format!("{}:{}:{mtime}", postgres.display(), meta.len());
         let key = fnv1a(&[binary.as_bytes(), creds.user.as_bytes(), creds.password.as_bytes(), cluster.database.as_bytes()]);
-        let root = cluster.local.data_dir.join(".templates");
-        let dir = root.join(format!("{key:016x}"));
+        Ok(cluster.local.data_dir.join(".templates").join(format!("{key:016x}")))
+    }
+
+    /// Returns the pristine template data directory for these credentials, creating it
+    /// once. It never has the citus extension in it: copies of a data directory in which
+    /// `CREATE EXTENSION citus` ran share Citus's server id and cannot join one cluster.
+    pub fn template(&self, cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<PathBuf> {
+        let dir = self.template_dir(cluster, creds)?;
         if dir.join("PG_VERSION").exists() {
             return Ok(dir);
         }
-        fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        let root = dir.parent().expect("the template folder has a parent");
+        let key = dir.file_name().expect("the template folder has a name").to_string_lossy().into_owned();
+        fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
         fs::set_permissions(&cluster.local.data_dir, fs::Permissions::from_mode(0o755)).ok();
-        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).ok();
-        self.chown(&root)?;
-        remove_stale_partials(&root, &format!("{key:016x}.tmp"));
-        let tmp = root.join(format!("{key:016x}.tmp{}", std::process::id()));
-        let pwfile = root.join(format!("pw{}", std::process::id()));
-        let version = self.version()?;
-        progress(&format!("initdb: creating the pristine template ({version}) once; later clusters copy it"));
+        fs::set_permissions(root, fs::Permissions::from_mode(0o755)).ok();
+        self.chown(root)?;
+        remove_stale_partials(root, &format!("{key}.tmp"));
+        let tmp = root.join(format!("{key}.tmp{}", std::process::id()));
+        progress(&format!("initdb: creating the pristine template ({}) once; later clusters copy it", self.version()?));
         let t0 = Instant::now();
+        self.init_data_dir(&tmp, creds, &cluster.database)?;
+        match fs::rename(&tmp, &dir) {
+            Ok(()) => {}
+            Err(_) if dir.join("PG_VERSION").exists() => {
+                let _ = fs::remove_dir_all(&tmp);
+            }
+            Err(e) => return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display())),
+        }
+        progress(&format!("initdb: template ready ({:.2} s)", t0.elapsed().as_secs_f64()));
+        Ok(dir)
+    }
+
+    /// Makes a pristine data directory at `pgdata` (which must not exist; its parent must be
+    /// the servers' user's): `initdb`, then the configured role and database, then the line
+    /// that includes the settings `up` writes. What the template holds and what a node
+    /// initialised without it holds are made here, alike.
+    fn init_data_dir(&self, pgdata: &Path, creds: &pg::Credentials, database: &str) -> anyhow::Result<()> {
+        let parent = pgdata.parent().expect("a data directory has a parent");
+        let pwfile = parent.join(format!(".pw-{}-{}", std::process::id(), pgdata.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())));
         {
             let mut f =
                 fs::OpenOptions::new().write(true).create_new(true).mode_0600().open(&pwfile).with_context(|| format!("creating {}", pwfile.display()))?;
@@ -202,23 +225,19 @@ impl Local {
         // name with `"` breaks it); the configured role is made in single-user mode below.
         let os_user = self.os_user();
         let mut c = self.command(self.bin_dir.join("initdb"));
-        c.arg("-D").arg(&tmp).arg(format!("--username={os_user}")).arg(format!("--pwfile={}", pwfile.display()));
+        c.arg("-D").arg(pgdata).arg(format!("--username={os_user}")).arg(format!("--pwfile={}", pwfile.display()));
         c.args(["--auth=scram-sha-256", "--no-sync", "--encoding=UTF8", "--locale=C", "--no-instructions"]);
         let r = self.run(c, "initdb");
         let _ = fs::remove_file(&pwfile);
-        r?;
-        self.create_role_and_database(&tmp, &os_user, creds, &cluster.database)?;
-        let mut conf = fs::OpenOptions::new().append(true).open(tmp.join("postgresql.conf"))?;
-        writeln!(conf, "\n# settings of cargo xtask (rewritten on every start)\ninclude_if_exists = 'citus-xtask.conf'")?;
-        match fs::rename(&tmp, &dir) {
-            Ok(()) => {}
-            Err(_) if dir.join("PG_VERSION").exists() => {
-                let _ = fs::remove_dir_all(&tmp);
-            }
-            Err(e) => return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display())),
+        let r = r.and_then(|()| self.create_role_and_database(pgdata, &os_user, creds, database)).and_then(|()| {
+            let mut conf = fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.conf"))?;
+            writeln!(conf, "\n# settings of cargo xtask (rewritten on every start)\ninclude_if_exists = 'citus-xtask.conf'")?;
+            Ok(())
+        });
+        if r.is_err() {
+            let _ = fs::remove_dir_all(pgdata);
         }
-        progress(&format!("initdb: template ready ({:.2} s)", t0.elapsed().as_secs_f64()));
-        Ok(dir)
+        r
     }
 
     /// The OS user the servers run as, which is also initdb's bootstrap superuser.
@@ -271,8 +290,9 @@ impl Local {
         Ok(())
     }
 
-    /// Creates `node`'s data directory from the template unless it exists; never re-initialises.
-    pub fn ensure_data(&self, cluster: &Cluster, node: &Node, template: &Path) -> anyhow::Result<bool> {
+    /// Creates `node`'s data directory unless it exists, by copying `template`, or with its own
+    /// `initdb` when `template` is None; never re-initialises. Returns whether it created one.
+    pub fn ensure_data(&self, cluster: &Cluster, node: &Node, creds: &pg::Credentials, template: Option<&Path>) -> anyhow::Result<bool> {
         let p = paths(cluster, node);
         if p.pgdata.join("PG_VERSION").exists() {
             return Ok(false);
@@ -288,17 +308,22 @@ impl Local {
         fs::set_permissions(&p.dir, fs::Permissions::from_mode(0o700))?;
         self.chown(&p.dir)?;
         let _ = fs::remove_dir(&p.pgdata);
-        // Copied beside it and renamed into place, so an interrupted `up` (Ctrl-C reaches `cp`
-        // too) never leaves a half-copied `pgdata` behind: the next `up` finds no data
-        // directory and copies again. The partial copy of a run that is gone was never started
-        // by a server; it is removed.
+        // Made beside it and renamed into place, so an interrupted `up` (Ctrl-C reaches `cp`
+        // and initdb too) never leaves a half-made `pgdata` behind: the next `up` finds no
+        // data directory and makes it again. The partial copy of a run that is gone was never
+        // started by a server; it is removed.
         remove_stale_partials(&p.dir, PARTIAL_COPY);
         let partial = p.dir.join(format!("{PARTIAL_COPY}{}", std::process::id()));
-        let mut c = self.command("cp");
-        c.arg("-a").arg("--reflink=auto").arg("--").arg(template).arg(&partial);
-        if let Err(e) = self.run(c, &format!("copying the template for node {}", node.name)) {
-            let _ = fs::remove_dir_all(&partial);
-            return Err(e);
+        match template {
+            Some(template) => {
+                let mut c = self.command("cp");
+                c.arg("-a").arg("--reflink=auto").arg("--").arg(template).arg(&partial);
+                if let Err(e) = self.run(c, &format!("copying the template for node {}", node.name)) {
+                    let _ = fs::remove_dir_all(&partial);
+                    return Err(e);
+                }
+            }
+            None => self.init_data_dir(&partial, creds, &cluster.database).with_context(|| format!("node {}: creating its data directory", node.name))?,
         }
         fs::rename(&partial, &p.pgdata).with_context(|| format!("renaming {} to {}", partial.display(), p.pgdata.display()))?;
         Ok(true)
@@ -510,22 +535,49 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::
             check_port_free(cluster, n)?;
         }
     }
-    let needs_template = nodes.iter().any(|n| !paths(cluster, n).pgdata.join("PG_VERSION").exists());
-    let template = if needs_template { Some(local.template(cluster, creds, progress)?) } else { None };
+    let missing: Vec<&Node> = nodes.iter().copied().filter(|n| !paths(cluster, n).pgdata.join("PG_VERSION").exists()).collect();
     state::record_backend(cluster, citus_config::Backend::Local)?;
     fs::set_permissions(state::cluster_dir(cluster), fs::Permissions::from_mode(0o755)).ok();
-    let deadline = Instant::now() + Duration::from_secs(cluster.ready_timeout_secs);
+    // When the template has to be built (a first run), its initdb keeps one core busy. On a
+    // machine with another core, the first node without data (the coordinator on a new
+    // cluster) runs its own initdb there meanwhile, so that it starts, and creates its
+    // extension, while the template is copied for the others.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let direct = match missing.as_slice() {
+        [first, _, ..] if cores >= 2 && !local.template_dir(cluster, creds)?.join("PG_VERSION").exists() => Some(first.name.clone()),
+        _ => None,
+    };
     let results: Vec<anyhow::Result<crate::ReadyConn>> = std::thread::scope(|s| {
+        let local = &local;
+        let mut direct_init = direct.as_ref().map(|name| {
+            let n = *missing.iter().find(|n| &n.name == name).expect("the direct node is missing its data");
+            s.spawn(move || local.ensure_data(cluster, n, creds, None))
+        });
+        let template = if missing.is_empty() {
+            None
+        } else {
+            match local.template(cluster, creds, progress) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    // The other node's own initdb finishes (a valid data directory, used next time).
+                    let _ = direct_init.take().map(|h| h.join());
+                    return vec![Err(e)];
+                }
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(cluster.ready_timeout_secs);
         let hs: Vec<_> = nodes
             .iter()
             .map(|n| {
-                let local = &local;
-                let template = template.as_deref();
+                let template = template.clone();
+                let own_init = if direct.as_ref() == Some(&n.name) { direct_init.take() } else { None };
                 s.spawn(move || -> anyhow::Result<crate::ReadyConn> {
-                    if let Some(t) = template {
-                        if local.ensure_data(cluster, n, t)? {
-                            progress(&format!("{}: new data directory {}", n.name, paths(cluster, n).pgdata.display()));
-                        }
+                    let (created, how) = match own_init {
+                        Some(h) => (h.join().expect("initdb thread panicked")?, " (its own initdb, run while the template was built)"),
+                        None => (template.is_some() && local.ensure_data(cluster, n, creds, template.as_deref())?, ""),
+                    };
+                    if created {
+                        progress(&format!("{}: new data directory {}{how}", n.name, paths(cluster, n).pgdata.display()));
                     }
                     let mut child = local.start(cluster, n)?;
                     if child.is_none() {

@@ -16,8 +16,23 @@ fn cold_up_verifies_then_setup_changes_nothing_and_down_up_keeps_data() {
         return;
     }
     let c = TestCluster::new(Spec::default());
-    let up = c.ok(&["up"]);
+    let out = c.xtask(&["up"]);
+    assert!(out.status.success(), "up failed: {}", String::from_utf8_lossy(&out.stderr));
+    let up = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(up.contains("ready in"), "{up}");
+    // A first run builds the template; with a second core the coordinator runs its own
+    // initdb meanwhile, and the workers copy the template.
+    let progress = String::from_utf8_lossy(&out.stderr);
+    let made = |node: &str| {
+        progress.lines().find(|l| l.contains(&format!("{node}: new data directory"))).unwrap_or_else(|| panic!("no data line for {node}: {progress}"))
+    };
+    assert!(progress.contains("initdb: template ready"), "{progress}");
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        assert!(made("citus_master").contains("its own initdb"), "{progress}");
+    }
+    for w in ["citus_worker1", "citus_worker2"] {
+        assert!(!made(w).contains("its own initdb"), "{progress}");
+    }
     // Each node's extension and password are created as soon as it is up (before the plan for
     // the whole cluster); the summary still counts them as changed by this run: 3 nodes x
     // (extension, password) + coordinator host + 2 workers. Only the databases, which the
