@@ -258,7 +258,7 @@ fn run(f: flags::CitusBench, input: Input, root_ws: &Path) -> anyhow::Result<()>
         run_as: RunAs::from_local(&local),
         docker_image: f.image.clone().unwrap_or_else(|| user_config.docker.image.clone()),
         pg_major: user_config.docker.pg_major,
-        spent,
+        spent: spent.as_ref().ok().cloned(),
     };
     let machine = report::Machine::read(&ctx.root);
     let docker_status = docker_status(&ctx.docker_image);
@@ -334,7 +334,7 @@ fn run(f: flags::CitusBench, input: Input, root_ws: &Path) -> anyhow::Result<()>
         configs: results,
         build,
         docker,
-        kept_spent_data: ctx.spent.is_some(),
+        kept_spent_data: spent.map(|_| ()),
     };
     let text = rep.markdown_results();
     println!("{text}");
@@ -368,21 +368,23 @@ const NODE_BYTES: u64 = 64 << 20;
 /// deleting thousands skips each freed inode in turn, so a cycle would pay for the deletions
 /// of the ones before it, whoever made them. Kept on every disk file system that has the
 /// room (tmpfs has no such cost, and its pages are memory); otherwise deleted as before.
-fn keep_spent_data(scratch: &Path, root: &Path, cycles: usize, workers: &[usize]) -> anyhow::Result<Option<PathBuf>> {
+/// Returns the folder to keep it in, or why it is deleted after each cycle instead.
+fn keep_spent_data(scratch: &Path, root: &Path, cycles: usize, workers: &[usize]) -> anyhow::Result<Result<PathBuf, String>> {
     if report::filesystem_of(scratch).starts_with("tmpfs") {
-        return Ok(None);
+        return Ok(Err("the data is on tmpfs, which has no such cost and whose pages are memory".into()));
     }
     // Three series of `cycles`, plus two warm-up cycles, per worker count.
     let need: u64 = workers.iter().map(|&n| (3 * cycles as u64 + 2) * (n as u64 + 1) * NODE_BYTES).sum::<u64>() + (2 << 30);
     let free = procs::free_bytes(scratch).unwrap_or(0);
     if free < need {
-        progress(&format!(
-            "bench: each cycle's data is deleted after it: keeping it to the end needs ~{:.1} GiB and {} has {:.1} GiB free",
+        let why = format!(
+            "keeping it to the end needs ~{:.1} GiB and {} had {:.1} GiB free",
             need as f64 / f64::from(1u32 << 30),
             scratch.display(),
             free as f64 / f64::from(1u32 << 30)
-        ));
-        return Ok(None);
+        );
+        progress(&format!("bench: each cycle's data is deleted after it: {why}"));
+        return Ok(Err(why));
     }
     let spent = root.join("spent");
     procs::open_dir(&spent)?;
@@ -391,7 +393,7 @@ fn keep_spent_data(scratch: &Path, root: &Path, cycles: usize, workers: &[usize]
         spent.display(),
         need as f64 / f64::from(1u32 << 30)
     ));
-    Ok(Some(spent))
+    Ok(Ok(spent))
 }
 
 fn parse_workers(s: &str) -> Result<Vec<usize>, String> {

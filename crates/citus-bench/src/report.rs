@@ -199,8 +199,9 @@ pub(crate) struct Report {
     pub(crate) build: Option<Result<BuildTimes, String>>,
     /// Err: why docker was not measured.
     pub(crate) docker: Result<(), String>,
-    /// Whether finished cycles' local data was kept until the end instead of deleted.
-    pub(crate) kept_spent_data: bool,
+    /// Whether finished cycles' local data was kept until the end (Ok), or why it was
+    /// deleted after each cycle.
+    pub(crate) kept_spent_data: Result<(), String>,
 }
 
 fn tool_secs<'a>(samples: impl IntoIterator<Item = &'a ToolSample>, phase: &'a str) -> Vec<f64> {
@@ -467,15 +468,17 @@ impl Report {
              target compares `up` + `verify` with the baseline's up. One tool warm-up cycle per size is not counted.\n\n\
              Every tool cycle starts from nothing. ",
         );
-        t.push_str(if self.kept_spent_data {
-            "Local cycles end with `down`; their data folders (the baseline's too) are then moved aside, untimed, and deleted \
-             together at the end of the run, so no cycle creates its files right after another deleted thousands: on an ext4 \
-             without a journal, such as the one below, each new file would skip every inode freed in the last minute or more. \
-             Docker cycles end with `down --purge` (timed, no target). "
-        } else {
-            "Every tool cycle ends with `down --purge` (timed as `down --purge`, no target), and each cycle's folders are \
-             deleted after it: there was not room to keep them to the end of the run (or the data was on tmpfs). "
-        });
+        match &self.kept_spent_data {
+            Ok(()) => t.push_str(
+                "Local cycles end with `down`; their data folders (the baseline's too) are then moved aside, untimed, and deleted \
+                 together at the end of the run, so no cycle creates its files right after another deleted thousands: on an ext4 \
+                 without a journal, such as the one below, each new file would skip every inode freed in the last minute or more. \
+                 Docker cycles end with `down --purge` (timed, no target). ",
+            ),
+            Err(why) => {
+                let _ = write!(t, "Tool cycles end with `down --purge` (timed, no target), and each cycle's folders are deleted after it ({why}). ");
+            }
+        }
         t.push_str(
             "Before every cycle, of every side, the benchmark runs `sync` (untimed), so that no cycle is timed while the kernel writes out what the cycle before it left in memory. The tool runs \
              as a child process: the xtask binary itself, as `cargo xtask` builds it (dev profile; `cargo xtask bench` passes its own path to the benchmark crate), without cargo's own start-up. \
