@@ -213,8 +213,11 @@ impl Local {
     /// that includes the settings `up` writes. What the template holds and what a node
     /// initialised without it holds are made here, alike.
     fn init_data_dir(&self, pgdata: &Path, creds: &pg::Credentials, database: &str) -> anyhow::Result<()> {
+        // initdb reads the password from a file (0600, the servers' user's), deleted after it;
+        // one that an interrupted run left (its pid gone) is deleted here.
         let parent = pgdata.parent().expect("a data directory has a parent");
-        let pwfile = parent.join(format!(".pw-{}-{}", std::process::id(), pgdata.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())));
+        remove_stale_partials(parent, PWFILE);
+        let pwfile = parent.join(format!("{PWFILE}{}", std::process::id()));
         {
             let mut f =
                 fs::OpenOptions::new().write(true).create_new(true).mode_0600().open(&pwfile).with_context(|| format!("creating {}", pwfile.display()))?;
@@ -435,15 +438,19 @@ fn remove_stale_pid_file(pgdata: &Path) {
 /// process's pid follows.
 const PARTIAL_COPY: &str = "pgdata.partial";
 
-/// Removes the entries of `dir` named `<prefix><pid>` whose process is gone: copies and
-/// template builds an interrupted run left half done. No server ever ran on them.
+/// Prefix of initdb's password file, beside the data directory being made; the pid follows.
+const PWFILE: &str = ".initdb-pwfile";
+
+/// Removes the entries of `dir` named `<prefix><pid>` whose process is gone: copies,
+/// template builds and initdb password files an interrupted run left. No server ever ran on
+/// those data directories.
 fn remove_stale_partials(dir: &Path, prefix: &str) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(pid) = name.strip_prefix(prefix).and_then(|p| p.parse::<i32>().ok()) else { continue };
         if !alive(pid) {
-            let _ = fs::remove_dir_all(e.path());
+            let _ = if e.file_type().is_ok_and(|t| t.is_dir()) { fs::remove_dir_all(e.path()) } else { fs::remove_file(e.path()) };
         }
     }
 }
@@ -665,6 +672,10 @@ mod tests {
             fs::create_dir_all(root.join(d).join("base")).unwrap();
         }
         remove_stale_partials(&root, PARTIAL_COPY);
+        // initdb's password file of a run that is gone is a file, not a folder.
+        let gone_pw = format!("{PWFILE}{}", (1 << 22) + 1);
+        fs::write(root.join(&gone_pw), "secret").unwrap();
+        remove_stale_partials(&root, PWFILE);
         let mut left: Vec<String> = fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         left.sort();
         assert_eq!(left, ["pgdata", mine.as_str(), "pgdata.partialx"]);
