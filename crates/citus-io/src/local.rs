@@ -551,15 +551,12 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::
     // extension, while the template is copied for the others.
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let direct = match missing.as_slice() {
-        [first, _, ..] if cores >= 2 && !local.template_dir(cluster, creds)?.join("PG_VERSION").exists() => Some(first.name.clone()),
+        [first, _, ..] if cores >= 2 && !local.template_dir(cluster, creds)?.join("PG_VERSION").exists() => Some(*first),
         _ => None,
     };
     let results: Vec<anyhow::Result<crate::ReadyConn>> = std::thread::scope(|s| {
         let local = &local;
-        let mut direct_init = direct.as_ref().map(|name| {
-            let n = *missing.iter().find(|n| &n.name == name).expect("the direct node is missing its data");
-            s.spawn(move || local.ensure_data(cluster, n, creds, None))
-        });
+        let mut direct_init = direct.map(|n| s.spawn(move || local.ensure_data(cluster, n, creds, None)));
         let template = if missing.is_empty() {
             None
         } else {
@@ -577,7 +574,7 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::
             .iter()
             .map(|n| {
                 let template = template.clone();
-                let own_init = if direct.as_ref() == Some(&n.name) { direct_init.take() } else { None };
+                let own_init = if direct.is_some_and(|d| d.name == n.name) { direct_init.take() } else { None };
                 s.spawn(move || -> anyhow::Result<crate::ReadyConn> {
                     let (created, how) = match own_init {
                         Some(h) => (h.join().expect("initdb thread panicked")?, " (its own initdb, run while the template was built)"),
