@@ -82,17 +82,29 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     let db = &cluster.database;
     // Reachability, in parallel; a node that answers gets a target-database connection.
     let nodes: Vec<&Node> = cluster.nodes().collect();
-    let conns: Vec<Result<postgres::Client, String>> = std::thread::scope(|s| {
-        let hs: Vec<_> = nodes.iter().map(|n| s.spawn(move || pg::connect(n, t.creds, db, VERIFY_CONNECT_TIMEOUT).map_err(|e| e.to_string()))).collect();
+    // Each thread also reads its node's settings, so the per-node checks cost one round trip
+    // in parallel instead of one per node in turn.
+    type Reached = Result<(postgres::Client, Result<postgres::Row, postgres::Error>), String>;
+    let conns: Vec<Reached> = std::thread::scope(|s| {
+        let hs: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                s.spawn(move || {
+                    let mut client = pg::connect(n, t.creds, db, VERIFY_CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
+                    let settings = client.query_one(SETTINGS_QUERY, &[]);
+                    Ok((client, settings))
+                })
+            })
+            .collect();
         hs.into_iter().map(|h| h.join().expect("verify thread panicked")).collect()
     });
     let mut live: Vec<(&Node, postgres::Client)> = Vec::new();
     let mut versions: Vec<(String, Option<Version>)> = Vec::new();
     for (node, c) in nodes.iter().zip(conns) {
         match c {
-            Ok(mut client) => {
+            Ok((client, settings)) => {
                 report.push(node, "reachable", true, format!("login to {db} as {}", t.creds.user), String::new);
-                node_checks(&mut report, node, &mut client, &mut versions);
+                node_checks(&mut report, node, settings, &mut versions);
                 live.push((node, client));
             }
             Err(e) => report.push(node, "reachable", false, e, || {
@@ -123,13 +135,13 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     report
 }
 
-fn node_checks(report: &mut Report, node: &Node, c: &mut postgres::Client, versions: &mut Vec<(String, Option<Version>)>) {
-    let row = match c.query_one(
-        "SELECT current_setting('shared_preload_libraries'), \
-         (SELECT extversion FROM pg_extension WHERE extname = 'citus'), \
-         (SELECT default_version FROM pg_available_extensions WHERE name = 'citus')",
-        &[],
-    ) {
+/// What [`node_checks`] looks at: the preload list, the installed and the available citus.
+const SETTINGS_QUERY: &str = "SELECT current_setting('shared_preload_libraries'), \
+     (SELECT extversion FROM pg_extension WHERE extname = 'citus'), \
+     (SELECT default_version FROM pg_available_extensions WHERE name = 'citus')";
+
+fn node_checks(report: &mut Report, node: &Node, settings: Result<postgres::Row, postgres::Error>, versions: &mut Vec<(String, Option<Version>)>) {
+    let row = match settings {
         Ok(r) => r,
         Err(e) => return report.push(node, "settings", false, pg::describe(&e), || "see the server's message".into()),
     };
