@@ -150,6 +150,37 @@ fn worker_address_pointing_at_the_coordinator_is_refused() {
 }
 
 #[test]
+fn node_that_cannot_log_in_to_the_others_fails_all_pairs_health_until_setup() {
+    if !citus("node_that_cannot_log_in_to_the_others_fails_all_pairs_health_until_setup") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    // Worker 1 keeps a wrong inter-node password: its own connections to the other two nodes
+    // fail, while every other pair (the coordinator's round trip included) still works.
+    let mut w1 = c.connect(1, &c.database);
+    w1.batch_execute("UPDATE pg_dist_authinfo SET authinfo = 'password=not-the-password' WHERE nodeid = 0").unwrap();
+    let out = c.xtask(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    let line = t.lines().find(|l| l.contains("all-pairs health")).unwrap_or_else(|| panic!("{t}"));
+    assert!(line.starts_with("FAIL"), "{t}");
+    // Exactly its two outgoing pairs; no node is asked to reach its own address.
+    let failing: Vec<&str> = line.split("failing: ").nth(1).unwrap_or_else(|| panic!("{t}")).split(", ").collect();
+    let mut want = vec![format!("citus_worker1 -> localhost:{}", c.port(0)), format!("citus_worker1 -> localhost:{}", c.port(2))];
+    want.sort();
+    let mut got: Vec<String> = failing.iter().map(|s| s.trim().to_string()).collect();
+    got.sort();
+    assert_eq!(got, want, "{t}");
+    assert!(t.contains("same password"), "no fix named: {t}");
+    assert!(t.lines().any(|l| l.starts_with("ok") && l.contains("distributed round trip")), "{t}");
+    let fixed = c.ok(&["setup"]);
+    assert!(fixed.contains("citus_worker1"), "{fixed}");
+    let ok = c.ok(&["verify"]);
+    assert!(ok.contains("6 connections ok"), "{ok}");
+}
+
+#[test]
 fn stale_extension_is_reported_and_updated() {
     if !citus("stale_extension_is_reported_and_updated") {
         return;
