@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (README: "Run the tests"). Installs what the tests need when it is
-# missing (Debian packages: the PostgreSQL server, mmdebstrap for the Docker test image; PyPI:
+# missing (Debian packages: the PostgreSQL server and client, openssl, mmdebstrap for the Docker test image; PyPI:
 # python-dotenv), then
 # runs every test of the workspace. Tests that need Citus or Docker skip loudly when this machine
 # cannot run them (see DEVELOPERS.md); set CITUS_XTASK_REQUIRE=postgres,citus,docker to insist.
@@ -14,6 +14,8 @@ for d in /usr/lib/postgresql/*/bin; do
 done
 $have_server || need_pkgs+=(postgresql)
 command -v psql >/dev/null || need_pkgs+=(postgresql-client)
+# `up` makes each local node's TLS certificate with it (a test checks that it did).
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 if command -v docker >/dev/null && timeout 10 docker info >/dev/null 2>&1; then
   command -v mmdebstrap >/dev/null || need_pkgs+=(mmdebstrap)
 fi

@@ -27,7 +27,29 @@ pub struct Local {
     pub run_as: Option<(u32, u32, String)>,
     /// That user's home: the servers' `HOME`, where libpq inside Citus looks for `~/.postgresql`.
     pub home: Option<PathBuf>,
+    /// The `openssl` program, which makes each new node's TLS certificate (see [`Local::make_certificate`]).
+    pub openssl: Option<PathBuf>,
 }
+
+/// What [`Local::ensure_data`] found or did.
+#[derive(Debug)]
+pub enum DataDir {
+    /// The node's data directory was there already; it is used as it is.
+    Existing,
+    /// Made now. `certificate` is `Err(why)` when the node got no TLS certificate of its own
+    /// (Citus then makes one at `CREATE EXTENSION citus`).
+    New { certificate: Result<(), String> },
+}
+
+/// The TLS settings Citus writes (ALTER SYSTEM) when `CREATE EXTENSION citus` finds `ssl` off
+/// and its `citus.node_conninfo` requires TLS (`sslmode=require`, the default): the ciphers
+/// are Citus's own list (`CITUS_DEFAULT_SSL_CIPHERS` in its `enable_ssl.c`). `up` writes them
+/// for a node that has the certificate [`Local::make_certificate`] made.
+const TLS_SETTINGS: &str = "# TLS between the nodes as Citus sets it up itself at CREATE EXTENSION citus, with the node's\n\
+# own self-signed certificate (server.crt, server.key) that `up` made with its data directory\n\
+ssl = on\n\
+ssl_ciphers = 'ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:\
+ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384'\n";
 
 /// Finds `initdb` and `postgres` (config `local.bin_dir`, else `pg_config --bindir`, else
 /// the newest `/usr/lib/postgresql/*/bin`) and decides which user runs the servers.
@@ -57,7 +79,7 @@ pub fn detect(cluster: &Cluster) -> anyhow::Result<Local> {
     } else {
         (None, None)
     };
-    Ok(Local { bin_dir, run_as, home })
+    Ok(Local { bin_dir, run_as, home, openssl: which::which("openssl").ok() })
 }
 
 /// `pg_config --bindir` of a `pg_config` on PATH that is not Debian's `/usr/bin/pg_config`
@@ -294,11 +316,12 @@ impl Local {
     }
 
     /// Creates `node`'s data directory unless it exists, by copying `template`, or with its own
-    /// `initdb` when `template` is None; never re-initialises. Returns whether it created one.
-    pub fn ensure_data(&self, cluster: &Cluster, node: &Node, creds: &pg::Credentials, template: Option<&Path>) -> anyhow::Result<bool> {
+    /// `initdb` when `template` is None, and gives it its own TLS certificate; never
+    /// re-initialises.
+    pub fn ensure_data(&self, cluster: &Cluster, node: &Node, creds: &pg::Credentials, template: Option<&Path>) -> anyhow::Result<DataDir> {
         let p = paths(cluster, node);
         if p.pgdata.join("PG_VERSION").exists() {
-            return Ok(false);
+            return Ok(DataDir::Existing);
         }
         if state::non_empty_dir(&p.pgdata) {
             bail!(
@@ -328,8 +351,35 @@ impl Local {
             }
             None => self.init_data_dir(&partial, creds, &cluster.database).with_context(|| format!("node {}: creating its data directory", node.name))?,
         }
+        let certificate = self.make_certificate(&partial);
         fs::rename(&partial, &p.pgdata).with_context(|| format!("renaming {} to {}", partial.display(), p.pgdata.display()))?;
-        Ok(true)
+        Ok(DataDir::New { certificate })
+    }
+
+    /// Makes a self-signed certificate and key for a new data directory (`server.crt`,
+    /// `server.key`, PostgreSQL's default names), so that the node starts with TLS on.
+    ///
+    /// Citus's inter-node connections require TLS by default, so `CREATE EXTENSION citus` on a
+    /// server with `ssl` off turns it on and makes such a certificate itself, with an RSA-2048
+    /// key: 0.1-0.5 s of CPU per node on the machines measured, more than the rest of the
+    /// extension's creation in some runs (docs/performance.md). The same certificate with a
+    /// P-256 key (common name `citus-auto-ssl`, as Citus's) takes ~10 ms, and every TLS
+    /// handshake between the nodes is cheaper with it. Like Citus's, it encrypts and
+    /// authenticates nothing: `sslmode=require` checks no certificate. Each node gets its own
+    /// key; none is in the template. `Err(why)` leaves the node without one, and Citus makes it.
+    fn make_certificate(&self, pgdata: &Path) -> Result<(), String> {
+        let Some(openssl) = &self.openssl else { return Err("no `openssl` program on PATH".into()) };
+        let (key, crt) = (pgdata.join("server.key"), pgdata.join("server.crt"));
+        let mut c = self.command(openssl);
+        c.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=citus-auto-ssl", "-days", "3650"]);
+        c.arg("-keyout").arg(&key).arg("-out").arg(&crt);
+        // PostgreSQL refuses a key file that others can read.
+        let made = self.run(c, "openssl req").and_then(|()| Ok(fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?));
+        made.map_err(|e| {
+            let _ = fs::remove_file(&key);
+            let _ = fs::remove_file(&crt);
+            format!("{e:#}")
+        })
     }
 
     fn write_settings(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
@@ -344,6 +394,9 @@ impl Local {
             conf_quote(listen),
             conf_quote(&cluster.shared_preload_libraries.join(",")),
         );
+        if p.pgdata.join("server.crt").exists() && p.pgdata.join("server.key").exists() {
+            text.push_str(TLS_SETTINGS);
+        }
         if cluster.local.dev_speed {
             text.push_str(
                 "# dev_speed = true: a killed server loses nothing, but a machine (OS) crash can corrupt the data\nfsync = off\nfull_page_writes = off\n",
@@ -576,12 +629,19 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::
                 let template = template.clone();
                 let own_init = if direct.is_some_and(|d| d.name == n.name) { direct_init.take() } else { None };
                 s.spawn(move || -> anyhow::Result<crate::ReadyConn> {
-                    let (created, how) = match own_init {
+                    let (made, how) = match own_init {
                         Some(h) => (h.join().expect("initdb thread panicked")?, " (its own initdb, run while the template was built)"),
-                        None => (template.is_some() && local.ensure_data(cluster, n, creds, template.as_deref())?, ""),
+                        None if template.is_some() => (local.ensure_data(cluster, n, creds, template.as_deref())?, ""),
+                        None => (DataDir::Existing, ""),
                     };
-                    if created {
-                        progress(&format!("{}: new data directory {}{how}", n.name, paths(cluster, n).pgdata.display()));
+                    if let DataDir::New { certificate } = made {
+                        let tls = match certificate {
+                            Ok(()) => String::new(),
+                            Err(why) => format!(
+                                "; it has no TLS certificate of its own ({why}), so CREATE EXTENSION citus will make one (0.1-0.5 s of CPU; install openssl to skip that)"
+                            ),
+                        };
+                        progress(&format!("{}: new data directory {}{how}{tls}", n.name, paths(cluster, n).pgdata.display()));
                     }
                     let mut child = local.start(cluster, n)?;
                     if child.is_none() {

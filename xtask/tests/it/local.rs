@@ -51,6 +51,7 @@ fn cold_up_verifies_then_setup_changes_nothing_and_down_up_keeps_data() {
         let active: Vec<&str> = hba.lines().filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty()).collect();
         assert!(active.iter().all(|l| !l.contains("trust")), "{node} trusts someone: {active:?}");
     }
+    assert_tls_made_by_up(&c);
 
     let again = c.ok(&["setup"]);
     assert!(again.contains("nothing to change"), "second setup changed something: {again}");
@@ -141,4 +142,59 @@ fn worker_count_from_the_command_line() {
     assert_eq!(n, 1);
     let dry = c.ok(&["setup", "--dry-run", "--workers", "3"]);
     assert_eq!(dry.matches("citus_add_node").count(), 3, "{dry}");
+}
+
+/// Each node of `c` started with TLS on and a certificate of its own that `up` made, so Citus
+/// made none at `CREATE EXTENSION citus`, and Citus's connections between the nodes use TLS.
+fn assert_tls_made_by_up(c: &TestCluster) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut certificates = std::collections::BTreeSet::new();
+    for (i, node) in ["citus_master", "citus_worker1", "citus_worker2"].into_iter().enumerate() {
+        let pgdata = c.pgdata(node);
+        let mode = std::fs::metadata(pgdata.join("server.key")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{node}: server.key mode {mode:o}");
+        assert!(certificates.insert(std::fs::read_to_string(pgdata.join("server.crt")).unwrap()), "{node} has another node's certificate");
+        let log = std::fs::read_to_string(pgdata.parent().unwrap().join("postgres.log")).unwrap();
+        assert!(!log.contains("generating self signed certificate"), "Citus made its own certificate on {node}: {log}");
+        let ssl: String = c.connect(i, &c.database).query_one("SHOW ssl", &[]).unwrap().get(0);
+        assert_eq!(ssl, "on", "{node}");
+    }
+    let rows = c
+        .connect(0, &c.database)
+        .query(
+            "SELECT nodeport, result FROM run_command_on_workers($$SELECT bool_and(s.ssl)::text || ' ' || count(*) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'citus%'$$)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        let result: String = r.get(1);
+        assert!(result.starts_with("true "), "Citus's connections to the worker on port {} are not all TLS: {result}", r.get::<_, i32>(0));
+    }
+}
+
+#[test]
+fn without_openssl_citus_makes_the_certificates_and_the_cluster_still_verifies() {
+    let test = "without_openssl_citus_makes_the_certificates_and_the_cluster_still_verifies";
+    if !citus(test) {
+        return;
+    }
+    // A PATH with `cp` (the template's copies) and no `openssl`.
+    let bin = citus_testkit::temp_dir("citus-xtask-no-openssl");
+    let cp = ["/usr/bin/cp", "/bin/cp"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("cp");
+    std::os::unix::fs::symlink(cp, bin.path().join("cp")).unwrap();
+    let c = TestCluster::new(Spec::default());
+    let out = c.xtask_env(&["up"], &[("PATH", bin.path().to_str().unwrap())]);
+    assert!(out.status.success(), "up failed: {}", text(&out));
+    let progress = String::from_utf8_lossy(&out.stderr);
+    for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+        let line =
+            progress.lines().find(|l| l.contains(&format!("{node}: new data directory"))).unwrap_or_else(|| panic!("no data line for {node}: {progress}"));
+        assert!(line.contains("no TLS certificate of its own (no `openssl` program on PATH)") && line.contains("install openssl"), "{line}");
+        let log = std::fs::read_to_string(c.pgdata(node).parent().unwrap().join("postgres.log")).unwrap();
+        assert!(log.contains("generating self signed certificate"), "Citus made no certificate on {node}: {log}");
+    }
+    let verified = c.xtask_env(&["verify"], &[("PATH", bin.path().to_str().unwrap())]);
+    assert!(verified.status.success(), "{}", text(&verified));
 }
