@@ -454,11 +454,13 @@ impl Report {
              - **baseline**: what a bare shell script does with the same binaries. Per node, in parallel: \
              `initdb --no-sync --auth=trust`, `shared_preload_libraries = 'citus'` and `fsync = off` appended to postgresql.conf, \
              `pg_ctl -w start`, `psql -c 'CREATE EXTENSION citus'`; then one `psql` on the coordinator with one `citus_add_node` \
-             per worker. Its stop is `pg_ctl -m immediate -w stop` per node, in parallel.\n\
+             per worker. Its `CREATE EXTENSION citus` finds `ssl` off, so Citus turns it on and makes the node an RSA-2048 \
+             certificate, as it does on any such server. Its stop is `pg_ctl -m immediate -w stop` per node, in parallel.\n\
              - **tool, first run (no template)**: `up --backend local`, then `verify`, `setup` again on the ready cluster, and \
              `down`, in a fresh data folder, so that `up` first creates its initdb template, as on the first run ever on a machine.\n\
              - **tool, template cached**: the same in a data folder shared by the cycles (a new cluster each cycle), so that \
-             `up` copies the cached template.\n\
+             `up` copies the cached template. In both, `up` gives each new node its own TLS certificate (`openssl`, P-256) and \
+             starts it with `ssl` on, so Citus makes none (docs/performance.md).\n\
              - **docker baseline** and **tool, docker backend** (when the image, `--image` or the config's, is on the machine; \
              the benchmark never pulls), alternating: the baseline brings up the compose file the tool generates for the same \
              config with `compose up -d` (plus `--wait` where compose v2 offers it), polls `pg_isready` on every client port by \
