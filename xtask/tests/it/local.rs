@@ -52,6 +52,15 @@ fn cold_up_verifies_then_setup_changes_nothing_and_down_up_keeps_data() {
         assert!(active.iter().all(|l| !l.contains("trust")), "{node} trusts someone: {active:?}");
     }
     assert_tls_made_by_up(&c);
+    // `down` re-sends the shutdown's SIGTERM to Citus's maintenance daemons when a node is slow
+    // to stop; it finds them as children of each node's postmaster.
+    for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+        let postmaster = c.pid(node).unwrap();
+        let daemons = citus_io::local::citus_maintenance_daemons(postmaster);
+        assert_eq!(daemons.len(), 1, "{node}: {daemons:?}");
+        let title = std::fs::read(format!("/proc/{}/cmdline", daemons[0])).unwrap();
+        assert!(String::from_utf8_lossy(&title).contains("Citus Maintenance Daemon"), "{}", String::from_utf8_lossy(&title));
+    }
 
     let again = c.ok(&["setup"]);
     assert!(again.contains("nothing to change"), "second setup changed something: {again}");
