@@ -379,7 +379,7 @@ impl Report {
             Some(Err(e)) => format!("Not measured: {e}\n"),
             Some(Ok(b)) => {
                 let mut t = format!(
-                    "Clean builds in the dev profile (this workspace's `[profile.*]` tables, copied into the postgres-only crate: `debug = 0`, no incremental cache, the password-hashing crates at `opt-level = 1`), each into a fresh target folder, `--offline` from the local registry cache, {} parallel jobs:\n\n\
+                    "Clean builds in the dev profile (this workspace's `[profile.*]` tables, copied into the postgres-only crate: `debug = 0`, no incremental cache, the password-hashing crates at `opt-level = 3` without debug assertions), each into a fresh target folder, `--offline` from the local registry cache, {} parallel jobs:\n\n\
                      | build | seconds | crates compiled |\n|---|---:|---:|\n",
                     b.jobs
                 );
