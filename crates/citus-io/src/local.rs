@@ -361,11 +361,10 @@ impl Local {
     ///
     /// Citus's inter-node connections require TLS by default, so `CREATE EXTENSION citus` on a
     /// server with `ssl` off turns it on and makes such a certificate itself, with an RSA-2048
-    /// key: 0.1-0.5 s of CPU per node on the machines measured, more than the rest of the
+    /// key: 0.1-0.5 s of CPU per node on the machine measured, more than the rest of the
     /// extension's creation in some runs (docs/performance.md). The same certificate with a
-    /// P-256 key (common name `citus-auto-ssl`, as Citus's) takes ~10 ms, and every TLS
-    /// handshake between the nodes is cheaper with it. Like Citus's, it encrypts and
-    /// authenticates nothing: `sslmode=require` checks no certificate. Each node gets its own
+    /// P-256 key (common name `citus-auto-ssl`, as Citus's) takes ~10 ms. Like Citus's, it
+    /// encrypts and authenticates nothing: `sslmode=require` checks no certificate. Each node gets its own
     /// key; none is in the template. `Err(why)` leaves the node without one, and Citus makes it.
     fn make_certificate(&self, pgdata: &Path) -> Result<(), String> {
         let Some(openssl) = &self.openssl else { return Err("no `openssl` program on PATH".into()) };
@@ -485,8 +484,8 @@ const DAEMON_NUDGE_AFTER: Duration = Duration::from_millis(250);
 /// and the process latch. When it arrives while the daemon waits for the other nodes (its
 /// distributed deadlock detection asks every node, every 2 s by default), the wait for their
 /// answers resets the latch, and the daemon then sleeps out its whole timeout before it sees
-/// the flag: the node took ~2.3 s instead of ~0.2 s to stop in about one `down` of a 1 + 8
-/// cluster in four (docs/performance.md). The same signal again only sets the latch again.
+/// the flag: one node took ~2.3 s instead of ~0.3 s to stop in about one `down` of a 1 + 8
+/// cluster in three (11 of 29 measured, docs/performance.md). The same signal again only sets the latch again.
 pub fn citus_maintenance_daemons(postmaster: i32) -> Vec<i32> {
     // The postmaster is single-threaded: its main thread's `children` lists them all. Where the
     // kernel has no such file, every process's parent is read instead.
