@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command (README: "Run the tests"). Installs what the tests need when it is
+# The project's test command (README: "Run the test suite"). Installs what the tests need when it is
 # missing (Debian packages: the PostgreSQL server and client, openssl, mmdebstrap for the Docker test image; PyPI:
 # python-dotenv), then
 # runs every test of the workspace. Tests that need Citus or Docker skip loudly when this machine

@@ -45,8 +45,8 @@ pub enum DataDir {
 /// and its `citus.node_conninfo` requires TLS (`sslmode=require`, the default): the ciphers
 /// are Citus's own list (`CITUS_DEFAULT_SSL_CIPHERS` in its `enable_ssl.c`). `up` writes them
 /// for a node that has the certificate [`Local::make_certificate`] made.
-const TLS_SETTINGS: &str = "# TLS between the nodes as Citus sets it up itself at CREATE EXTENSION citus, with the node's\n\
-# own self-signed certificate (server.crt, server.key) that `up` made with its data directory\n\
+const TLS_SETTINGS: &str = "# TLS between the nodes as Citus sets it up itself at CREATE EXTENSION citus, with the\n\
+# certificate in this data directory (server.crt, server.key; `up` makes one for each node it creates)\n\
 ssl = on\n\
 ssl_ciphers = 'ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:\
 ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384'\n";
