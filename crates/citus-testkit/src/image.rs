@@ -22,7 +22,7 @@ pub const ENTRYPOINT_SCRIPT: &str = include_str!("../image/docker-entrypoint.sh"
 pub const IMAGE_REPOSITORY: &str = "citus-xtask-test";
 
 /// Bump when the build recipe changes in a way the hashed inputs miss.
-const RECIPE_VERSION: &str = "citus-testkit image recipe 1";
+const RECIPE_VERSION: &str = "citus-testkit image recipe 2";
 
 /// Serialises builds across processes (and threads).
 const LOCK_FILE: &str = "/tmp/citus-xtask-test-image.lock";
@@ -40,9 +40,31 @@ const DPKG_OPTIONS: &[&str] = &[
     "path-include=/usr/share/doc/*/copyright",
 ];
 
-/// The Debian packages of the image.
+/// The Debian packages every image has (the shared libraries of the host's Citus add theirs:
+/// [`citus_library_packages`]).
 pub fn image_packages(pg_major: u32) -> Vec<String> {
     vec![format!("postgresql-{pg_major}"), format!("postgresql-client-{pg_major}"), "util-linux".to_string(), "procps".to_string()]
+}
+
+/// What one image is built from.
+struct Recipe {
+    suite: String,
+    citus: Vec<CopyIn>,
+    /// [`image_packages`] plus the packages of the libraries the host's Citus files load.
+    packages: Vec<String>,
+}
+
+impl Recipe {
+    fn for_env(env: &Env) -> anyhow::Result<Recipe> {
+        let citus = citus_files(env)?;
+        let mut packages = image_packages(env.pg_major);
+        for p in citus_library_packages(&citus)? {
+            if !packages.contains(&p) {
+                packages.push(p);
+            }
+        }
+        Ok(Recipe { suite: host_codename(), citus, packages })
+    }
 }
 
 /// The `docker import --change` instructions.
@@ -97,6 +119,111 @@ fn citus_files(env: &Env) -> anyhow::Result<Vec<CopyIn>> {
     Ok(files)
 }
 
+/// The Debian packages that hold the shared libraries the host's Citus files load (`ldd`),
+/// so that the image can load a Citus built with optional libraries: Citus links libcurl
+/// (its statistics collection) when libcurl's headers were there at its build, and the
+/// PostgreSQL server package does not pull libcurl in. A library that no package owns, or that
+/// the host itself cannot find, is an error naming it.
+fn citus_library_packages(citus: &[CopyIn]) -> anyhow::Result<Vec<String>> {
+    let mut objects = Vec::new();
+    for f in citus {
+        shared_objects(&f.host, &mut objects)?;
+    }
+    if objects.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ldd = which::which("ldd").map_err(|_| anyhow::anyhow!("ldd (Debian: libc-bin) is missing: it finds the libraries Citus needs in the test image"))?;
+    let text = output(Command::new(ldd).args(&objects))?;
+    let (libs, missing) = parse_ldd(&text);
+    if !missing.is_empty() {
+        bail!(
+            "the host's Citus needs libraries this machine does not have ({}): `ldd` on {} says \"not found\"",
+            missing.join(", "),
+            objects.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ")
+        );
+    }
+    // dpkg knows a library by the path its package ships, which on a merged-/usr system may
+    // differ from the one the loader reports by a leading /usr.
+    let candidates = |lib: &Path| -> Vec<PathBuf> {
+        let s = lib.to_string_lossy();
+        let mut c = vec![lib.to_path_buf()];
+        if s.starts_with("/lib") {
+            c.push(PathBuf::from(format!("/usr{s}")));
+        } else if let Some(rest) = s.strip_prefix("/usr").filter(|r| r.starts_with("/lib")) {
+            c.push(PathBuf::from(rest));
+        }
+        c
+    };
+    let all: Vec<PathBuf> = libs.iter().flat_map(|l| candidates(l)).collect();
+    // dpkg-query exits 1 when any path has no owner; the owned ones are still on stdout.
+    let out = Command::new("dpkg-query")
+        .arg("--search")
+        .args(&all)
+        .stdin(Stdio::null())
+        .output()
+        .context("running dpkg-query --search (the image is built from Debian's packages)")?;
+    let owners = parse_dpkg_search(&String::from_utf8_lossy(&out.stdout));
+    let mut packages = Vec::new();
+    let mut unowned = Vec::new();
+    for lib in &libs {
+        match candidates(lib).iter().find_map(|c| owners.iter().find(|(_, p)| p == c)) {
+            Some((pkg, _)) if !packages.contains(pkg) => packages.push(pkg.clone()),
+            Some(_) => {}
+            None => unowned.push(lib.display().to_string()),
+        }
+    }
+    if !unowned.is_empty() {
+        bail!("the host's Citus loads libraries that no Debian package owns, so the test image cannot install them: {}", unowned.join(", "));
+    }
+    Ok(packages)
+}
+
+/// The `.so` files at `path` (a file, or a folder such as `citus_decoders`, recursively).
+fn shared_objects(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    if path.is_dir() {
+        for entry in sorted_entries(path)? {
+            shared_objects(&entry, out)?;
+        }
+    } else if file_name(path).ends_with(".so") {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+/// The libraries `ldd` resolved (sorted, each once) and the names it could not find. The
+/// dynamic loader itself and the vDSO have no `=>` and are left out (libc6 is in every image).
+pub(crate) fn parse_ldd(text: &str) -> (Vec<PathBuf>, Vec<String>) {
+    let mut libs = std::collections::BTreeSet::new();
+    let mut missing = Vec::new();
+    for line in text.lines() {
+        let Some((name, target)) = line.split_once("=>") else { continue };
+        let target = target.trim();
+        if target.starts_with("not found") {
+            let name = name.trim().to_string();
+            if !missing.contains(&name) {
+                missing.push(name);
+            }
+        } else if let Some(path) = target.split(" (").next().filter(|p| p.starts_with('/')) {
+            libs.insert(PathBuf::from(path));
+        }
+    }
+    (libs.into_iter().collect(), missing)
+}
+
+/// `(package, path)` pairs from `dpkg-query --search` output (`pkg[:arch][, pkg2]: path`),
+/// the first package of each line, without its architecture; diversion lines are skipped.
+pub(crate) fn parse_dpkg_search(text: &str) -> Vec<(String, PathBuf)> {
+    text.lines()
+        .filter(|l| !l.starts_with("diversion "))
+        .filter_map(|l| {
+            let (pkgs, path) = l.split_once(": ")?;
+            let first = pkgs.split(',').next()?.trim();
+            let pkg = first.split(':').next()?.trim();
+            (!pkg.is_empty() && path.starts_with('/')).then(|| (pkg.to_string(), PathBuf::from(path.trim())))
+        })
+        .collect()
+}
+
 fn sorted_entries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -133,15 +260,14 @@ fn hash_tree(hasher: &mut Sha256, path: &Path, rel: &str) -> anyhow::Result<()> 
 /// where the hash covers the recipe, the entrypoint script, the package
 /// list, the suite and the host's Citus files (bytes, sizes, mtimes).
 pub fn test_image_tag(env: &Env) -> anyhow::Result<String> {
-    let suite = host_codename();
-    let citus = citus_files(env)?;
-    Ok(format!("{IMAGE_REPOSITORY}:pg{}-{}", env.pg_major, recipe_hash(env.pg_major, &suite, &citus)?))
+    let r = Recipe::for_env(env)?;
+    Ok(format!("{IMAGE_REPOSITORY}:pg{}-{}", env.pg_major, recipe_hash(env.pg_major, &r.suite, &r.packages, &r.citus)?))
 }
 
-fn recipe_hash(pg_major: u32, suite: &str, citus: &[CopyIn]) -> anyhow::Result<String> {
+fn recipe_hash(pg_major: u32, suite: &str, packages: &[String], citus: &[CopyIn]) -> anyhow::Result<String> {
     let mut h = Sha256::new();
     h.update(format!("{RECIPE_VERSION}\nsuite {suite}\nmajor {pg_major}\n"));
-    h.update(format!("packages {}\n", image_packages(pg_major).join(",")));
+    h.update(format!("packages {}\n", packages.join(",")));
     h.update(format!("dpkg {}\n", DPKG_OPTIONS.join(" ")));
     h.update(format!("changes {}\n", image_changes(pg_major, "").join("\n")));
     h.update(format!("createcluster {INHIBIT_MAIN_CLUSTER}"));
@@ -172,9 +298,8 @@ fn recipe_hash(pg_major: u32, suite: &str, citus: &[CopyIn]) -> anyhow::Result<S
 /// image's `POSTGRES_USER`, `POSTGRES_PASSWORD(_FILE)`, `POSTGRES_DB` and
 /// `PGDATA`.
 pub fn test_image(env: &Env) -> anyhow::Result<String> {
-    let suite = host_codename();
-    let citus = citus_files(env)?;
-    let hash = recipe_hash(env.pg_major, &suite, &citus)?;
+    let r = Recipe::for_env(env)?;
+    let hash = recipe_hash(env.pg_major, &r.suite, &r.packages, &r.citus)?;
     let tag = format!("{IMAGE_REPOSITORY}:pg{}-{hash}", env.pg_major);
     if image_exists(&tag)? {
         return Ok(tag);
@@ -183,7 +308,7 @@ pub fn test_image(env: &Env) -> anyhow::Result<String> {
     if image_exists(&tag)? {
         return Ok(tag);
     }
-    build(env.pg_major, &suite, &citus, &hash, &tag)?;
+    build(env.pg_major, &r, &hash, &tag)?;
     Ok(tag)
 }
 
@@ -239,7 +364,8 @@ fn progress(line: &str) {
     loud(&format!("[citus-testkit image] {line}\n"));
 }
 
-fn build(pg_major: u32, suite: &str, citus: &[CopyIn], hash: &str, tag: &str) -> anyhow::Result<()> {
+fn build(pg_major: u32, recipe: &Recipe, hash: &str, tag: &str) -> anyhow::Result<()> {
+    let (suite, citus) = (recipe.suite.as_str(), recipe.citus.as_slice());
     let mmdebstrap = which::which("mmdebstrap").map_err(|_| {
         anyhow::anyhow!(
             "building the test image {tag} needs mmdebstrap, which is not installed: \
@@ -247,7 +373,7 @@ fn build(pg_major: u32, suite: &str, citus: &[CopyIn], hash: &str, tag: &str) ->
         )
     })?;
     let started = Instant::now();
-    progress(&format!("building {tag}: Debian {suite} with {} (this takes minutes, once per machine)", image_packages(pg_major).join(", ")));
+    progress(&format!("building {tag}: Debian {suite} with {} (this takes minutes, once per machine)", recipe.packages.join(", ")));
 
     let base = if Path::new("/var/tmp").is_dir() { "/var/tmp" } else { "/tmp" };
     let work = tempfile::Builder::new().prefix("citus-testkit-image-").tempdir_in(base).context("creating a work directory")?;
@@ -275,7 +401,7 @@ fn build(pg_major: u32, suite: &str, citus: &[CopyIn], hash: &str, tag: &str) ->
 
     let tarball = work.path().join("rootfs.tar");
     let mut cmd = Command::new(mmdebstrap);
-    cmd.arg("--variant=minbase").arg(format!("--include={}", image_packages(pg_major).join(",")));
+    cmd.arg("--variant=minbase").arg(format!("--include={}", recipe.packages.join(",")));
     for opt in DPKG_OPTIONS {
         cmd.arg(format!("--dpkgopt={opt}"));
     }
@@ -667,12 +793,51 @@ Components: main
         let so = dir.path().join("citus.so");
         fs::write(&so, "one").unwrap();
         let files = vec![CopyIn { host: so.clone(), dest_dir: "/usr/lib/postgresql/15/lib".to_string() }];
-        let a = recipe_hash(15, "bookworm", &files).unwrap();
+        let pkgs = image_packages(15);
+        let a = recipe_hash(15, "bookworm", &pkgs, &files).unwrap();
         assert_eq!(a.len(), 12);
-        assert_eq!(a, recipe_hash(15, "bookworm", &files).unwrap());
-        assert_ne!(a, recipe_hash(16, "bookworm", &files).unwrap());
-        assert_ne!(a, recipe_hash(15, "bookworm", &[]).unwrap());
+        assert_eq!(a, recipe_hash(15, "bookworm", &pkgs, &files).unwrap());
+        assert_ne!(a, recipe_hash(16, "bookworm", &pkgs, &files).unwrap());
+        assert_ne!(a, recipe_hash(15, "bookworm", &pkgs, &[]).unwrap());
+        let mut more = pkgs.clone();
+        more.push("libcurl4".into());
+        assert_ne!(a, recipe_hash(15, "bookworm", &more, &files).unwrap());
         fs::write(&so, "two").unwrap();
-        assert_ne!(a, recipe_hash(15, "bookworm", &files).unwrap());
+        assert_ne!(a, recipe_hash(15, "bookworm", &pkgs, &files).unwrap());
+    }
+
+    #[test]
+    fn ldd_output_gives_resolved_libraries_and_missing_names() {
+        let text = "\
+/usr/lib/postgresql/15/lib/citus.so:
+\tlinux-vdso.so.1 (0x00007ffd)
+\tlibcurl.so.4 => /lib/x86_64-linux-gnu/libcurl.so.4 (0x00007f11)
+\tlibpq.so.5 => /lib/x86_64-linux-gnu/libpq.so.5 (0x00007f12)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007f13)
+/usr/lib/postgresql/15/lib/citus_columnar.so:
+\tlibpq.so.5 => /lib/x86_64-linux-gnu/libpq.so.5 (0x00007f12)
+\tlibodd.so.1 => not found
+";
+        let (libs, missing) = parse_ldd(text);
+        assert_eq!(libs, [PathBuf::from("/lib/x86_64-linux-gnu/libcurl.so.4"), PathBuf::from("/lib/x86_64-linux-gnu/libpq.so.5")]);
+        assert_eq!(missing, ["libodd.so.1"]);
+    }
+
+    #[test]
+    fn dpkg_search_output_gives_the_first_package_without_its_architecture() {
+        let text = "\
+libcurl4:amd64: /usr/lib/x86_64-linux-gnu/libcurl.so.4
+libc6:amd64, libc6-dbg: /lib/x86_64-linux-gnu/libc.so.6
+diversion by foo from: /usr/lib/x/libz.so.1
+libzstd1: /usr/lib/x86_64-linux-gnu/libzstd.so.1
+";
+        assert_eq!(
+            parse_dpkg_search(text),
+            [
+                ("libcurl4".to_string(), PathBuf::from("/usr/lib/x86_64-linux-gnu/libcurl.so.4")),
+                ("libc6".to_string(), PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6")),
+                ("libzstd1".to_string(), PathBuf::from("/usr/lib/x86_64-linux-gnu/libzstd.so.1")),
+            ]
+        );
     }
 }

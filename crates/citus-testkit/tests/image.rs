@@ -24,9 +24,10 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).trim().to_string()
 }
 
-/// `docker run -d --rm <args>`, guarded.
+/// `docker run -d <args>`, guarded (not `--rm`: a container that exits keeps its log for the
+/// failure message; the guard removes it).
 fn start(args: &[&str]) -> ContainerGuard {
-    let out = run(Command::new("docker").args(["run", "-d", "--rm"]).args(args));
+    let out = run(Command::new("docker").args(["run", "-d"]).args(args));
     assert!(out.status.success(), "docker run failed: {}", text(&out.stderr));
     ContainerGuard::new(text(&out.stdout))
 }
@@ -36,6 +37,7 @@ fn logs(id: &str) -> String {
     format!("{}\n{}", text(&out.stdout), text(&out.stderr))
 }
 
+/// Waits until the server answers; fails at once, with its log, when the container stops.
 fn wait_ready(env: &Env, port: u16, container: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -43,6 +45,13 @@ fn wait_ready(env: &Env, port: u16, container: &str) {
         if out.status.success() {
             return;
         }
+        let state = run(Command::new("docker").args(["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", container]));
+        let state = text(&state.stdout);
+        assert!(
+            state.starts_with("running") || state.starts_with("created"),
+            "container {container} stopped before its server was ready ({state}); logs:\n{}",
+            logs(container)
+        );
         assert!(Instant::now() < deadline, "server in {container} not ready after 120 s; logs:\n{}", logs(container));
         sleep(Duration::from_millis(300));
     }
