@@ -198,6 +198,37 @@ pub(crate) fn docker_cycle(ctx: &Ctx, cluster: &citus_config::Cluster, dir: &Pat
     Ok(Sample { up, stop, citus_version: None })
 }
 
+/// The all-pairs check alone, as a bare script does it on a ready cluster: one `psql` per node,
+/// all at once, each running `citus_check_connection_to_node` to every other node in one
+/// session (the pairs of `citus_check_cluster_node_health()` without each node's connection to
+/// its own address). That is the part of `verify` no implementation can do without: a new
+/// inter-node connection per pair (on 1 + 8, 72). Returns the seconds from the first spawn to the
+/// last exit; fails when any pair fails (the measurement would not be of a working cluster).
+pub(crate) fn all_pairs(ctx: &Ctx, ports: &[u16], user: &str, database: &str) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = ports
+            .iter()
+            .map(|&from| {
+                s.spawn(move || {
+                    let others: Vec<u16> = ports.iter().copied().filter(|&p| p != from).collect();
+                    let sql: String = others.iter().map(|p| format!("SELECT citus_check_connection_to_node('127.0.0.1', {p});")).collect();
+                    let out = psql_as(ctx, from, user, database, &sql)?;
+                    let answers: Vec<&str> = out.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+                    if answers.len() != others.len() || answers.iter().any(|a| *a != "t") {
+                        bail!("all-pairs check from 127.0.0.1:{from}: expected {} times `t`, got {answers:?}", others.len());
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("all-pairs thread")).collect()
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    citus_io::all_nodes(results).context("bare all-pairs check")?;
+    Ok(secs)
+}
+
 /// `pg_isready -h 127.0.0.1 -p port`: true when the server accepts connections.
 fn ready(ctx: &Ctx, port: u16) -> bool {
     let exe = ctx.bin_dir.join("pg_isready");
@@ -207,13 +238,19 @@ fn ready(ctx: &Ctx, port: u16) -> bool {
 
 /// One `psql` with the bench password to 127.0.0.1:`port` as `user`; `sql` as one `-c`.
 fn psql_login(ctx: &Ctx, port: u16, user: &str, sql: &str) -> anyhow::Result<()> {
+    psql_as(ctx, port, user, "postgres", sql).map(drop)
+}
+
+/// One `psql` with the bench password to `database` on 127.0.0.1:`port` as `user`; `sql` as
+/// one `-c`. Returns stdout.
+fn psql_as(ctx: &Ctx, port: u16, user: &str, database: &str, sql: &str) -> anyhow::Result<String> {
     let mut c = Command::new(&ctx.psql);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("PG") {
             c.env_remove(k);
         }
     }
-    c.args(["-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-d", "postgres", "-U", user, "-c", sql])
+    c.args(["-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-d", database, "-U", user, "-c", sql])
         .arg("-p")
         .arg(port.to_string())
         .env("PGPASSWORD", super::PASSWORD)
@@ -222,7 +259,7 @@ fn psql_login(ctx: &Ctx, port: u16, user: &str, sql: &str) -> anyhow::Result<()>
     if !out.status.success() {
         bail!("psql on 127.0.0.1:{port} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Runs a command with its output in a file (never a pipe: `pg_ctl start` leaves a server

@@ -123,6 +123,9 @@ fn xtask_binary(given: Option<PathBuf>, root: &Path) -> anyhow::Result<PathBuf> 
 /// The variable the generated configs read the password from (set only in the children).
 const PASSWORD_ENV: &str = "CITUS_BENCH_PASSWORD";
 const PASSWORD: &str = "citus-bench-password";
+/// The generated configs' user and database (the seed's).
+const USER: &str = "commcarehq";
+const DATABASE: &str = "commcare_ucr_citus";
 
 /// What every cycle shares.
 pub(crate) struct Ctx {
@@ -187,6 +190,9 @@ pub(crate) struct ToolSample {
     pub(crate) phases: Vec<Phase>,
     /// The progress lines of `up` with their time since it was spawned.
     pub(crate) up_lines: Vec<(f64, String)>,
+    /// Local cycles: the bare all-pairs check ([`baseline::all_pairs`]) on the ready cluster,
+    /// after the tool's `setup` and before its `down` (not a phase of the tool).
+    pub(crate) all_pairs: Option<f64>,
 }
 
 impl ToolSample {
@@ -451,7 +457,7 @@ impl Ctx {
         let backend = if series == Series::Docker { "docker" } else { "local" };
         let mut t = format!(
             "# Written by `cargo xtask bench` for one cycle; deleted afterwards.\n\
-             name = {}\ndatabase = \"commcare_ucr_citus\"\nuser = \"commcarehq\"\npassword_env = \"{PASSWORD_ENV}\"\nbackend = \"{backend}\"\n\n\
+             name = {}\ndatabase = \"{DATABASE}\"\nuser = \"{USER}\"\npassword_env = \"{PASSWORD_ENV}\"\nbackend = \"{backend}\"\n\n\
              [coordinator]\nname = \"citus_master\"\nhost = \"127.0.0.1\"\nport = {}\n",
             q(name),
             ports[0]
@@ -517,8 +523,14 @@ fn tool_cycle(ctx: &Ctx, workers: usize, series: Series, label: &str, tag: &str)
         procs::settle();
         let mut phases = Vec::new();
         let mut up_lines = Vec::new();
+        let mut all_pairs = None;
         let commands = [&["up", "--backend", backend][..], &["verify"], &["setup"], &["down"], &["down", "--purge"]];
         for (phase, args) in TOOL_PHASES.iter().zip(commands).take(if keep { 4 } else { 5 }) {
+            if *phase == "down" && series != Series::Docker {
+                let secs = baseline::all_pairs(ctx, &ports, USER, DATABASE)?;
+                progress(&format!("bench: [{tag} {short}] bare all-pairs check {secs:.2} s (not the tool)"));
+                all_pairs = Some(secs);
+            }
             let m = ctx.tool(args, &cfg)?;
             progress(&format!("bench: [{tag} {short}] {phase} {:.2} s{}", m.secs, m.peak_kib.map_or(String::new(), |k| format!(", peak {k} KiB"))));
             if *phase == "up" {
@@ -526,7 +538,7 @@ fn tool_cycle(ctx: &Ctx, workers: usize, series: Series, label: &str, tag: &str)
             }
             phases.push(Phase { name: phase, secs: m.secs, peak_kib: m.peak_kib });
         }
-        Ok(ToolSample { phases, up_lines })
+        Ok(ToolSample { phases, up_lines, all_pairs })
     };
     let result = run();
     if result.is_err() {

@@ -208,6 +208,10 @@ fn tool_secs<'a>(samples: impl IntoIterator<Item = &'a ToolSample>, phase: &'a s
     samples.into_iter().map(|s| s.secs(phase)).collect()
 }
 
+fn all_pairs_secs<'a>(samples: impl IntoIterator<Item = &'a ToolSample>) -> Vec<f64> {
+    samples.into_iter().filter_map(|s| s.all_pairs).collect()
+}
+
 fn median(v: &[f64]) -> f64 {
     stats(v.iter().copied()).median
 }
@@ -339,8 +343,57 @@ impl Report {
                 let label = if phase == "purge" { "down --purge (no target)" } else { phase };
                 row(series.title(), label, &v, kib(peak(samples, phase)));
             }
+            let pairs = all_pairs_secs(samples);
+            if !pairs.is_empty() {
+                row(series.title(), "bare all-pairs check (psql, not the tool)", &pairs, "".into());
+            }
         }
         t
+    }
+
+    /// The bare all-pairs check against the verify target's budget, per cluster size.
+    fn all_pairs_section(&self) -> String {
+        let mut t = String::new();
+        for c in &self.configs {
+            let pairs = all_pairs_secs(c.first_run.iter().chain(c.cached.iter()));
+            if pairs.is_empty() {
+                continue;
+            }
+            let nodes = c.workers + 1;
+            let floor = median(&pairs);
+            let cold_up = median(&tool_secs(&c.cached, "up"));
+            let verify = median(&tool_secs(c.first_run.iter().chain(c.cached.iter()), "verify"));
+            let share = floor / cold_up;
+            let _ = writeln!(
+                t,
+                "- 1+{}: {} connections, median {} s ({} to {} s), {:.1}% of the cold up; the tool's whole `verify` took {:.2}x that.{}",
+                c.workers,
+                nodes * (nodes - 1),
+                secs(floor),
+                secs(stats(pairs.iter().copied()).min),
+                secs(stats(pairs.iter().copied()).max),
+                share * 100.0,
+                verify / floor,
+                if share > 0.25 {
+                    " The check alone is over the 25% that `verify` may take, so no `verify` that checks every pair meets that target here."
+                } else {
+                    ""
+                }
+            );
+        }
+        if t.is_empty() {
+            return t;
+        }
+        format!(
+            "## What `verify` cannot do without\n\n\
+             `verify` checks that every node reaches every other one (the pairs of `citus_check_cluster_node_health()`, \
+             less each node's connection to itself). Each pair is a new connection between two nodes: a backend with Citus \
+             loaded, TLS and a SCRAM login. The row \"bare all-pairs check\" in the phase tables below is that check alone, \
+             as a bare script does it on the same cluster once the tool's `setup` has run: one `psql` per node, all at once, \
+             each calling `citus_check_connection_to_node` for every other node in one session. The tool's `verify` does the \
+             same pairs (its round trip's connections serve the coordinator's) plus its other checks and the distributed \
+             round trip.\n\n{t}\n"
+        )
     }
 
     /// The peak memory of the tool's process over every phase of every series.
@@ -407,6 +460,7 @@ impl Report {
         let failed = self.targets().iter().filter(|x| x.pass() == Some(false)).count();
         let total = self.targets().iter().filter(|x| x.pass().is_some()).count();
         let _ = writeln!(t, "\n{} of {total} targets met.\n", total - failed);
+        t.push_str(&self.all_pairs_section());
         for c in &self.configs {
             let _ = writeln!(t, "## Phases, 1 coordinator + {} workers (seconds)\n", c.workers);
             t.push_str(&self.phases_table(c));
@@ -468,6 +522,8 @@ impl Report {
              then `citus_add_node` per worker by service name; its stop \
              is `compose down -v`. The tool side is `up --backend docker`, `verify`, `setup`, `down`, `down --purge`, and its \
              target compares `up` + `verify` with the baseline's up. One tool warm-up cycle per size is not counted.\n\n\
+             In each local tool cycle, between the tool's `setup` and its `down`, the benchmark also times the all-pairs \
+             check alone as a bare script does it (\"What `verify` cannot do without\" below); it is not a phase of the tool.\n\n\
              Every tool cycle starts from nothing. ",
         );
         match &self.kept_spent_data {
@@ -558,6 +614,10 @@ impl Report {
                         let peaks: Vec<Value> = samples.iter().map(|x| json!(x.phases.iter().find(|q| q.name == phase).and_then(|q| q.peak_kib))).collect();
                         p["peak_kib"] = json!(peaks);
                         s.insert(phase.into(), p);
+                    }
+                    let pairs = all_pairs_secs(samples);
+                    if !pairs.is_empty() {
+                        s.insert("bare_all_pairs_check".into(), stats_json(&pairs));
                     }
                     o.insert(series.key().into(), Value::Object(s));
                 }
