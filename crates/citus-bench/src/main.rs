@@ -11,6 +11,10 @@
 //! - the **tool, template cached**: the same, with one data folder shared by the cycles
 //!   (a new cluster name each cycle), so `up` copies the cached template.
 //!
+//! Each local tool cycle also times the all-pairs check alone as a bare script does it
+//! ([`baseline::all_pairs`]), between the tool's `setup` and its `down`: the part of `verify`
+//! no implementation can do without, reported against verify's budget.
+//!
 //! The tool runs as a child process (the xtask binary) with a generated config on free
 //! loopback ports; its own peak memory is sampled from /proc. One warm-up cycle of the
 //! baseline and of the cached tool precedes each worker count and is not counted.
