@@ -213,7 +213,7 @@ pub(crate) fn all_pairs(ctx: &Ctx, ports: &[u16], user: &str, database: &str) ->
                 s.spawn(move || {
                     let others: Vec<u16> = ports.iter().copied().filter(|&p| p != from).collect();
                     let sql: String = others.iter().map(|p| format!("SELECT citus_check_connection_to_node('127.0.0.1', {p});")).collect();
-                    let out = psql_as(ctx, from, user, database, &sql)?;
+                    let out = run_psql(ctx, from, user, database, Some(super::PASSWORD), &[&sql])?;
                     let answers: Vec<&str> = out.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
                     if answers.len() != others.len() || answers.iter().any(|a| *a != "t") {
                         bail!("all-pairs check from 127.0.0.1:{from}: expected {} times `t`, got {answers:?}", others.len());
@@ -238,28 +238,7 @@ fn ready(ctx: &Ctx, port: u16) -> bool {
 
 /// One `psql` with the bench password to 127.0.0.1:`port` as `user`; `sql` as one `-c`.
 fn psql_login(ctx: &Ctx, port: u16, user: &str, sql: &str) -> anyhow::Result<()> {
-    psql_as(ctx, port, user, "postgres", sql).map(drop)
-}
-
-/// One `psql` with the bench password to `database` on 127.0.0.1:`port` as `user`; `sql` as
-/// one `-c`. Returns stdout.
-fn psql_as(ctx: &Ctx, port: u16, user: &str, database: &str, sql: &str) -> anyhow::Result<String> {
-    let mut c = Command::new(&ctx.psql);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PG") {
-            c.env_remove(k);
-        }
-    }
-    c.args(["-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-d", database, "-U", user, "-c", sql])
-        .arg("-p")
-        .arg(port.to_string())
-        .env("PGPASSWORD", super::PASSWORD)
-        .env("PGCONNECT_TIMEOUT", "2");
-    let out = c.stdin(Stdio::null()).output().context("starting psql")?;
-    if !out.status.success() {
-        bail!("psql on 127.0.0.1:{port} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    run_psql(ctx, port, user, "postgres", Some(super::PASSWORD), &[sql]).map(drop)
 }
 
 /// Runs a command with its output in a file (never a pipe: `pg_ctl start` leaves a server
@@ -282,17 +261,26 @@ fn log_tail(log: &Path) -> String {
 /// One `psql` over TCP to 127.0.0.1 as the bootstrap superuser (trust auth, so no password),
 /// each statement as its own `-c`. Returns stdout.
 pub(crate) fn psql(ctx: &Ctx, port: u16, statements: &[String]) -> anyhow::Result<String> {
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    run_psql(ctx, port, &ctx.run_as.name, "postgres", None, &statements)
+}
+
+/// One `psql` to `database` on 127.0.0.1:`port` as `user` (with `password`, else none),
+/// each statement as its own `-c`, none of the caller's `PG*` variables. Returns stdout.
+fn run_psql(ctx: &Ctx, port: u16, user: &str, database: &str, password: Option<&str>, statements: &[&str]) -> anyhow::Result<String> {
     let mut c = Command::new(&ctx.psql);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("PG") {
             c.env_remove(k);
         }
     }
-    c.args(["-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-d", "postgres"])
+    c.args(["-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-d", database, "-U", user])
         .arg("-p")
         .arg(port.to_string())
-        .arg("-U")
-        .arg(&ctx.run_as.name);
+        .env("PGCONNECT_TIMEOUT", "2");
+    if let Some(pw) = password {
+        c.env("PGPASSWORD", pw);
+    }
     for s in statements {
         c.arg("-c").arg(s);
     }

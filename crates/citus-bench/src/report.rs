@@ -364,14 +364,15 @@ impl Report {
             let cold_up = median(&tool_secs(&c.cached, "up"));
             let verify = median(&tool_secs(c.first_run.iter().chain(c.cached.iter()), "verify"));
             let share = floor / cold_up;
+            let spread = stats(pairs.iter().copied());
             let _ = writeln!(
                 t,
                 "- 1+{}: {} connections, median {} s ({} to {} s), {:.1}% of the cold up; the tool's whole `verify` took {:.2}x that.{}",
                 c.workers,
                 nodes * (nodes - 1),
                 secs(floor),
-                secs(stats(pairs.iter().copied()).min),
-                secs(stats(pairs.iter().copied()).max),
+                secs(spread.min),
+                secs(spread.max),
                 share * 100.0,
                 verify / floor,
                 if share > 0.25 {

@@ -445,15 +445,6 @@ impl Local {
     }
 }
 
-/// Stops `node` with a clean ("fast") shutdown and waits until it has exited; false when it
-/// was not running. [`down`] signals every node first ([`signal_stop`]) and then waits.
-pub fn stop(cluster: &Cluster, node: &Node, timeout: Duration) -> anyhow::Result<bool> {
-    match signal_stop(cluster, node)? {
-        Some(stopping) => stopping.wait(timeout).map(|()| true),
-        None => Ok(false),
-    }
-}
-
 /// A node whose postmaster [`signal_stop`] has asked to shut down.
 #[derive(Debug)]
 pub struct Stopping {
@@ -464,8 +455,9 @@ pub struct Stopping {
     since: Instant,
 }
 
-/// Asks `node` for a clean ("fast") shutdown, SIGINT to its postmaster, without waiting for it;
-/// None when it is not running.
+/// Asks `node` for a clean ("fast") shutdown, SIGINT to its postmaster, without waiting for it
+/// ([`Stopping::wait`] does); None when it is not running. [`down`] signals every node first
+/// and then waits for each.
 pub fn signal_stop(cluster: &Cluster, node: &Node) -> anyhow::Result<Option<Stopping>> {
     let p = paths(cluster, node);
     let Some(pid) = running_pid(&p.pgdata) else { return Ok(None) };
