@@ -27,7 +27,7 @@ pub struct Local {
     pub run_as: Option<(u32, u32, String)>,
     /// That user's home: the servers' `HOME`, where libpq inside Citus looks for `~/.postgresql`.
     pub home: Option<PathBuf>,
-    /// The `openssl` program, which makes each new node's TLS certificate (see [`Local::make_certificate`]).
+    /// The `openssl` program, which makes each new node's TLS certificate (see `Local::make_certificate`).
     pub openssl: Option<PathBuf>,
 }
 
@@ -44,7 +44,7 @@ pub enum DataDir {
 /// The TLS settings Citus writes (ALTER SYSTEM) when `CREATE EXTENSION citus` finds `ssl` off
 /// and its `citus.node_conninfo` requires TLS (`sslmode=require`, the default): the ciphers
 /// are Citus's own list (`CITUS_DEFAULT_SSL_CIPHERS` in its `enable_ssl.c`). `up` writes them
-/// for a node that has the certificate [`Local::make_certificate`] made.
+/// for a node that has the certificate `Local::make_certificate` made.
 const TLS_SETTINGS: &str = "# TLS between the nodes as Citus sets it up itself at CREATE EXTENSION citus, with the\n\
 # certificate in this data directory (server.crt, server.key; `up` makes one for each node it creates)\n\
 ssl = on\n\

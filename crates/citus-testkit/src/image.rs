@@ -41,7 +41,7 @@ const DPKG_OPTIONS: &[&str] = &[
 ];
 
 /// The Debian packages every image has (the shared libraries of the host's Citus add theirs:
-/// [`citus_library_packages`]).
+/// `citus_library_packages`).
 pub fn image_packages(pg_major: u32) -> Vec<String> {
     vec![format!("postgresql-{pg_major}"), format!("postgresql-client-{pg_major}"), "util-linux".to_string(), "procps".to_string()]
 }
