@@ -36,6 +36,27 @@ if command -v python3 >/dev/null && ! python3 -c 'import dotenv' 2>/dev/null; th
   python3 -m pip install --quiet python-dotenv || echo "ci/test.sh: could not install python-dotenv; its test will skip loudly" >&2
 fi
 
+# A skipped test passes, and nextest shows no output of a passing test, so the tests append their
+# `==== SKIPPED` lines to this file and the summary below prints them, also when a test failed.
+skip_log="$(mktemp "${TMPDIR:-/tmp}/citus-xtask-skips.XXXXXX")"
+export CITUS_XTASK_SKIP_LOG="$skip_log"
+report_skips() {
+  if [ -s "$skip_log" ]; then
+    local tests
+    tests="$(sed -n 's/^==== SKIPPED \([^:]*\):.*/\1/p' "$skip_log" | sort -u | wc -l)"
+    {
+      echo
+      echo "ci/test.sh: $tests tests did not run here (the runner counts them as passed):"
+      sort -u "$skip_log"
+      echo "ci/test.sh: set CITUS_XTASK_REQUIRE=postgres,citus,docker to make these fail instead (DEVELOPERS.md)"
+    } >&2
+  else
+    echo "ci/test.sh: no test was skipped" >&2
+  fi
+  rm -f "$skip_log"
+}
+trap report_skips EXIT
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
   cargo test --workspace --doc

@@ -14,6 +14,14 @@ use crate::process::{run_with_timeout, RunError};
 /// The environment variable that turns skips into panics for the needs it lists.
 pub const REQUIRE_VAR: &str = "CITUS_XTASK_REQUIRE";
 
+/// The environment variable naming a file to which every skip appends one line.
+///
+/// cargo-nextest keeps the output of a passing test to itself, and a skipped
+/// test passes, so under nextest the `==== SKIPPED` block on stderr is never
+/// shown. `ci/test.sh` sets this to a file of its own and prints what the
+/// tests wrote there after the run.
+pub const SKIP_LOG_VAR: &str = "CITUS_XTASK_SKIP_LOG";
+
 /// The PostgreSQL major version [`Env::pg_major`] holds when no PostgreSQL
 /// server was detected (possible only when [`Need::Postgres`] was not asked
 /// for): Debian bookworm's PostgreSQL.
@@ -127,6 +135,11 @@ pub fn require(test_name: &str, needs: &[Need]) -> Option<Env> {
         Decision::Run => {}
         Decision::Skip(text) => {
             loud(&text);
+            if let Some(path) = std::env::var_os(SKIP_LOG_VAR).filter(|p| !p.is_empty()) {
+                if let Err(e) = append_skip_log(Path::new(&path), &text) {
+                    loud(&format!("citus-testkit: could not append to {SKIP_LOG_VAR}={}: {e}\n", Path::new(&path).display()));
+                }
+            }
             return None;
         }
         Decision::Panic(text) => panic!("{text}"),
@@ -171,6 +184,14 @@ pub(crate) fn loud(text: &str) {
     let mut lock = stderr.lock();
     let _ = lock.write_all(text.as_bytes());
     let _ = lock.flush();
+}
+
+/// Appends the skip blocks in `text` to the skip log, one line each, in one
+/// `write` on a file opened for appending, so that test processes running at
+/// the same time do not interleave their lines.
+pub(crate) fn append_skip_log(path: &Path, text: &str) -> std::io::Result<()> {
+    let lines: String = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| format!("{l}\n")).collect();
+    std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(lines.as_bytes())
 }
 
 /// The block printed for a skipped test.
@@ -446,6 +467,30 @@ mod tests {
              does not exist (build Citus outside the repository and install it into this \
              PostgreSQL; see DEVELOPERS.md) ====\n"
         );
+    }
+
+    #[test]
+    fn skip_log_gets_one_line_per_block_from_concurrent_writers() {
+        let dir = crate::tmp::temp_dir("skip-log");
+        let log = dir.path().join("skips");
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let log = &log;
+                s.spawn(move || {
+                    let text =
+                        format!("{}{}", skip_message(&format!("t{i}"), Need::Citus, "no citus.so"), skip_message(&format!("t{i}"), Need::Docker, "no engine"));
+                    append_skip_log(log, &text).unwrap();
+                });
+            }
+        });
+        let written = std::fs::read_to_string(&log).unwrap();
+        let mut lines: Vec<&str> = written.lines().collect();
+        lines.sort_unstable();
+        let mut want: Vec<String> = (0..8)
+            .flat_map(|i| [format!("==== SKIPPED t{i}: needs Citus, but no citus.so ===="), format!("==== SKIPPED t{i}: needs Docker, but no engine ====")])
+            .collect();
+        want.sort_unstable();
+        assert_eq!(lines, want);
     }
 
     #[test]
