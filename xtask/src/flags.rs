@@ -31,8 +31,11 @@ xflags::xflags! {
         /// the coordinator, and repair what a re-run finds broken. Idempotent; safe to run twice
         /// at once. Works against any reachable nodes, including ones this tool did not start.
         cmd setup {
+            /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
+            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
             optional -b, --backend backend: Backend
+            /// Number of workers: the first N configured, then derived ones on the next ports.
             optional -w, --workers n: usize
             /// Print the plan (the SQL per node, for a fresh cluster) without connecting.
             optional --dry-run
@@ -44,16 +47,22 @@ xflags::xflags! {
         /// active, metadata in sync, all-pairs health, and a distributed round trip.
         /// Exits 0 only when every check passes.
         cmd verify {
+            /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
+            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
             optional -b, --backend backend: Backend
+            /// Number of workers: the first N configured, then derived ones on the next ports.
             optional -w, --workers n: usize
             /// Print the checks as JSON instead of a table.
             optional --json
         }
         /// Stop the nodes. The data (local data directories, docker volumes) is kept.
         cmd down {
+            /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
+            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
             optional -b, --backend backend: Backend
+            /// Number of workers: the first N configured, then derived ones on the next ports.
             optional -w, --workers n: usize
             /// Also delete this cluster's data: its local data directories or docker volumes.
             optional --purge
@@ -61,8 +70,11 @@ xflags::xflags! {
         /// Print what a test runner needs to use the cluster: environment variables, Django
         /// DATABASES settings or pytest flags, following the CI or local test policy.
         cmd test-env {
+            /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
+            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
             optional -b, --backend backend: Backend
+            /// Number of workers: the first N configured, then derived ones on the next ports.
             optional -w, --workers n: usize
             /// shell (default), dotenv, json, github, django or pytest.
             optional -f, --format format: String
@@ -73,7 +85,9 @@ xflags::xflags! {
         }
         /// Print the docker compose file generated from the config.
         cmd compose {
+            /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
+            /// Number of workers: the first N configured, then derived ones on the next ports.
             optional -w, --workers n: usize
             /// Write it to compose/docker-compose.yml instead of printing it.
             optional --write
