@@ -271,6 +271,9 @@ fn run(f: flags::CitusBench, input: Input, root_ws: &Path) -> anyhow::Result<()>
         spent: spent.as_ref().ok().cloned(),
     };
     let machine = report::Machine::read(&ctx.root);
+    // Read before the first cycle: the report names the code that was measured, not a commit
+    // made while the benchmark ran.
+    let commit = report::commit_of(root_ws);
     let docker_status = docker_status(&ctx.docker_image);
     progress(&format!(
         "bench: {cycles} cycle(s) per series for 1+{} workers, servers as OS user {}, scratch {}",
@@ -340,7 +343,7 @@ fn run(f: flags::CitusBench, input: Input, root_ws: &Path) -> anyhow::Result<()>
         cycles,
         date: report::utc_now(),
         machine: machine.finish(&ctx.root),
-        versions: report::Versions::read(&ctx, citus_version, root_ws),
+        versions: report::Versions::read(&ctx, citus_version, commit),
         configs: results,
         build,
         docker,

@@ -147,23 +147,38 @@ pub(crate) struct Versions {
 }
 
 impl Versions {
-    pub(crate) fn read(ctx: &Ctx, citus: Option<String>, workspace: &Path) -> Versions {
+    pub(crate) fn read(ctx: &Ctx, citus: Option<String>, commit: String) -> Versions {
         let unknown = || "unknown".to_string();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let commit = std::process::Command::new("git")
-            .args(["rev-parse", "--short=12", "HEAD"])
-            .current_dir(workspace)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
         Versions {
             postgres: procs::first_line(ctx.bin_dir.join("postgres"), &["--version"]).unwrap_or_else(unknown),
             citus: citus.unwrap_or_else(unknown),
             rustc: procs::first_line(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()), &["--version"]).unwrap_or_else(unknown),
             cargo: procs::first_line(cargo, &["--version"]).unwrap_or_else(unknown),
-            commit: commit.unwrap_or_else(unknown),
+            commit,
         }
+    }
+}
+
+/// The workspace's commit, with "+ uncommitted changes" when tracked files differ from it
+/// (the binary measured is then not that commit's); "unknown" outside a git checkout.
+pub(crate) fn commit_of(workspace: &Path) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(workspace)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        None => "unknown".to_string(),
+        Some(head) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(changes) if changes.is_empty() => head,
+            Some(_) => format!("{head} + uncommitted changes"),
+            None => head,
+        },
     }
 }
 
