@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The project's test command (README: "Run the test suite"). Installs what the tests need when it is
-# missing (Debian packages: the PostgreSQL server and client, openssl, mmdebstrap for the Docker test image; PyPI:
-# python-dotenv), then
-# runs every test of the workspace. Tests that need Citus or Docker skip loudly when this machine
-# cannot run them (see DEVELOPERS.md); set CITUS_XTASK_REQUIRE=postgres,citus,docker to insist.
+# The project's test command (README: "Run the test suite"). Installs what the tests need when it
+# is missing (Debian packages: the PostgreSQL server and client, openssl, mmdebstrap for the
+# Docker test image; PyPI: python-dotenv), runs every test of the workspace, then checks
+# formatting, clippy and rustdoc. Tests that need Citus or Docker return early when this machine
+# cannot run them and are listed at the end (see DEVELOPERS.md); set
+# CITUS_XTASK_REQUIRE=postgres,citus,docker to insist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,3 +65,10 @@ else
   echo "ci/test.sh: cargo-nextest not found; using cargo test (install it with: cargo install cargo-nextest --locked)" >&2
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# Tidiness, after the tests so that a lint never hides a test result: formatting, clippy and
+# rustdoc (a broken intra-doc link once went unnoticed for a session) without a warning.
+echo "ci/test.sh: cargo fmt --check, clippy and rustdoc with warnings as errors" >&2
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
