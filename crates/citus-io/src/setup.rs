@@ -6,7 +6,11 @@ use std::{collections::BTreeMap, time::Instant};
 use anyhow::{bail, Context};
 use citus_config::{Backend, Cluster, Node};
 use citus_plan::{Database, DistNode, NodeState, Observed, Param, Plan, Start, Step, StepKind, Version};
-use postgres::{error::SqlState, types::ToSql, Client};
+use postgres::{
+    error::SqlState,
+    types::{ToSql, Type},
+    Client,
+};
 
 use crate::{
     pg::{self, Credentials},
@@ -53,11 +57,6 @@ impl<'a> NodeConn<'a> {
             self.maint = Some(pg::connect(self.node, t.creds, &t.cluster.maintenance_database, std::time::Duration::from_secs(10))?);
         }
         Ok(self.maint.as_mut().expect("just opened"))
-    }
-
-    /// Whichever connection is open.
-    fn any(&mut self) -> &mut Client {
-        self.target.as_mut().or(self.maint.as_mut()).expect("connect_all opens one connection per node")
     }
 }
 
@@ -149,17 +148,30 @@ pub struct Outcome {
 
 /// Reads the state `citus-plan` needs from every node.
 pub fn observe(t: &Target<'_>, conns: &mut Conns<'_>) -> anyhow::Result<Observed> {
+    observe_and_identify(t, conns).map(|(observed, _)| observed)
+}
+
+/// [`observe`], also returning each node's server identity (see [`SERVER_IDENTITY`]), in node
+/// order, read in the same queries.
+///
+/// Every query here is sent with the parameter types given (`query_typed*`): one round trip
+/// each instead of two (prepare, then execute), which on a `setup` with nothing to do is most
+/// of the wait: the coordinator's queries run one after another.
+fn observe_and_identify(t: &Target<'_>, conns: &mut Conns<'_>) -> anyhow::Result<(Observed, Vec<String>)> {
     let wanted_authinfo = citus_plan::authinfo_for(&t.creds.password);
     let states = per_node(conns, |nc| observe_node(t, nc, &wanted_authinfo));
     let mut observed = Observed::default();
+    let mut ids = Vec::new();
     for (nc, st) in conns.nodes.iter().zip(states) {
-        observed.nodes.insert(nc.node.name.clone(), st?);
+        let (st, id) = st?;
+        observed.nodes.insert(nc.node.name.clone(), st);
+        ids.push(id);
     }
     let coord = &mut conns.nodes[0];
     if observed.nodes[&coord.node.name].installed.is_some() {
         let rows = coord
             .target(t)?
-            .query("SELECT nodeid, groupid, nodename, nodeport, isactive FROM pg_dist_node WHERE noderole = 'primary' ORDER BY nodeid", &[])
+            .query_typed("SELECT nodeid, groupid, nodename, nodeport, isactive FROM pg_dist_node WHERE noderole = 'primary' ORDER BY nodeid", &[])
             .with_context(|| format!("reading pg_dist_node on {} at {}", coord.node.name, coord.node.client))?;
         observed.dist_nodes = rows
             .iter()
@@ -171,58 +183,66 @@ pub fn observe(t: &Target<'_>, conns: &mut Conns<'_>) -> anyhow::Result<Observed
             })
             .collect();
     }
-    Ok(observed)
+    Ok((observed, ids))
 }
 
-fn observe_node(t: &Target<'_>, nc: &mut NodeConn<'_>, wanted_authinfo: &str) -> anyhow::Result<NodeState> {
+/// What tells two servers apart: the cluster's system identifier, its data directory and
+/// when its postmaster started (a copied data directory has the same identifier).
+const SERVER_IDENTITY: &str =
+    "(SELECT system_identifier::text FROM pg_control_system()) || ':' || current_setting('data_directory') || ':' || pg_postmaster_start_time()::text";
+
+fn observe_node(t: &Target<'_>, nc: &mut NodeConn<'_>, wanted_authinfo: &str) -> anyhow::Result<(NodeState, String)> {
     let ctx = || format!("observing {} at {}", nc.node.name, nc.node.client);
     const AVAILABLE: &str = "(SELECT default_version FROM pg_available_extensions WHERE name = 'citus')";
-    let (database_exists, available): (bool, Option<String>) = match nc.target.as_mut() {
-        // Logged in to it: it exists.
-        Some(c) => (true, c.query_one(&format!("SELECT {AVAILABLE}"), &[]).with_context(ctx)?.get(0)),
+    const INSTALLED: &str = "(SELECT extversion FROM pg_extension WHERE extname = 'citus')";
+    // Logged in to the target database: it exists, and the installed version is read at once.
+    let (database_exists, available, mut installed, id): (bool, Option<String>, Option<Option<String>>, String) = match nc.target.as_mut() {
+        Some(c) => {
+            let r = c.query_typed_one(&format!("SELECT {AVAILABLE}, {INSTALLED}, {SERVER_IDENTITY}"), &[]).with_context(ctx)?;
+            (true, r.get(0), Some(r.get(1)), r.get(2))
+        }
         None => {
-            let row = nc
+            let r = nc
                 .maint(t)
                 .with_context(ctx)?
-                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1), {AVAILABLE}"), &[&t.cluster.database])
+                .query_typed_one(
+                    &format!("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1), {AVAILABLE}, {SERVER_IDENTITY}"),
+                    &[(&t.cluster.database, Type::TEXT)],
+                )
                 .with_context(ctx)?;
-            (row.get(0), row.get(1))
+            (r.get(0), r.get(1), None, r.get(2))
         }
     };
     let mut st = NodeState { database_exists, available: available.as_deref().and_then(Version::parse), ..NodeState::default() };
     if !st.database_exists {
-        return Ok(st);
+        return Ok((st, id));
     }
     let c = nc.target(t).with_context(ctx)?;
-    let installed: Option<String> = c.query_opt("SELECT extversion FROM pg_extension WHERE extname = 'citus'", &[]).with_context(ctx)?.map(|r| r.get(0));
-    st.installed = installed.as_deref().and_then(Version::parse);
+    if installed.is_none() {
+        installed = Some(c.query_typed_one(&format!("SELECT {INSTALLED}"), &[]).with_context(ctx)?.get(0));
+    }
+    st.installed = installed.flatten().as_deref().and_then(Version::parse);
     if st.installed.is_some() {
         let r = c
-            .query_one(
+            .query_typed_one(
                 "SELECT (SELECT groupid FROM pg_dist_local_group), (SELECT count(*) FROM pg_dist_node), \
                  EXISTS (SELECT 1 FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = $1 AND authinfo = $2)",
-                &[&t.cluster.user, &wanted_authinfo],
+                &[(&t.cluster.user, Type::TEXT), (&wanted_authinfo, Type::TEXT)],
             )
             .with_context(ctx)?;
         st.local_group = r.get(0);
         st.dist_node_count = r.get(1);
         st.authinfo_in_place = r.get(2);
     }
-    Ok(st)
+    Ok((st, id))
 }
 
-/// Refuses when two configured nodes' client addresses reach the same server.
-fn check_distinct_servers(conns: &mut Conns<'_>) -> anyhow::Result<()> {
-    let ids = per_node(conns, |nc| {
-        let r = nc.any().query_one(
-            "SELECT system_identifier::text || ':' || current_setting('data_directory') || ':' || pg_postmaster_start_time()::text FROM pg_control_system()",
-            &[],
-        )?;
-        Ok(r.get::<_, String>(0))
-    });
-    let mut seen: BTreeMap<String, &Node> = BTreeMap::new();
+/// Refuses when two configured nodes' client addresses reach the same server (`ids`: each
+/// node's [`SERVER_IDENTITY`], in node order).
+fn check_distinct_servers(conns: &Conns<'_>, ids: &[String]) -> anyhow::Result<()> {
+    let mut seen: BTreeMap<&str, &Node> = BTreeMap::new();
     for (nc, id) in conns.nodes.iter().zip(ids) {
-        if let Some(other) = seen.insert(id?, nc.node) {
+        if let Some(other) = seen.insert(id, nc.node) {
             bail!(
                 "nodes {} ({}) and {} ({}) are the same PostgreSQL server: give every node its own client address (host/port in the config)",
                 other.name,
@@ -263,7 +283,7 @@ pub fn first_steps(t: &Target<'_>, node: &Node, ready: crate::ReadyConn, progres
         0 => NodeConn { node, maint: None, target: Some(client) },
         _ => NodeConn { node, maint: Some(client), target: None },
     };
-    let before = observe_node(t, &mut nc, &citus_plan::authinfo_for(&t.creds.password))?;
+    let (before, _) = observe_node(t, &mut nc, &citus_plan::authinfo_for(&t.creds.password))?;
     let items = citus_plan::node_items(t.cluster, node, &before, &t.creds.password);
     let early = if before.available.is_some() && !items.updates_extension() && items.steps().next().is_some() {
         for step in items.steps() {
@@ -286,16 +306,17 @@ pub fn run_with(t: &Target<'_>, conns: Conns<'_>, progress: Progress<'_>) -> any
 /// this run, not as found in place.
 pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], progress: Progress<'_>) -> anyhow::Result<Outcome> {
     check_preload(t.cluster)?;
-    check_distinct_servers(&mut conns)?;
     {
         let coord = &mut conns.nodes[0];
-        let got: bool = coord.maint(t)?.query_one("SELECT pg_try_advisory_lock($1)", &[&SETUP_LOCK_KEY])?.get(0);
+        let got: bool = coord.maint(t)?.query_typed_one("SELECT pg_try_advisory_lock($1)", &[(&SETUP_LOCK_KEY, Type::INT8)])?.get(0);
         if !got {
             progress(&format!("another setup is running against {} at {}; waiting for it to finish", coord.node.name, coord.node.client));
             coord.maint(t)?.execute("SELECT pg_advisory_lock($1)", &[&SETUP_LOCK_KEY])?;
         }
     }
-    let observed = observe(t, &mut conns)?;
+    // Read-only so far: two configured nodes that are one server are refused before any change.
+    let (observed, ids) = observe_and_identify(t, &mut conns)?;
+    check_distinct_servers(&conns, &ids)?;
     for (name, st) in &observed.nodes {
         if st.available.is_none() {
             let n = t.cluster.node(name).expect("observed nodes are configured");
@@ -332,7 +353,7 @@ fn wait_metadata_synced(t: &Target<'_>, coord: &mut NodeConn<'_>, progress: Prog
     loop {
         let pending: Vec<String> = coord
             .target(t)?
-            .query(
+            .query_typed(
                 "SELECT nodename || ':' || nodeport FROM pg_dist_node \
                  WHERE noderole = 'primary' AND isactive AND hasmetadata AND NOT metadatasynced ORDER BY nodeid",
                 &[],
