@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use citus_config::{Address, Node};
 use citus_plan::Version;
+use postgres::types::Type;
 use serde::Serialize;
 
 use crate::{pg, setup::Target, Progress};
@@ -82,29 +83,37 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     let db = &cluster.database;
     // Reachability, in parallel; a node that answers gets a target-database connection.
     let nodes: Vec<&Node> = cluster.nodes().collect();
-    // Each thread also reads its node's settings, so the per-node checks cost one round trip
-    // in parallel instead of one per node in turn.
-    type Reached = Result<(postgres::Client, Result<postgres::Row, postgres::Error>), String>;
+    // Each thread also reads its node's settings and, on a worker, its own metadata, so the
+    // per-node checks cost two round trips in parallel instead of some per node in turn. Every
+    // query goes with its parameter types (`query_typed*`): one round trip instead of two.
+    type Reached = Result<(postgres::Client, Result<postgres::Row, postgres::Error>, Option<Result<postgres::Row, postgres::Error>>), String>;
     let conns: Vec<Reached> = std::thread::scope(|s| {
         let hs: Vec<_> = nodes
             .iter()
-            .map(|n| {
+            .enumerate()
+            .map(|(i, n)| {
                 s.spawn(move || {
                     let mut client = pg::connect(n, t.creds, db, VERIFY_CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
-                    let settings = client.query_one(SETTINGS_QUERY, &[]);
-                    Ok((client, settings))
+                    let settings = client.query_typed_one(SETTINGS_QUERY, &[]);
+                    let metadata = (i > 0).then(|| client.query_typed_one(METADATA_QUERY, &[]));
+                    Ok((client, settings, metadata))
                 })
             })
             .collect();
         hs.into_iter().map(|h| h.join().expect("verify thread panicked")).collect()
     });
     let mut live: Vec<(&Node, postgres::Client)> = Vec::new();
+    // Each live worker's METADATA_QUERY result, by name.
+    let mut metadata: std::collections::BTreeMap<String, Result<postgres::Row, postgres::Error>> = Default::default();
     let mut versions: Vec<(String, Option<Version>)> = Vec::new();
     for (node, c) in nodes.iter().zip(conns) {
         match c {
-            Ok((client, settings)) => {
+            Ok((client, settings, meta)) => {
                 report.push(node, "reachable", true, format!("login to {db} as {}", t.creds.user), String::new);
                 node_checks(&mut report, node, settings, &mut versions);
+                if let Some(m) = meta {
+                    metadata.insert(node.name.clone(), m);
+                }
                 live.push((node, client));
             }
             Err(e) => report.push(node, "reachable", false, e, || {
@@ -130,10 +139,13 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
         report.ok = report.checks.iter().all(|c| c.ok);
         return report;
     }
-    coordinator_checks(t, &mut report, &mut live);
+    coordinator_checks(t, &mut report, &mut live, metadata);
     report.ok = report.checks.iter().all(|c| c.ok);
     report
 }
+
+/// What a worker's "metadata in sync" check compares with the coordinator's `pg_dist_node`.
+const METADATA_QUERY: &str = "SELECT (SELECT groupid FROM pg_dist_local_group), (SELECT count(*) FROM pg_dist_node)";
 
 /// What [`node_checks`] looks at: the preload list, the installed and the available citus.
 const SETTINGS_QUERY: &str = "SELECT current_setting('shared_preload_libraries'), \
@@ -181,14 +193,20 @@ struct Row {
 }
 
 /// Checks run on the coordinator; `live` holds target-database connections, coordinator first.
-fn coordinator_checks(t: &Target<'_>, report: &mut Report, live: &mut [(&Node, postgres::Client)]) {
+fn coordinator_checks(
+    t: &Target<'_>,
+    report: &mut Report,
+    live: &mut [(&Node, postgres::Client)],
+    mut metadata: std::collections::BTreeMap<String, Result<postgres::Row, postgres::Error>>,
+) {
     let cluster = t.cluster;
     let coord = cluster.coordinator.clone();
     let coord_c = &mut live[0].1;
-    let rows = match coord_c.query("SELECT nodeid, groupid, nodename, nodeport, isactive FROM pg_dist_node WHERE noderole = 'primary' ORDER BY nodeid", &[]) {
-        Ok(r) => r,
-        Err(e) => return report.push(&coord, "pg_dist_node", false, pg::describe(&e), || "run `cargo xtask setup`".into()),
-    };
+    let rows =
+        match coord_c.query_typed("SELECT nodeid, groupid, nodename, nodeport, isactive FROM pg_dist_node WHERE noderole = 'primary' ORDER BY nodeid", &[]) {
+            Ok(r) => r,
+            Err(e) => return report.push(&coord, "pg_dist_node", false, pg::describe(&e), || "run `cargo xtask setup`".into()),
+        };
     let rows: Vec<Row> = rows
         .iter()
         .map(|r| Row {
@@ -234,11 +252,12 @@ fn coordinator_checks(t: &Target<'_>, report: &mut Report, live: &mut [(&Node, p
     // Each worker's own metadata must match the coordinator's (a recreated database passes
     // the health check but has an empty pg_dist_node).
     let total = rows.len() as i64;
-    for (node, client) in live.iter_mut().skip(1) {
+    for (node, _) in live.iter().skip(1) {
         let node: &Node = node;
         let want = cluster.cluster_address(node, t.backend);
         let expected_group = rows.iter().find(|r| r.address == want).map(|r| r.groupid);
-        match client.query_one("SELECT (SELECT groupid FROM pg_dist_local_group), (SELECT count(*) FROM pg_dist_node)", &[]) {
+        let Some(read) = metadata.remove(&node.name) else { continue };
+        match read {
             Ok(r) => {
                 let group: Option<i32> = r.get(0);
                 let count: i64 = r.get(1);
@@ -273,7 +292,7 @@ fn coordinator_checks(t: &Target<'_>, report: &mut Report, live: &mut [(&Node, p
 /// address is still tried from every other node, and each self-connection costs as much as
 /// any other (a backend and a SCRAM login; 9 of the 81 on a 1+8 cluster).
 fn all_pairs_health(t: &Target<'_>, report: &mut Report, coord: &Node, rows: &[Row], live: &mut [(&Node, postgres::Client)]) {
-    let has_check: bool = live[0].1.query_one("SELECT to_regproc('citus_check_connection_to_node') IS NOT NULL", &[]).map(|r| r.get(0)).unwrap_or(false);
+    let has_check: bool = live[0].1.query_typed_one("SELECT to_regproc('citus_check_connection_to_node') IS NOT NULL", &[]).map(|r| r.get(0)).unwrap_or(false);
     if !has_check {
         return;
     }
@@ -290,7 +309,8 @@ fn all_pairs_health(t: &Target<'_>, report: &mut Report, coord: &Node, rows: &[R
                 s.spawn(move || {
                     let mut out = Vec::new();
                     for a in targets.iter().filter(|a| ***a != own) {
-                        match client.query_one("SELECT citus_check_connection_to_node($1, $2)", &[&a.host, &i32::from(a.port)]) {
+                        let port = i32::from(a.port);
+                        match client.query_typed_one("SELECT citus_check_connection_to_node($1, $2)", &[(&a.host, Type::TEXT), (&port, Type::INT4)]) {
                             Ok(r) => out.push((a.to_string(), r.get::<_, bool>(0))),
                             Err(e) => return (node.name.clone(), Err(pg::describe(&e))),
                         }
@@ -335,12 +355,12 @@ fn round_trip(t: &Target<'_>, report: &mut Report, coord: &Node, c: &mut postgre
     let shards = t.cluster.workers.len().max(1) as i32;
     let result = (|| -> Result<String, postgres::Error> {
         c.batch_execute(&format!("CREATE TABLE {table} (id bigint PRIMARY KEY, payload text)"))?;
-        c.execute(&format!("SELECT create_distributed_table('{table}', 'id', shard_count => $1)"), &[&shards])?;
-        c.execute(&format!("INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, 1000) g"), &[])?;
-        let r = c.query_one(&format!("SELECT count(*), sum(id)::bigint FROM {table}"), &[])?;
+        c.query_typed(&format!("SELECT create_distributed_table('{table}', 'id', shard_count => $1)"), &[(&shards, Type::INT4)])?;
+        c.batch_execute(&format!("INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, 1000) g"))?;
+        let r = c.query_typed_one(&format!("SELECT count(*), sum(id)::bigint FROM {table}"), &[])?;
         let (count, sum): (i64, i64) = (r.get(0), r.get(1));
         let placed: i64 =
-            c.query_one(&format!("SELECT count(DISTINCT (nodename, nodeport)) FROM citus_shards WHERE table_name = '{table}'::regclass"), &[])?.get(0);
+            c.query_typed_one(&format!("SELECT count(DISTINCT (nodename, nodeport)) FROM citus_shards WHERE table_name = '{table}'::regclass"), &[])?.get(0);
         if count != 1000 || sum != 500_500 {
             return Ok(format!("FAIL read back {count} rows (sum {sum}), wrote 1000 (sum 500500)"));
         }
