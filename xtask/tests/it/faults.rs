@@ -150,6 +150,33 @@ fn worker_address_pointing_at_the_coordinator_is_refused() {
 }
 
 #[test]
+fn two_nodes_that_are_one_server_are_refused_before_any_change() {
+    if !citus("two_nodes_that_are_one_server_are_refused_before_any_change") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up", "--no-setup"]);
+    // Worker 2 configured as worker 1's server under another host name: two client addresses
+    // the config accepts, one server.
+    let original = std::fs::read_to_string(&c.config).unwrap();
+    let (p1, p2) = (c.port(1), c.port(2));
+    let one_server = original.replacen(&format!("port = {p2}\n"), &format!("host = \"127.0.0.1\"\nport = {p1}\n"), 1);
+    assert_ne!(one_server, original);
+    std::fs::write(&c.config, one_server).unwrap();
+    let out = c.xtask(&["setup"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("citus_worker1") && t.contains("citus_worker2") && t.contains("same PostgreSQL server"), "{t}");
+    // Refused before any change: no node got the extension (a local node's empty target
+    // database comes from `up`, which makes it with the data directory).
+    for i in 0..3 {
+        let n: i64 = c.connect(i, &c.database).query_one("SELECT count(*) FROM pg_extension WHERE extname = 'citus'", &[]).unwrap().get(0);
+        assert_eq!(n, 0, "node {i} got the extension: {t}");
+    }
+    std::fs::write(&c.config, original).unwrap();
+}
+
+#[test]
 fn node_that_cannot_log_in_to_the_others_fails_all_pairs_health_until_setup() {
     if !citus("node_that_cannot_log_in_to_the_others_fails_all_pairs_health_until_setup") {
         return;
