@@ -122,17 +122,9 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
         }
     }
     progress(&format!("{} of {} nodes reachable", live.len(), nodes.len()));
-    let distinct: std::collections::BTreeSet<_> = versions.iter().filter_map(|(_, v)| *v).collect();
-    let listing = versions.iter().map(|(n, v)| format!("{n}={}", v.map(|v| v.to_string()).unwrap_or("none".into()))).collect::<Vec<_>>().join(", ");
-    report.checks.push(Check {
-        node: "cluster".into(),
-        address: "-".into(),
-        check: "same citus version".into(),
-        ok: distinct.len() == 1 && versions.len() == nodes.len(),
-        detail: if listing.is_empty() { "no node answered".into() } else { listing },
-        fix: (distinct.len() != 1 || versions.len() != nodes.len())
-            .then(|| "install the same Citus version on every node, then `ALTER EXTENSION citus UPDATE` (cargo xtask setup does it)".into()),
-    });
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    let (ok, detail, fix) = version_check(&names, &versions);
+    report.checks.push(Check { node: "cluster".into(), address: "-".into(), check: "same citus version".into(), ok, detail, fix });
 
     let coord_live = live.first().is_some_and(|(n, _)| n.name == cluster.coordinator.name);
     if !coord_live {
@@ -142,6 +134,35 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     coordinator_checks(t, &mut report, &mut live, metadata);
     report.ok = report.checks.iter().all(|c| c.ok);
     report
+}
+
+/// The cluster's "same citus version" check: whether, what was seen, and the fix. `versions`
+/// holds the installed version of every node whose settings could be read, in node order;
+/// the fix names what stands in the way (nodes not read, nodes without the extension, or
+/// versions that differ) instead of always asking for a reinstall.
+fn version_check(nodes: &[&str], versions: &[(String, Option<Version>)]) -> (bool, String, Option<String>) {
+    let distinct: std::collections::BTreeSet<Version> = versions.iter().filter_map(|(_, v)| *v).collect();
+    let mut detail = versions.iter().map(|(n, v)| format!("{n}={}", v.map_or("none".into(), |v| v.to_string()))).collect::<Vec<_>>().join(", ");
+    let unread: Vec<&str> = nodes.iter().copied().filter(|n| !versions.iter().any(|(m, _)| m == n)).collect();
+    let without: Vec<&str> = versions.iter().filter(|(_, v)| v.is_none()).map(|(n, _)| n.as_str()).collect();
+    if !unread.is_empty() {
+        if !detail.is_empty() {
+            detail.push_str("; ");
+        }
+        detail.push_str(&format!("not read: {}", unread.join(", ")));
+    }
+    let fix = if distinct.len() > 1 {
+        Some("install the same Citus version on every node, then `ALTER EXTENSION citus UPDATE` (cargo xtask setup does it)".to_string())
+    } else if versions.is_empty() {
+        Some("no node answered: start the nodes (`cargo xtask up`); the reachable checks above say why each failed".to_string())
+    } else if !unread.is_empty() {
+        Some(format!("the version of {} could not be read: see its checks above, then re-run `cargo xtask verify`", unread.join(", ")))
+    } else if !without.is_empty() {
+        Some(format!("citus is not installed on {}: run `cargo xtask setup`", without.join(", ")))
+    } else {
+        None
+    };
+    (fix.is_none(), detail, fix)
 }
 
 /// What a worker's "metadata in sync" check compares with the coordinator's `pg_dist_node`.
@@ -382,5 +403,44 @@ fn round_trip(t: &Target<'_>, report: &mut Report, coord: &Node, c: &mut postgre
     }
     if let Err(e) = cleanup {
         report.push(coord, "round-trip cleanup", false, format!("DROP TABLE {table}: {}", pg::describe(&e)), || format!("drop table {table} by hand"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Option<Version> {
+        Some(Version::parse(s).unwrap())
+    }
+
+    #[test]
+    fn version_check_names_what_stands_in_the_way() {
+        let nodes = ["c", "w1", "w2"];
+        let all = |a, b, c| vec![("c".to_string(), a), ("w1".to_string(), b), ("w2".to_string(), c)];
+        let (ok, detail, fix) = version_check(&nodes, &all(v("13.2"), v("13.2"), v("13.2")));
+        assert!(ok && fix.is_none(), "{detail}");
+        assert_eq!(detail, "c=13.2, w1=13.2, w2=13.2");
+
+        let (ok, detail, fix) = version_check(&nodes, &all(v("13.2"), v("13.1"), v("13.2")));
+        assert!(!ok);
+        assert_eq!(detail, "c=13.2, w1=13.1, w2=13.2");
+        assert!(fix.unwrap().contains("same Citus version"));
+
+        // A stopped worker: the others agree, so no reinstall is asked for.
+        let (ok, detail, fix) = version_check(&nodes, &all(v("13.2"), v("13.2"), None)[..2]);
+        assert!(!ok);
+        assert_eq!(detail, "c=13.2, w1=13.2; not read: w2");
+        let fix = fix.unwrap();
+        assert!(fix.contains("w2") && !fix.contains("install"), "{fix}");
+
+        let (ok, detail, fix) = version_check(&nodes, &[]);
+        assert!(!ok);
+        assert_eq!(detail, "not read: c, w1, w2");
+        assert!(fix.unwrap().contains("no node answered"));
+
+        let (ok, _, fix) = version_check(&nodes, &all(v("13.2"), None, v("13.2")));
+        assert!(!ok);
+        assert_eq!(fix.unwrap(), "citus is not installed on w1: run `cargo xtask setup`");
     }
 }

@@ -118,6 +118,11 @@ fn stopped_worker_fails_verify_quickly_and_recovers() {
     let t = text(&out);
     assert!(t.lines().any(|l| l.starts_with("FAIL") && l.contains("citus_worker2") && l.contains("reachable")), "{t}");
     assert!(t.contains(&format!("localhost:{}", c.port(2))), "{t}");
+    // The nodes that answered agree on the version: the cluster check says whose version it
+    // could not read, and does not ask for a reinstall.
+    let versions = t.lines().find(|l| l.contains("same citus version")).unwrap_or_else(|| panic!("{t}"));
+    assert!(versions.starts_with("FAIL") && versions.contains("not read: citus_worker2"), "{t}");
+    assert!(!t.contains("install the same Citus version"), "{t}");
     assert!(took < Duration::from_secs(30), "verify took {took:?}");
     c.ok(&["up"]);
     c.ok(&["verify"]);
