@@ -155,8 +155,9 @@ pub fn observe(t: &Target<'_>, conns: &mut Conns<'_>) -> anyhow::Result<Observed
 /// order, read in the same queries.
 ///
 /// Every query here is sent with the parameter types given (`query_typed*`): one round trip
-/// each instead of two (prepare, then execute), which on a `setup` with nothing to do is most
-/// of the wait: the coordinator's queries run one after another.
+/// each instead of two (prepare, then execute). The coordinator's queries run one after
+/// another, so a `setup` with nothing to do waits for each (6-11% of it on 1 + 2, 16% on
+/// 1 + 8 when this was changed, docs/performance.md).
 fn observe_and_identify(t: &Target<'_>, conns: &mut Conns<'_>) -> anyhow::Result<(Observed, Vec<String>)> {
     let wanted_authinfo = citus_plan::authinfo_for(&t.creds.password);
     let states = per_node(conns, |nc| observe_node(t, nc, &wanted_authinfo));

@@ -83,9 +83,9 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     let db = &cluster.database;
     // Reachability, in parallel; a node that answers gets a target-database connection.
     let nodes: Vec<&Node> = cluster.nodes().collect();
-    // Each thread also reads its node's settings and, on a worker, its own metadata, so the
-    // per-node checks cost two round trips in parallel instead of some per node in turn. Every
-    // query goes with its parameter types (`query_typed*`): one round trip instead of two.
+    // Each thread also reads its node's settings and, on a worker, its own metadata: two round
+    // trips per node, all nodes at once, instead of the workers' metadata one after another
+    // later. Every query goes with its parameter types (`query_typed*`): one round trip, not two.
     type Reached = Result<(postgres::Client, Result<postgres::Row, postgres::Error>, Option<Result<postgres::Row, postgres::Error>>), String>;
     let conns: Vec<Reached> = std::thread::scope(|s| {
         let hs: Vec<_> = nodes
