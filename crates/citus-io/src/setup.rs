@@ -17,8 +17,9 @@ use crate::{
     Progress,
 };
 
-/// Advisory lock key held on the coordinator's maintenance database while `setup` runs
-/// (the bytes of "citusxt"), so two setups against one cluster take turns.
+/// Advisory lock key held in the coordinator's target database while `setup` observes, plans
+/// and applies (the bytes of "citusxt"), so two setups against one cluster take turns; see
+/// [`lock_setup`].
 pub const SETUP_LOCK_KEY: i64 = 0x63_69_74_75_73_78_74;
 
 /// What a cluster and how to reach it.
@@ -60,38 +61,23 @@ impl<'a> NodeConn<'a> {
     }
 }
 
-/// Waits (until `deadline`) for every node to accept a login: workers in the target database
-/// (the maintenance database when it does not exist yet), the coordinator in the maintenance
-/// database, which holds setup's lock, with its target connection opened at the same time.
-/// One connection per worker and two on the coordinator, all at once, is what makes a
-/// `setup` with nothing to do cheap.
+/// Waits (until `deadline`) for every node to accept a login in the target database (the
+/// maintenance database when it does not exist yet). One connection per node, all at once,
+/// is what makes a `setup` with nothing to do cheap; the coordinator's holds setup's lock.
 pub fn connect_all<'a>(t: &Target<'a>, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<Conns<'a>> {
     let nodes: Vec<&Node> = t.cluster.nodes().collect();
-    let (target_db, maint_db) = (t.cluster.database.clone(), t.cluster.maintenance_database.clone());
-    let coordinator = nodes[0];
-    let (ready, coord_target) = std::thread::scope(|s| {
-        let early = s.spawn(|| pg::connect(coordinator, t.creds, &t.cluster.database, std::time::Duration::from_secs(2)).ok());
-        let ready = pg::wait_all(
-            &nodes,
-            t.creds,
-            |n| if std::ptr::eq(n, coordinator) { vec![maint_db.clone()] } else { vec![target_db.clone(), maint_db.clone()] },
-            deadline,
-            progress,
-        );
-        (ready, early.join().ok().flatten())
-    });
+    let databases = vec![t.cluster.database.clone(), t.cluster.maintenance_database.clone()];
+    let ready = pg::wait_all(&nodes, t.creds, |_| databases.clone(), deadline, progress);
     let errs: Vec<String> = ready.iter().filter_map(|r| r.as_ref().err()).map(|e| format!("  - {e:#}")).collect();
     if !errs.is_empty() {
         bail!("{} node(s) not ready:\n{}", errs.len(), errs.join("\n"));
     }
-    let mut coord_target = coord_target;
     let nodes = nodes
         .into_iter()
         .zip(ready.into_iter().flatten())
-        .map(|(node, (client, which))| match (std::ptr::eq(node, coordinator), which) {
-            (true, _) => NodeConn { node, maint: Some(client), target: coord_target.take() },
-            (false, 0) => NodeConn { node, maint: None, target: Some(client) },
-            (false, _) => NodeConn { node, maint: Some(client), target: None },
+        .map(|(node, (client, which))| match which {
+            0 => NodeConn { node, maint: None, target: Some(client) },
+            _ => NodeConn { node, maint: Some(client), target: None },
         })
         .collect();
     Ok(Conns { nodes })
@@ -100,7 +86,7 @@ pub fn connect_all<'a>(t: &Target<'a>, deadline: Instant, progress: Progress<'_>
 impl<'a> Conns<'a> {
     /// The connections `up` opened while it waited for the nodes (see [`crate::Ready`]), in
     /// node order: each becomes that node's target or maintenance connection; the rest open
-    /// on first use (the coordinator's maintenance connection, for the lock, right away).
+    /// on first use.
     pub fn from_ready(t: &Target<'a>, ready: crate::Ready) -> Conns<'a> {
         let nodes = t
             .cluster
@@ -307,14 +293,7 @@ pub fn run_with(t: &Target<'_>, conns: Conns<'_>, progress: Progress<'_>) -> any
 /// this run, not as found in place.
 pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], progress: Progress<'_>) -> anyhow::Result<Outcome> {
     check_preload(t.cluster)?;
-    {
-        let coord = &mut conns.nodes[0];
-        let got: bool = coord.maint(t)?.query_typed_one("SELECT pg_try_advisory_lock($1)", &[(&SETUP_LOCK_KEY, Type::INT8)])?.get(0);
-        if !got {
-            progress(&format!("another setup is running against {} at {}; waiting for it to finish", coord.node.name, coord.node.client));
-            coord.maint(t)?.execute("SELECT pg_advisory_lock($1)", &[&SETUP_LOCK_KEY])?;
-        }
-    }
+    let made_database = lock_setup(t, &mut conns.nodes[0], progress)?;
     // Read-only so far: two configured nodes that are one server are refused before any change.
     let (observed, ids) = observe_and_identify(t, &mut conns)?;
     check_distinct_servers(&conns, &ids)?;
@@ -328,6 +307,10 @@ pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], pro
     apply(t, &mut conns, &plan, progress)?;
     wait_metadata_synced(t, &mut conns.nodes[0], progress)?;
     let mut outcome = Outcome { in_place: plan.in_place.clone(), left_alone: plan.left_alone.clone(), ..Outcome::default() };
+    if let Some((line, in_place)) = made_database {
+        outcome.changed.push(line);
+        outcome.in_place.retain(|l| *l != in_place);
+    }
     for e in early {
         let Some(node) = t.cluster.node(&e.node) else { continue };
         let lines = |it: &citus_plan::NodeItems| it.database_in_place.iter().chain(&it.in_place).cloned().collect::<Vec<String>>();
@@ -340,6 +323,45 @@ pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], pro
     outcome.changed.extend(plan.steps().map(|s| format!("{}: {}", s.node, s.why)));
     conns.close();
     Ok(outcome)
+}
+
+/// Takes [`SETUP_LOCK_KEY`] on the coordinator, waiting (and saying so) while another setup
+/// holds it.
+///
+/// The lock lives in the target database, on the connection setup uses there anyway, so the
+/// coordinator needs no second connection. Where that database is missing, setups first take
+/// turns on the same key in the maintenance database, and the one whose turn it is and still
+/// finds it missing creates it (the coordinator's `CREATE DATABASE` step of the plan), before
+/// it takes the lock in it like every other setup. So every setup holds the target lock from
+/// before it observes until it ends. Returns the line for the database it created, and the
+/// line the plan would otherwise have counted as in place.
+fn lock_setup(t: &Target<'_>, coord: &mut NodeConn<'_>, progress: Progress<'_>) -> anyhow::Result<Option<(String, String)>> {
+    let exists = |coord: &mut NodeConn<'_>| -> anyhow::Result<bool> {
+        Ok(coord.maint(t)?.query_typed_one("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", &[(&t.cluster.database, Type::TEXT)])?.get(0))
+    };
+    let node = coord.node;
+    let mut made = None;
+    if coord.target.is_none() && !exists(coord)? {
+        take_lock(coord.maint(t)?, node, progress)?;
+        if !exists(coord)? {
+            let missing = citus_plan::node_items(t.cluster, node, &NodeState::default(), &t.creds.password);
+            let step = missing.database.expect("a missing database has its CREATE DATABASE step");
+            run_step(t, coord, &step, progress)?;
+            let present = citus_plan::node_items(t.cluster, node, &NodeState { database_exists: true, ..NodeState::default() }, &t.creds.password);
+            made = Some((format!("{}: {}", step.node, step.why), present.database_in_place.expect("an existing database has its line")));
+        }
+    }
+    take_lock(coord.target(t)?, node, progress)?;
+    Ok(made)
+}
+
+fn take_lock(c: &mut Client, node: &Node, progress: Progress<'_>) -> anyhow::Result<()> {
+    let got: bool = c.query_typed_one("SELECT pg_try_advisory_lock($1)", &[(&SETUP_LOCK_KEY, Type::INT8)])?.get(0);
+    if !got {
+        progress(&format!("another setup is running against {} at {}; waiting for it to finish", node.name, node.client));
+        c.query_typed("SELECT pg_advisory_lock($1)", &[(&SETUP_LOCK_KEY, Type::INT8)])?;
+    }
+    Ok(())
 }
 
 /// After a worker's address changed (`citus_update_node`), Citus marks the workers' copies of

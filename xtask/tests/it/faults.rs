@@ -93,6 +93,35 @@ fn concurrent_setups_end_with_exactly_the_configured_workers() {
 }
 
 #[test]
+fn concurrent_setups_without_the_database_on_the_coordinator_take_turns_creating_it() {
+    if !citus("concurrent_setups_without_the_database_on_the_coordinator_take_turns_creating_it") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up", "--no-setup"]);
+    // Nodes made by someone else: no target database anywhere, so setup's lock cannot start
+    // in it.
+    for i in 0..3 {
+        c.connect(i, "postgres").batch_execute(&format!("DROP DATABASE \"{}\"", c.database)).unwrap();
+    }
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| c.xtask(&["setup"]));
+        let b = s.spawn(|| c.xtask(&["setup"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.status.success() && b.status.success(), "{}\n{}", text(&a), text(&b));
+    // Exactly one of them created the coordinator's database, and says so.
+    let created = format!("citus_master: database \"{}\" is missing", c.database);
+    let says = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).contains(&created);
+    assert!(says(&a) != says(&b), "{}\n{}", text(&a), text(&b));
+    let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM pg_dist_node WHERE groupid <> 0", &[]).unwrap().get(0);
+    assert_eq!(n, 2);
+    c.ok(&["verify"]);
+    let again = c.ok(&["setup"]);
+    assert!(again.contains("nothing to change"), "{again}");
+}
+
+#[test]
 fn changed_cluster_address_updates_the_node_in_place() {
     if !citus("changed_cluster_address_updates_the_node_in_place") {
         return;
