@@ -19,7 +19,7 @@ use crate::{
 
 /// Advisory lock key held in the coordinator's target database while `setup` observes, plans
 /// and applies (the bytes of "citusxt"), so two setups against one cluster take turns; see
-/// [`lock_setup`].
+/// `lock_setup`.
 pub const SETUP_LOCK_KEY: i64 = 0x63_69_74_75_73_78_74;
 
 /// What a cluster and how to reach it.
