@@ -74,6 +74,17 @@ fn hard_killed_node_comes_back_with_its_data() {
     c.ok(&["verify"]);
 }
 
+/// Runs two `setup`s against `c` at the same time and asserts that both succeeded.
+fn two_setups_at_once(c: &TestCluster) -> (std::process::Output, std::process::Output) {
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| c.xtask(&["setup"]));
+        let b = s.spawn(|| c.xtask(&["setup"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.status.success() && b.status.success(), "{}\n{}", text(&a), text(&b));
+    (a, b)
+}
+
 #[test]
 fn concurrent_setups_end_with_exactly_the_configured_workers() {
     if !citus("concurrent_setups_end_with_exactly_the_configured_workers") {
@@ -81,14 +92,8 @@ fn concurrent_setups_end_with_exactly_the_configured_workers() {
     }
     let c = TestCluster::new(Spec::default());
     c.ok(&["up", "--no-setup"]);
-    let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| c.xtask(&["setup"]));
-        let b = s.spawn(|| c.xtask(&["setup"]));
-        (a.join().unwrap(), b.join().unwrap())
-    });
-    assert!(a.status.success() && b.status.success(), "{}\n{}", text(&a), text(&b));
-    let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM pg_dist_node WHERE groupid <> 0", &[]).unwrap().get(0);
-    assert_eq!(n, 2);
+    two_setups_at_once(&c);
+    assert_eq!(worker_rows(&c), 2);
     c.ok(&["verify"]);
 }
 
@@ -104,18 +109,12 @@ fn concurrent_setups_without_the_database_on_the_coordinator_take_turns_creating
     for i in 0..3 {
         c.connect(i, "postgres").batch_execute(&format!("DROP DATABASE \"{}\"", c.database)).unwrap();
     }
-    let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| c.xtask(&["setup"]));
-        let b = s.spawn(|| c.xtask(&["setup"]));
-        (a.join().unwrap(), b.join().unwrap())
-    });
-    assert!(a.status.success() && b.status.success(), "{}\n{}", text(&a), text(&b));
+    let (a, b) = two_setups_at_once(&c);
     // Exactly one of them created the coordinator's database, and says so.
     let created = format!("citus_master: database \"{}\" is missing", c.database);
     let says = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).contains(&created);
     assert!(says(&a) != says(&b), "{}\n{}", text(&a), text(&b));
-    let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM pg_dist_node WHERE groupid <> 0", &[]).unwrap().get(0);
-    assert_eq!(n, 2);
+    assert_eq!(worker_rows(&c), 2);
     c.ok(&["verify"]);
     let again = c.ok(&["setup"]);
     assert!(again.contains("nothing to change"), "{again}");
