@@ -293,8 +293,9 @@ pub fn run_with(t: &Target<'_>, conns: Conns<'_>, progress: Progress<'_>) -> any
 /// this run, not as found in place.
 pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], progress: Progress<'_>) -> anyhow::Result<Outcome> {
     check_preload(t.cluster)?;
-    let made_database = lock_setup(t, &mut conns.nodes[0], progress)?;
-    // Read-only so far: two configured nodes that are one server are refused before any change.
+    let made_database = lock_setup(t, &mut conns, progress)?;
+    // Read-only so far (but for a database `lock_setup` created, after the same check): two
+    // configured nodes that are one server are refused before any change.
     let (observed, ids) = observe_and_identify(t, &mut conns)?;
     check_distinct_servers(&conns, &ids)?;
     for (name, st) in &observed.nodes {
@@ -333,17 +334,27 @@ pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], pro
 /// turns on the same key in the maintenance database, and the one whose turn it is and still
 /// finds it missing creates it (the coordinator's `CREATE DATABASE` step of the plan), before
 /// it takes the lock in it like every other setup. So every setup holds the target lock from
-/// before it observes until it ends. Returns the line for the database it created, and the
-/// line the plan would otherwise have counted as in place.
-fn lock_setup(t: &Target<'_>, coord: &mut NodeConn<'_>, progress: Progress<'_>) -> anyhow::Result<Option<(String, String)>> {
+/// before it observes until it ends. That creation is the one change before `observe`, so the
+/// nodes' server identities are checked first here too. Returns the line for the database it
+/// created, and the line the plan would otherwise have counted as in place.
+fn lock_setup(t: &Target<'_>, conns: &mut Conns<'_>, progress: Progress<'_>) -> anyhow::Result<Option<(String, String)>> {
     let exists = |coord: &mut NodeConn<'_>| -> anyhow::Result<bool> {
         Ok(coord.maint(t)?.query_typed_one("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", &[(&t.cluster.database, Type::TEXT)])?.get(0))
     };
-    let node = coord.node;
+    let node = conns.nodes[0].node;
     let mut made = None;
-    if coord.target.is_none() && !exists(coord)? {
-        take_lock(coord.maint(t)?, node, progress)?;
-        if !exists(coord)? {
+    if conns.nodes[0].target.is_none() && !exists(&mut conns.nodes[0])? {
+        take_lock(conns.nodes[0].maint(t)?, node, progress)?;
+        if !exists(&mut conns.nodes[0])? {
+            let ids = per_node(conns, |nc| {
+                let c = match nc.target.as_mut() {
+                    Some(c) => c,
+                    None => nc.maint(t)?,
+                };
+                Ok(c.query_typed_one(&format!("SELECT {SERVER_IDENTITY}"), &[])?.get::<_, String>(0))
+            });
+            check_distinct_servers(conns, &ids.into_iter().collect::<anyhow::Result<Vec<String>>>()?)?;
+            let coord = &mut conns.nodes[0];
             let missing = citus_plan::node_items(t.cluster, node, &NodeState::default(), &t.creds.password);
             let step = missing.database.expect("a missing database has its CREATE DATABASE step");
             run_step(t, coord, &step, progress)?;
@@ -351,7 +362,7 @@ fn lock_setup(t: &Target<'_>, coord: &mut NodeConn<'_>, progress: Progress<'_>) 
             made = Some((format!("{}: {}", step.node, step.why), present.database_in_place.expect("an existing database has its line")));
         }
     }
-    take_lock(coord.target(t)?, node, progress)?;
+    take_lock(conns.nodes[0].target(t)?, node, progress)?;
     Ok(made)
 }
 

@@ -201,6 +201,19 @@ fn two_nodes_that_are_one_server_are_refused_before_any_change() {
         let n: i64 = c.connect(i, &c.database).query_one("SELECT count(*) FROM pg_extension WHERE extname = 'citus'", &[]).unwrap().get(0);
         assert_eq!(n, 0, "node {i} got the extension: {t}");
     }
+    // The same without the target database anywhere: setup would create the coordinator's
+    // before it observes, so it checks the servers first there too.
+    for i in 0..3 {
+        c.connect(i, "postgres").batch_execute(&format!("DROP DATABASE \"{}\"", c.database)).unwrap();
+    }
+    let out = c.xtask(&["setup"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("same PostgreSQL server"), "{t}");
+    for i in 0..3 {
+        let n: i64 = c.connect(i, "postgres").query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&c.database]).unwrap().get(0);
+        assert_eq!(n, 0, "node {i} got the database: {t}");
+    }
     std::fs::write(&c.config, original).unwrap();
 }
 
