@@ -404,7 +404,8 @@ impl Report {
             "## What `verify` cannot do without\n\n\
              `verify` checks that every node reaches every other one (the pairs of `citus_check_cluster_node_health()`, \
              less each node's connection to itself). Each pair is a new connection between two nodes: a backend with Citus \
-             loaded, TLS and a SCRAM login. The row \"bare all-pairs check\" in the phase tables below is that check alone, \
+             loaded, TLS and a SCRAM login (the tool's verifiers have 16 rounds, `[local] scram_iterations`; PostgreSQL's \
+             default is 4096). The row \"bare all-pairs check\" in the phase tables below is that check alone, \
              as a bare script does it on the same cluster once the tool's `setup` has run: one `psql` per node, all at once, \
              each calling `citus_check_connection_to_node` for every other node in one session. The tool's `verify` does the \
              same pairs (its round trip's connections serve the coordinator's) plus its other checks and the distributed \
@@ -558,7 +559,7 @@ impl Report {
              as a child process: the xtask binary itself, as `cargo xtask` builds it (dev profile; `cargo xtask bench` passes its own path to the benchmark crate), without cargo's own start-up. \
              One warm-up cycle of the baseline and one of the cached tool precede each size and are not counted. Times are \
              wall-clock seconds from spawning a command to its exit; ratios are ratios of medians.\n\n\
-             The tool's `up` does more than the baseline: it creates a login role with a SCRAM password and the database \
+             The tool's `up` does more than the baseline: it creates a login role with a SCRAM password (16 rounds) and the database \
              `commcare_ucr_citus` on every node, installs citus there, stores the inter-node password, sets the coordinator host \
              and waits for real logins. Its `down` is a clean (\"fast\") shutdown with a checkpoint; the baseline's stop is an \
              immediate one (no checkpoint). The peak memory is the tool process's own high-water mark (`VmHWM` in \

@@ -153,3 +153,14 @@ fn shared_preload_libraries_refuse_citus_not_first_duplicates_and_odd_names() {
     let e = check_error(&format!("shared_preload_libraries = [\"\"]\n{MINIMAL}"));
     assert!(e.contains("\"\" is not a library name"), "{e}");
 }
+
+#[test]
+fn scram_iterations_default_to_16_and_refuse_zero() {
+    assert_eq!(parse(MINIMAL).unwrap().local.scram_iterations, DEFAULT_SCRAM_ITERATIONS);
+    assert_eq!(DEFAULT_SCRAM_ITERATIONS, 16);
+    assert_eq!(parse(&format!("{MINIMAL}[local]\nscram_iterations = 4096\n")).unwrap().local.scram_iterations, 4096);
+    let e = check_error(&format!("{MINIMAL}[local]\nscram_iterations = 0\n"));
+    assert!(e.contains("conf/citus.toml:9:20: local.scram_iterations must be at least 1"), "{e}");
+    let e = check_error(&format!("{MINIMAL}[local]\nscram_iterations = -1\n"));
+    assert!(e.contains("scram_iterations"), "{e}");
+}

@@ -191,12 +191,13 @@ impl Local {
     /// Where the pristine template for these credentials lives (it may not exist yet).
     fn template_dir(&self, cluster: &Cluster, creds: &pg::Credentials) -> anyhow::Result<PathBuf> {
         // Keyed by the server binary itself (path, size, mtime: an upgraded package gets a new
-        // template) without running it, and by the role and password baked in.
+        // template) without running it, and by the role, password and verifier rounds baked in.
         let postgres = self.bin_dir.join("postgres");
         let meta = fs::metadata(&postgres).with_context(|| format!("reading {}", postgres.display()))?;
         let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
         let binary = format!("{}:{}:{mtime}", postgres.display(), meta.len());
-        let key = fnv1a(&[binary.as_bytes(), creds.user.as_bytes(), creds.password.as_bytes(), cluster.database.as_bytes()]);
+        let rounds = format!("scram-iterations={}", cluster.local.scram_iterations);
+        let key = fnv1a(&[binary.as_bytes(), creds.user.as_bytes(), creds.password.as_bytes(), cluster.database.as_bytes(), rounds.as_bytes()]);
         Ok(cluster.local.data_dir.join(".templates").join(format!("{key:016x}")))
     }
 
@@ -218,7 +219,7 @@ impl Local {
         let tmp = root.join(format!("{key}.tmp{}", std::process::id()));
         progress(&format!("initdb: creating the pristine template ({}) once; later clusters copy it", self.version()?));
         let t0 = Instant::now();
-        self.init_data_dir(&tmp, creds, &cluster.database)?;
+        self.init_data_dir(&tmp, creds, cluster)?;
         match fs::rename(&tmp, &dir) {
             Ok(()) => {}
             Err(_) if dir.join("PG_VERSION").exists() => {
@@ -234,16 +235,20 @@ impl Local {
     /// the servers' user's): `initdb`, then the configured role and database, then the line
     /// that includes the settings `up` writes. What the template holds and what a node
     /// initialised without it holds are made here, alike.
-    fn init_data_dir(&self, pgdata: &Path, creds: &pg::Credentials, database: &str) -> anyhow::Result<()> {
-        // initdb reads the password from a file (0600, the servers' user's), deleted after it;
-        // one that an interrupted run left (its pid gone) is deleted here.
+    fn init_data_dir(&self, pgdata: &Path, creds: &pg::Credentials, cluster: &Cluster) -> anyhow::Result<()> {
+        // Every role gets the password as a SCRAM verifier with `[local] scram_iterations`
+        // rounds (PostgreSQL stores a verifier as it is), so the plain password is never
+        // written to disk here. initdb reads the bootstrap superuser's from a file (0600, the
+        // servers' user's), deleted after it; one that an interrupted run left (its pid gone)
+        // is deleted here.
+        let verifier = crate::scram::verifier(&creds.password, cluster.local.scram_iterations);
         let parent = pgdata.parent().expect("a data directory has a parent");
         remove_stale_partials(parent, PWFILE);
         let pwfile = parent.join(format!("{PWFILE}{}", std::process::id()));
         {
             let mut f =
                 fs::OpenOptions::new().write(true).create_new(true).mode_0600().open(&pwfile).with_context(|| format!("creating {}", pwfile.display()))?;
-            f.write_all(creds.password.as_bytes())?;
+            f.write_all(verifier.as_bytes())?;
         }
         self.chown(&pwfile)?;
         // initdb's bootstrap superuser is the OS user (initdb quotes names badly: a role
@@ -254,7 +259,7 @@ impl Local {
         c.args(["--auth=scram-sha-256", "--no-sync", "--encoding=UTF8", "--locale=C", "--no-instructions"]);
         let r = self.run(c, "initdb");
         let _ = fs::remove_file(&pwfile);
-        let r = r.and_then(|()| self.create_role_and_database(pgdata, &os_user, creds, database)).and_then(|()| {
+        let r = r.and_then(|()| self.create_role_and_database(pgdata, &os_user, creds, &verifier, &cluster.database)).and_then(|()| {
             let mut conf = fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.conf"))?;
             writeln!(conf, "\n# settings of cargo xtask (rewritten on every start)\ninclude_if_exists = 'citus-xtask.conf'")?;
             Ok(())
@@ -284,12 +289,11 @@ impl Local {
     /// a fresh data directory, through single-user mode (SQL on stdin, no network, no shell).
     /// Only the SCRAM verifier of the password is sent. An empty database is as pristine as
     /// initdb's own: `CREATE EXTENSION citus` still runs in each node's copy.
-    fn create_role_and_database(&self, pgdata: &Path, os_user: &str, creds: &pg::Credentials, database: &str) -> anyhow::Result<()> {
+    fn create_role_and_database(&self, pgdata: &Path, os_user: &str, creds: &pg::Credentials, verifier: &str, database: &str) -> anyhow::Result<()> {
         use postgres_protocol::escape::{escape_identifier, escape_literal};
         let mut sql = String::new();
         if creds.user != os_user {
-            let verifier = postgres_protocol::password::scram_sha_256(creds.password.as_bytes());
-            sql.push_str(&format!("CREATE ROLE {} SUPERUSER LOGIN PASSWORD {};\n\n", escape_identifier(&creds.user), escape_literal(&verifier)));
+            sql.push_str(&format!("CREATE ROLE {} SUPERUSER LOGIN PASSWORD {};\n\n", escape_identifier(&creds.user), escape_literal(verifier)));
         }
         if !["postgres", "template0", "template1"].contains(&database) {
             sql.push_str(&format!("CREATE DATABASE {} OWNER {};\n\n", escape_identifier(database), escape_identifier(&creds.user)));
@@ -349,7 +353,7 @@ impl Local {
                     return Err(e);
                 }
             }
-            None => self.init_data_dir(&partial, creds, &cluster.database).with_context(|| format!("node {}: creating its data directory", node.name))?,
+            None => self.init_data_dir(&partial, creds, cluster).with_context(|| format!("node {}: creating its data directory", node.name))?,
         }
         let certificate = self.make_certificate(&partial);
         fs::rename(&partial, &p.pgdata).with_context(|| format!("renaming {} to {}", partial.display(), p.pgdata.display()))?;

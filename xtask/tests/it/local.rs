@@ -52,6 +52,7 @@ fn cold_up_verifies_then_setup_changes_nothing_and_down_up_keeps_data() {
         assert!(active.iter().all(|l| !l.contains("trust")), "{node} trusts someone: {active:?}");
     }
     assert_tls_made_by_up(&c);
+    assert_verifiers(&c, crate::harness::PASSWORD, 16);
     // `down` re-sends the shutdown's SIGTERM to Citus's maintenance daemons when a node is slow
     // to stop; it finds them as children of each node's postmaster.
     for node in ["citus_master", "citus_worker1", "citus_worker2"] {
@@ -158,6 +159,28 @@ fn worker_count_from_the_command_line() {
     assert_eq!(dry.matches("citus_add_node").count(), 3, "{dry}");
 }
 
+/// Every role with a password on every node of `c` (both roles where the configured user is
+/// not the servers' OS user) stores a SCRAM verifier with `rounds` iterations, and `password`
+/// logs in to each node through rust-postgres (Citus's own connections use libpq).
+fn assert_verifiers(c: &TestCluster, password: &str, rounds: u32) {
+    for i in 0..c.ports.len() {
+        let mut db = postgres::Config::new()
+            .host("localhost")
+            .port(c.port(i))
+            .user(&c.user)
+            .password(password)
+            .dbname(&c.database)
+            .connect(postgres::NoTls)
+            .unwrap_or_else(|e| panic!("node {i}: login with the password failed: {e}"));
+        let rows = db.query("SELECT rolname::text, rolpassword FROM pg_authid WHERE rolpassword IS NOT NULL", &[]).unwrap();
+        let verifiers: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert!(verifiers.iter().any(|(name, _)| *name == c.user), "node {i}: {verifiers:?}");
+        for (name, v) in &verifiers {
+            assert!(v.starts_with(&format!("SCRAM-SHA-256${rounds}:")), "node {i}: role {name} has {v}");
+        }
+    }
+}
+
 /// Each node of `c` started with TLS on and a certificate of its own that `up` made, so Citus
 /// made none at `CREATE EXTENSION citus`, and Citus's connections between the nodes use TLS.
 fn assert_tls_made_by_up(c: &TestCluster) {
@@ -211,4 +234,27 @@ fn without_openssl_citus_makes_the_certificates_and_the_cluster_still_verifies()
     }
     let verified = c.xtask_env(&["verify"], &[("PATH", bin.path().to_str().unwrap())]);
     assert!(verified.status.success(), "{}", text(&verified));
+}
+
+#[test]
+fn a_password_that_saslprep_changes_and_other_scram_rounds_work_on_every_path() {
+    if !citus("a_password_that_saslprep_changes_and_other_scram_rounds_work_on_every_path") {
+        return;
+    }
+    // SASLprep drops the soft hyphen and maps the no-break space to a space: the verifier the
+    // tool computes, rust-postgres and libpq (Citus's connections, verify's all-pairs check)
+    // must all agree on that. The user `postgres` is initdb's own superuser when the tests run
+    // as root (the servers run as `postgres`), whose verifier goes through initdb's --pwfile.
+    const PW: &str = "pass\u{ad}w\u{f6}rd\u{a0}x";
+    let c = TestCluster::new(Spec { workers: 1, user: "postgres", extra: "\n[local]\nscram_iterations = 3\n", ..Spec::default() });
+    let env = [("CITUS_IT_PASSWORD", PW)];
+    let out = c.xtask_env(&["up"], &env);
+    assert!(out.status.success(), "up failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = c.xtask_env(&["verify"], &env);
+    assert!(out.status.success(), "verify failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert_verifiers(&c, PW, 3);
+    assert_verifiers(&c, "passw\u{f6}rd x", 3);
+    // The wrong password is refused: the verifiers are not a stand-in for `trust`.
+    let wrong = postgres::Config::new().host("localhost").port(c.port(1)).user(&c.user).password("passw\u{f6}rdx").dbname(&c.database).connect(postgres::NoTls);
+    assert!(wrong.is_err(), "a wrong password logged in");
 }
