@@ -127,6 +127,7 @@ pub fn per_node<'a, T: Send>(conns: &mut Conns<'a>, f: impl Fn(&mut NodeConn<'a>
 /// What `setup` did.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// One line per change this run made: `node: what it did` ([`citus_plan::Step::done`]).
     pub changed: Vec<String>,
     pub in_place: Vec<String>,
     pub left_alone: Vec<String>,
@@ -317,11 +318,11 @@ pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], pro
         let lines = |it: &citus_plan::NodeItems| it.database_in_place.iter().chain(&it.in_place).cloned().collect::<Vec<String>>();
         let before = citus_plan::node_items(t.cluster, node, &e.before, &t.creds.password);
         let now = lines(&citus_plan::node_items(t.cluster, node, &observed.nodes[&e.node], &t.creds.password));
-        outcome.changed.extend(before.steps().map(|s| format!("{}: {}", s.node, s.why)));
+        outcome.changed.extend(before.steps().map(|s| format!("{}: {}", s.node, s.done(t.cluster))));
         let was = lines(&before);
         outcome.in_place.retain(|l| !now.contains(l) || was.contains(l));
     }
-    outcome.changed.extend(plan.steps().map(|s| format!("{}: {}", s.node, s.why)));
+    outcome.changed.extend(plan.steps().map(|s| format!("{}: {}", s.node, s.done(t.cluster))));
     conns.close();
     Ok(outcome)
 }
@@ -359,7 +360,7 @@ fn lock_setup(t: &Target<'_>, conns: &mut Conns<'_>, progress: Progress<'_>) -> 
             let step = missing.database.expect("a missing database has its CREATE DATABASE step");
             run_step(t, coord, &step, progress)?;
             let present = citus_plan::node_items(t.cluster, node, &NodeState { database_exists: true, ..NodeState::default() }, &t.creds.password);
-            made = Some((format!("{}: {}", step.node, step.why), present.database_in_place.expect("an existing database has its line")));
+            made = Some((format!("{}: {}", step.node, step.done(t.cluster)), present.database_in_place.expect("an existing database has its line")));
         }
     }
     take_lock(conns.nodes[0].target(t)?, node, progress)?;

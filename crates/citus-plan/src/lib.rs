@@ -168,6 +168,31 @@ pub struct Step {
     pub subject: Option<String>,
 }
 
+impl Step {
+    /// What the step did, for the summary of a run that applied it (`node: done`);
+    /// [`why`](Self::why), which the progress lines and the dry run show, says what made it
+    /// needed.
+    pub fn done(&self, cluster: &Cluster) -> String {
+        let db = escape_identifier(&cluster.database);
+        let subject = self.subject.as_deref().unwrap_or("?");
+        // The address a membership or coordinator-host step passes (host, port), if any.
+        let at = match self.params.as_slice() {
+            [.., Param::Text(host), Param::Int(port)] => u16::try_from(*port).map(|p| format!(" {}", Address::new(host.clone(), p))).unwrap_or_default(),
+            _ => String::new(),
+        };
+        match self.kind {
+            StepKind::CreateDatabase => format!("created database {db}"),
+            StepKind::CreateExtension => format!("created extension citus in {db}"),
+            StepKind::UpdateExtension => format!("updated extension citus in {db}"),
+            StepKind::SetAuthinfo => format!("stored the inter-node password for {} in pg_dist_authinfo", cluster.user),
+            StepKind::SetCoordinatorHost => format!("set the coordinator host to{at}"),
+            StepKind::AddWorker => format!("registered worker {subject} at{at}"),
+            StepKind::ActivateWorker => format!("re-activated worker {subject} at{at}"),
+            StepKind::UpdateWorkerAddress => format!("updated the address of worker {subject} to{at}"),
+        }
+    }
+}
+
 /// Steps that may run in parallel (one node each, or independent), in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Phase {

@@ -63,8 +63,8 @@ fn settled_cluster_needs_nothing() {
     insta::assert_snapshot!(p.render());
 }
 
-#[test]
-fn repairs() {
+/// A 1 + 4 cluster with one of each repair to do.
+fn repairs_case() -> (Cluster, Observed) {
     let c = seed().with_workers(4).unwrap();
     let mut o = settled(&c);
     // worker1: disabled on the coordinator.
@@ -83,7 +83,27 @@ fn repairs() {
     o.dist_nodes.push(DistNode { nodeid: 9, groupid: 9, address: Address::new("stray", 5432), isactive: true });
     // the coordinator row still says localhost.
     o.dist_nodes[0].address = Address::new("localhost", 5432);
+    (c, o)
+}
+
+#[test]
+fn repairs() {
+    let (c, o) = repairs_case();
     insta::assert_snapshot!(check(&c, Backend::Docker, &o));
+}
+
+/// The summary `setup` prints says what each step did, not the state it found.
+#[test]
+fn applied_steps_say_what_they_did() {
+    let fresh = seed();
+    let (c, o) = repairs_case();
+    let mut lines = Vec::new();
+    for (cluster, observed) in [(&fresh, Observed::fresh(&fresh, Version::new(13, 2))), (&c, o)] {
+        let p = plan(cluster, Backend::Docker, &observed, "pw").unwrap();
+        lines.extend(p.steps().map(|s| format!("{}: {}", s.node, s.done(cluster))));
+        lines.push(String::new());
+    }
+    insta::assert_snapshot!(lines.join("\n"));
 }
 
 #[test]

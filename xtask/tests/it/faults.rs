@@ -111,7 +111,7 @@ fn concurrent_setups_without_the_database_on_the_coordinator_take_turns_creating
     }
     let (a, b) = two_setups_at_once(&c);
     // Exactly one of them created the coordinator's database, and says so.
-    let created = format!("citus_master: database \"{}\" is missing", c.database);
+    let created = format!("citus_master: created database \"{}\"", c.database);
     let says = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).contains(&created);
     assert!(says(&a) != says(&b), "{}\n{}", text(&a), text(&b));
     assert_eq!(worker_rows(&c), 2);
@@ -131,7 +131,7 @@ fn changed_cluster_address_updates_the_node_in_place() {
     let port = c.port(1);
     std::fs::write(&c.config, cfg.replacen(&format!("port = {port}\n"), &format!("port = {port}\ncluster_address = \"127.0.0.1:{port}\"\n"), 1)).unwrap();
     let out = c.ok(&["setup"]);
-    assert!(out.contains("is now 127.0.0.1"), "{out}");
+    assert!(out.contains(&format!("citus_master: updated the address of worker citus_worker1 to 127.0.0.1:{port}")), "{out}");
     let mut rows: Vec<(String, i32)> = c
         .connect(0, &c.database)
         .query("SELECT nodename, nodeport FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodeport", &[])
@@ -260,8 +260,12 @@ fn stale_extension_is_reported_and_updated() {
     if let Err(e) = w.batch_execute("CREATE EXTENSION citus VERSION '13.1-1'") {
         panic!("cannot create an older citus to test skew: {e}");
     }
-    let out = c.ok(&["setup"]);
-    assert!(out.contains("older than the loaded library"), "{out}");
+    let out = c.xtask(&["setup"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The progress lines say why; the summary says what setup did.
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stderr.contains("citus_worker1: installed extension 13.1") && stderr.contains("older than the loaded library"), "{stderr}");
+    assert!(stdout.contains(&format!("citus_worker1: updated extension citus in \"{}\"", c.database)), "{stdout}");
     let v: String = c.connect(1, &c.database).query_one("SELECT extversion FROM pg_extension WHERE extname = 'citus'", &[]).unwrap().get(0);
     assert!(v.starts_with("13.2"), "{v}");
     c.ok(&["verify"]);

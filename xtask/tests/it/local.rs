@@ -141,7 +141,7 @@ fn disabled_worker_fails_verify_and_setup_reactivates_it() {
     assert!(!out.status.success());
     assert!(text(&out).lines().any(|l| l.starts_with("FAIL") && l.contains("citus_worker1") && l.contains("disabled")), "{}", text(&out));
     let fixed = c.ok(&["setup"]);
-    assert!(fixed.contains("re-activation"), "{fixed}");
+    assert!(fixed.contains(&format!("citus_master: re-activated worker citus_worker1 at localhost:{}", c.port(1))), "{fixed}");
     c.ok(&["verify"]);
 }
 
