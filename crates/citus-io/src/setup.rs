@@ -59,6 +59,15 @@ impl<'a> NodeConn<'a> {
         }
         Ok(self.maint.as_mut().expect("just opened"))
     }
+
+    /// Whichever connection is open, the target database's first; the maintenance database's
+    /// is opened when neither is.
+    fn any(&mut self, t: &Target<'_>) -> anyhow::Result<&mut Client> {
+        match self.target {
+            Some(ref mut c) => Ok(c),
+            None => self.maint(t),
+        }
+    }
 }
 
 /// Waits (until `deadline`) for every node to accept a login in the target database (the
@@ -347,13 +356,7 @@ fn lock_setup(t: &Target<'_>, conns: &mut Conns<'_>, progress: Progress<'_>) -> 
     if conns.nodes[0].target.is_none() && !exists(&mut conns.nodes[0])? {
         take_lock(conns.nodes[0].maint(t)?, node, progress)?;
         if !exists(&mut conns.nodes[0])? {
-            let ids = per_node(conns, |nc| {
-                let c = match nc.target.as_mut() {
-                    Some(c) => c,
-                    None => nc.maint(t)?,
-                };
-                Ok(c.query_typed_one(&format!("SELECT {SERVER_IDENTITY}"), &[])?.get::<_, String>(0))
-            });
+            let ids = per_node(conns, |nc| Ok(nc.any(t)?.query_typed_one(&format!("SELECT {SERVER_IDENTITY}"), &[])?.get::<_, String>(0)));
             check_distinct_servers(conns, &ids.into_iter().collect::<anyhow::Result<Vec<String>>>()?)?;
             let coord = &mut conns.nodes[0];
             let missing = citus_plan::node_items(t.cluster, node, &NodeState::default(), &t.creds.password);
