@@ -72,18 +72,35 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
     state::record_backend(cluster, citus_config::Backend::Docker)?;
     let image = &cluster.docker.image;
     let have_image = cmd!(sh, "docker image inspect --format . {image}").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+    let missing_image = || {
+        format!(
+            "\n    fix: image {image} is not available here and could not be pulled. Load or build it locally (`docker load`, `docker build`, `docker import`), or set [docker] image in {} to an image this machine has",
+            cluster.source.display()
+        )
+    };
     if !have_image {
-        progress(&format!("image {image} is not on this machine; docker compose will try to pull it"));
+        // Pulled on its own first, once (every node runs this image): `up` would create the
+        // project's network and volumes before it pulls, and leave them behind when the pull
+        // fails. docker's progress goes to stderr with ours; its error is kept for the message.
+        progress(&format!("image {image} is not on this machine: docker pull {image}"));
+        let out = duct::cmd("docker", ["pull", image.as_str()]).stdout_to_stderr().stderr_capture().unchecked().run().context("running docker pull")?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            bail!(
+                "docker pull {image} failed ({}); no container, network or volume of project {} was created: {}{}",
+                out.status,
+                project_name(cluster),
+                err.trim(),
+                missing_image()
+            );
+        }
     }
     progress(&format!("docker compose: starting project {} from {}", project_name(cluster), file.display()));
     let out = compose(&sh, cluster, creds, &["up", "-d"])?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let hint = if !have_image || err.contains("pull") || err.contains("not found") || err.contains("manifest") {
-            format!(
-                "\n    fix: image {image} is not available here and could not be pulled. Load or build it locally (`docker load`, `docker build`, `docker import`), or set [docker] image in {} to an image this machine has",
-                cluster.source.display()
-            )
+        let hint = if err.contains("pull") || err.contains("not found") || err.contains("manifest") {
+            missing_image()
         } else if err.contains("port is already allocated") || err.contains("address already in use") {
             format!("\n    fix: a client port is taken; change the `port` of that node in {}", cluster.source.display())
         } else {

@@ -178,3 +178,41 @@ fn docker_container_that_exits_fails_up_at_once_with_its_log_and_fix() {
     // Nothing was removed: the containers are still there for `docker logs`, and `down` keeps the volumes.
     assert_eq!(project_containers(&c).len(), 3);
 }
+
+/// The docker objects (containers, networks, volumes) labelled with `c`'s compose project.
+fn project_objects(c: &TestCluster) -> Vec<String> {
+    let label = format!("label=com.docker.compose.project={}", c.name);
+    let mut found = Vec::new();
+    for kind in [["ps", "-aq"], ["network", "ls"], ["volume", "ls"]] {
+        let mut args = kind.to_vec();
+        if kind[0] != "ps" {
+            args.push("-q");
+        }
+        let out = std::process::Command::new("docker").args(&args).args(["--filter", &label]).output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        found.extend(String::from_utf8_lossy(&out.stdout).lines().map(|id| format!("{} {id}", kind[0])));
+    }
+    found
+}
+
+/// An image that is neither on the machine nor pullable fails `up` before compose creates
+/// anything: no volume, network or container is left for `down --purge` to clean up, and the
+/// message names the image and the fix. Before, `docker compose up` created the network and
+/// the three volumes, then failed at its pull.
+#[test]
+fn docker_image_that_cannot_be_pulled_fails_up_and_creates_nothing() {
+    let test = "docker_image_that_cannot_be_pulled_fails_up_and_creates_nothing";
+    let Some(env) = require(test, &[Need::Docker]) else { return };
+    let name = format!("itdm{}", std::process::id());
+    let image = format!("citus-xtask-absent-{name}:none");
+    let extra = format!("\n[docker]\nimage = \"{image}\"\n");
+    let c = TestCluster::new(Spec { name: &name, backend: "docker", extra: &extra, ..Spec::default() });
+    let _g = ComposeProjectGuard::new(env.compose.as_deref().expect("docker needed"), &name);
+    let out = c.xtask(&["up"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains(&format!("image {image} is not on this machine: docker pull {image}")), "no progress line: {t}");
+    assert!(t.contains(&format!("docker pull {image} failed")), "{t}");
+    assert!(t.contains(&format!("fix: image {image} is not available here and could not be pulled")), "{t}");
+    assert_eq!(project_objects(&c), Vec::<String>::new(), "a failed pull left docker objects behind");
+}
