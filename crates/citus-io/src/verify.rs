@@ -199,10 +199,11 @@ fn node_checks(report: &mut Report, node: &Node, settings: Result<postgres::Row,
     let iv = installed.as_deref().and_then(Version::parse);
     let av = available.as_deref().and_then(Version::parse);
     versions.push((node.name.clone(), iv));
-    if let Some(i) = iv {
-        report.push(node, "library matches extension", av == Some(i), format!("installed {i}, library {}", available.unwrap_or("none".into())), || {
-            "run `cargo xtask setup` (ALTER EXTENSION citus UPDATE, workers first)".into()
-        });
+    if let (Some(i), Some(raw)) = (iv, installed.as_deref()) {
+        // Both as the catalogs spell them (`13.2-1`); they match when their major.minor do.
+        let detail = format!("installed {raw}, library {}", available.as_deref().unwrap_or("none"));
+        report
+            .push(node, "library matches extension", av == Some(i), detail, || "run `cargo xtask setup` (ALTER EXTENSION citus UPDATE, workers first)".into());
     }
 }
 

@@ -260,6 +260,12 @@ fn stale_extension_is_reported_and_updated() {
     if let Err(e) = w.batch_execute("CREATE EXTENSION citus VERSION '13.1-1'") {
         panic!("cannot create an older citus to test skew: {e}");
     }
+    // `verify` reports the skew on that worker, both versions as the catalogs spell them.
+    let out = c.xtask(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    let line = t.lines().find(|l| l.contains("citus_worker1") && l.contains("library matches extension")).unwrap_or_else(|| panic!("{t}"));
+    assert!(line.starts_with("FAIL") && line.contains("installed 13.1-1, library 13.2-"), "{line}");
     let out = c.xtask(&["setup"]);
     assert!(out.status.success(), "{}", text(&out));
     // The progress lines say why; the summary says what setup did.
