@@ -69,6 +69,9 @@ fn github_actions_workflow_runs_the_recipe() {
 
     let runs: Vec<&str> = steps.iter().map(|s| s["run"].as_str().unwrap_or("")).collect();
     let up = position(&runs, &["cargo xtask up"]);
+    // The build cache is restored before the first `cargo xtask` compiles anything.
+    let cache = steps.iter().position(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("Swatinem/rust-cache@"))).expect("a cargo cache step");
+    assert!(cache < up, "the cache step must come before `cargo xtask up`");
     let env = position(&runs, &["cargo xtask test-env", "--format github", ">> \"$GITHUB_ENV\""]);
     let verify = position(&runs, &["cargo xtask verify"]);
     let tests = position(&runs, &["pytest"]);
@@ -84,6 +87,7 @@ fn github_actions_workflow_runs_the_recipe() {
 fn travis_config_runs_the_recipe() {
     let t = load("travis.yml");
     assert!(str_list(&t["services"]).contains(&"docker"), "services: docker");
+    assert!(str_list(&t["cache"]).contains(&"cargo"), "cache: cargo keeps the xtask build between builds");
     let before = str_list(&t["before_script"]);
     let up = position(&before, &["cargo xtask up"]);
     let env = position(&before, &["eval \"$(cargo xtask test-env", "--format shell", ")\""]);
