@@ -228,6 +228,9 @@ impl Local {
             Err(e) => return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display())),
         }
         progress(&format!("initdb: template ready ({:.2} s)", t0.elapsed().as_secs_f64()));
+        if let Some(note) = other_templates(root, &key) {
+            progress(&note);
+        }
         Ok(dir)
     }
 
@@ -563,6 +566,47 @@ const PWFILE: &str = ".initdb-pwfile";
 /// Removes the entries of `dir` named `<prefix><pid>` whose process is gone: copies,
 /// template builds and initdb password files an interrupted run left. No server ever ran on
 /// those data directories.
+/// A note about the templates in `root` other than `key`'s: a new template is made when the
+/// server binary (an upgraded package), the role, the password, the database or the SCRAM
+/// rounds change, and the old ones stay. They are data directories, so they are named, never
+/// deleted.
+fn other_templates(root: &Path, key: &str) -> Option<String> {
+    let others: Vec<PathBuf> = fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name != key && name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit()) && e.path().join("PG_VERSION").exists()
+        })
+        .map(|e| e.path())
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    let bytes: u64 = others.iter().map(|p| tree_size(p)).sum();
+    Some(format!(
+        "initdb: {} older template(s) in {} ({:.0} MB), made for another server binary, role, password, database or scram_iterations, are no longer used by this config: {}. \
+         They are caches: delete them by hand (`rm -r`) if no other config in this data folder uses them",
+        others.len(),
+        root.display(),
+        bytes as f64 / 1e6,
+        others.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect::<Vec<_>>().join(", ")
+    ))
+}
+
+/// The bytes of the files under `dir` (what `du` would count, near enough), following no links.
+fn tree_size(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
 fn remove_stale_partials(dir: &Path, prefix: &str) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for e in entries.flatten() {
@@ -808,6 +852,31 @@ mod tests {
         let mut left: Vec<String> = fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         left.sort();
         assert_eq!(left, ["pgdata", mine.as_str(), "pgdata.partialx"]);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The older templates are named with their size, the current one and anything that is
+    /// not a finished template (a partial copy, a stray folder) are not, and nothing is removed.
+    #[test]
+    fn older_templates_are_named_and_kept() {
+        let root = std::env::temp_dir().join(format!("citus-io-templates-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let (current, old1, old2) = ("00000000000000aa", "00000000000000bb", "00000000000000cc");
+        for (name, bytes) in [(current, 1_000_000), (old1, 2_000_000), (old2, 1_500_000)] {
+            fs::create_dir_all(root.join(name).join("base/1")).unwrap();
+            fs::write(root.join(name).join("PG_VERSION"), "15\n").unwrap();
+            fs::write(root.join(name).join("base/1/1259"), vec![0u8; bytes]).unwrap();
+        }
+        fs::create_dir_all(root.join("00000000000000dd.tmp4242")).unwrap();
+        fs::create_dir_all(root.join("00000000000000ee")).unwrap(); // no PG_VERSION: not a finished template
+        let note = other_templates(&root, current).expect("a note");
+        assert!(note.starts_with(&format!("initdb: 2 older template(s) in {} (4 MB)", root.display())), "{note}");
+        assert!(note.contains(old1) && note.contains(old2) && !note.contains(current) && !note.contains("dd") && !note.contains("ee"), "{note}");
+        assert!(note.contains("delete them by hand"), "{note}");
+        assert!(root.join(old1).exists() && root.join(old2).exists());
+        fs::remove_dir_all(root.join(old1)).unwrap();
+        fs::remove_dir_all(root.join(old2)).unwrap();
+        assert_eq!(other_templates(&root, current), None, "only the current template is left");
         fs::remove_dir_all(&root).unwrap();
     }
 }
