@@ -11,13 +11,36 @@ use std::{
 
 use anyhow::{bail, Context};
 
-/// One clean build.
+/// The clean builds of one crate.
 #[derive(Debug, Clone)]
 pub(crate) struct Build {
+    /// The median of `samples` (with two, their mean).
     pub(crate) secs: f64,
+    /// Each clean build's seconds, in the order they ran.
+    pub(crate) samples: Vec<f64>,
     /// `Compiling ...` lines: how many crates were compiled.
     pub(crate) crates: usize,
 }
+
+impl Build {
+    fn of(samples: Vec<f64>, crates: usize) -> Build {
+        let mut sorted = samples.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let secs = if n == 0 {
+            f64::NAN
+        } else if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        Build { secs, samples, crates }
+    }
+}
+
+/// How many clean builds of each crate one run makes, in the order A B B A, so that a load
+/// that rises or falls during the run weighs on both alike.
+pub(crate) const ROUNDS: usize = 2;
 
 #[derive(Debug, Clone)]
 pub(crate) struct BuildTimes {
@@ -50,12 +73,23 @@ pub(crate) fn measure(workspace: &Path, scratch: &Path) -> anyhow::Result<BuildT
     }
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    crate::progress("bench: clean build of the empty crate depending only on postgres ...");
-    let postgres_only = cargo_build(&krate, &scratch.join("target-postgres-only"), &["build", "--offline"])?;
-    crate::progress(&format!("bench: postgres-only: {:.1} s, {} crates", postgres_only.secs, postgres_only.crates));
-    crate::progress("bench: clean build of xtask ...");
-    let xtask = cargo_build(workspace, &scratch.join("target-xtask"), &["build", "-p", "xtask", "--locked", "--offline"])?;
-    crate::progress(&format!("bench: xtask: {:.1} s, {} crates", xtask.secs, xtask.crates));
+    let (mut po, mut xt) = ((Vec::new(), 0), (Vec::new(), 0));
+    // postgres-only, xtask, xtask, postgres-only, ...: each into a fresh target folder,
+    // deleted (untimed) before the next build.
+    for i in 0..2 * ROUNDS {
+        let postgres_first = (i % 4 == 0) || (i % 4 == 3);
+        let target = scratch.join(format!("target-{i}"));
+        let (name, secs_crates, (samples, crates)) = if postgres_first {
+            ("postgres-only", cargo_build(&krate, &target, &["build", "--offline"])?, &mut po)
+        } else {
+            ("xtask", cargo_build(workspace, &target, &["build", "-p", "xtask", "--locked", "--offline"])?, &mut xt)
+        };
+        crate::progress(&format!("bench: clean build {}/{} of {name}: {:.1} s, {} crates", samples.len() + 1, ROUNDS, secs_crates.0, secs_crates.1));
+        samples.push(secs_crates.0);
+        *crates = secs_crates.1;
+        let _ = fs::remove_dir_all(&target);
+    }
+    let (postgres_only, xtask) = (Build::of(po.0, po.1), Build::of(xt.0, xt.1));
 
     let lock = fs::read_to_string(krate.join("Cargo.lock")).unwrap_or_default();
     let postgres_version = lock
@@ -83,7 +117,8 @@ fn profile_sections(manifest: &str) -> String {
     out
 }
 
-fn cargo_build(dir: &Path, target: &Path, args: &[&str]) -> anyhow::Result<Build> {
+/// One clean build: its seconds and how many crates it compiled.
+fn cargo_build(dir: &Path, target: &Path, args: &[&str]) -> anyhow::Result<(f64, usize)> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut c = Command::new(cargo);
     c.args(args).current_dir(dir).env("CARGO_TARGET_DIR", target);
@@ -100,11 +135,18 @@ fn cargo_build(dir: &Path, target: &Path, args: &[&str]) -> anyhow::Result<Build
         bail!("`cargo {}` in {} failed ({}):\n    {}", args.join(" "), dir.display(), out.status, lines[lines.len().saturating_sub(15)..].join("\n    "));
     }
     let crates = err.lines().filter(|l| l.trim_start().starts_with("Compiling ")).count();
-    Ok(Build { secs, crates })
+    Ok((secs, crates))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_build_time_is_the_median_of_its_samples() {
+        assert_eq!(super::Build::of(vec![10.0, 12.0], 3).secs, 11.0);
+        assert_eq!(super::Build::of(vec![14.0, 10.0, 12.0], 3).secs, 12.0);
+        assert_eq!(super::Build::of(vec![14.0, 10.0], 3).samples, [14.0, 10.0], "kept in the order they ran");
+    }
+
     #[test]
     fn profile_sections_are_copied_verbatim_and_nothing_else() {
         let manifest =

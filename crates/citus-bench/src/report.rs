@@ -308,7 +308,7 @@ impl Report {
                 limit: Some(1.50),
             });
         }
-        // One clean build of each, in this run (not a median: a build takes tens of seconds).
+        // The medians of this run's clean builds (`build::ROUNDS` of each).
         if let Some(Ok(b)) = &self.build {
             out.push(Target {
                 what: "clean build of `xtask` (`cargo build -p xtask`)".into(),
@@ -459,15 +459,21 @@ impl Report {
             Some(Err(e)) => format!("Not measured: {e}\n"),
             Some(Ok(b)) => {
                 let mut t = format!(
-                    "Clean builds in the dev profile (this workspace's `[profile.*]` tables, copied into the postgres-only crate: `debug = 0`, no incremental cache, the password-hashing crates at `opt-level = 3` without debug assertions), each into a fresh target folder, `--offline` from the local registry cache, {} parallel jobs:\n\n\
-                     | build | seconds | crates compiled |\n|---|---:|---:|\n",
+                    "Clean builds in the dev profile (this workspace's `[profile.*]` tables, copied into the postgres-only crate: `debug = 0`, no incremental cache, the password-hashing crates at `opt-level = 3` without debug assertions), {} of each in the order postgres-only, xtask, xtask, postgres-only, each into a fresh target folder, `--offline` from the local registry cache, {} parallel jobs:\n\n\
+                     | build | median s | each build, in order, s | crates compiled |\n|---|---:|---|---:|\n",
+                    crate::build::ROUNDS,
                     b.jobs
                 );
-                let _ = writeln!(t, "| `cargo build -p xtask` (a user's first `cargo xtask`) | {:.1} | {} |", b.xtask.secs, b.xtask.crates);
+                let each = |b: &crate::build::Build| b.samples.iter().map(|s| format!("{s:.1}")).collect::<Vec<_>>().join(", ");
+                let _ =
+                    writeln!(t, "| `cargo build -p xtask` (a user's first `cargo xtask`) | {:.1} | {} | {} |", b.xtask.secs, each(&b.xtask), b.xtask.crates);
                 let _ = writeln!(
                     t,
-                    "| empty crate depending only on `postgres` ({}) | {:.1} | {} |",
-                    b.postgres_version, b.postgres_only.secs, b.postgres_only.crates
+                    "| empty crate depending only on `postgres` ({}) | {:.1} | {} | {} |",
+                    b.postgres_version,
+                    b.postgres_only.secs,
+                    each(&b.postgres_only),
+                    b.postgres_only.crates
                 );
                 let _ = writeln!(t, "\nxtask / empty crate: {:.2}x the time.", b.xtask.secs / b.postgres_only.secs);
                 t
@@ -480,8 +486,9 @@ impl Report {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "## Targets\n\nRatios of medians over {} cycle(s) per series (the clean builds, when measured: one of each). \"Cold up\" is the tool's `up` of a new cluster with the template cached.\n",
-            self.cycles
+            "## Targets\n\nRatios of medians over {} cycle(s) per series (the clean builds, when measured: {} of each). \"Cold up\" is the tool's `up` of a new cluster with the template cached.\n",
+            self.cycles,
+            crate::build::ROUNDS
         );
         t.push_str(&self.targets_table());
         let failed = self.targets().iter().filter(|x| x.pass() == Some(false)).count();
@@ -663,8 +670,8 @@ impl Report {
                 "measured": true,
                 "profile": "dev",
                 "jobs": b.jobs,
-                "xtask": { "seconds": round(b.xtask.secs), "crates": b.xtask.crates },
-                "postgres_only": { "seconds": round(b.postgres_only.secs), "crates": b.postgres_only.crates, "postgres_version": b.postgres_version },
+                "xtask": { "seconds": round(b.xtask.secs), "samples": b.xtask.samples.iter().map(|s| round(*s)).collect::<Vec<_>>(), "crates": b.xtask.crates },
+                "postgres_only": { "seconds": round(b.postgres_only.secs), "samples": b.postgres_only.samples.iter().map(|s| round(*s)).collect::<Vec<_>>(), "crates": b.postgres_only.crates, "postgres_version": b.postgres_version },
                 "ratio": round(b.xtask.secs / b.postgres_only.secs),
             }),
         };
@@ -736,7 +743,7 @@ mod tests {
     }
 
     fn builds(xtask: f64, postgres_only: f64) -> Option<Result<BuildTimes, String>> {
-        let b = |secs| Build { secs, crates: 1 };
+        let b = |secs| Build { secs, samples: vec![secs, secs], crates: 1 };
         Some(Ok(BuildTimes { xtask: b(xtask), postgres_only: b(postgres_only), postgres_version: "0.19".into(), jobs: 2 }))
     }
 
