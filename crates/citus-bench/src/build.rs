@@ -14,8 +14,6 @@ use anyhow::{bail, Context};
 /// The clean builds of one crate.
 #[derive(Debug, Clone)]
 pub(crate) struct Build {
-    /// The median of `samples` (with two, their mean).
-    pub(crate) secs: f64,
     /// Each clean build's seconds, in the order they ran.
     pub(crate) samples: Vec<f64>,
     /// `Compiling ...` lines: how many crates were compiled.
@@ -23,18 +21,9 @@ pub(crate) struct Build {
 }
 
 impl Build {
-    fn of(samples: Vec<f64>, crates: usize) -> Build {
-        let mut sorted = samples.clone();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
-        let secs = if n == 0 {
-            f64::NAN
-        } else if n % 2 == 1 {
-            sorted[n / 2]
-        } else {
-            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-        };
-        Build { secs, samples, crates }
+    /// The median of the samples (of two, their mean).
+    pub(crate) fn secs(&self) -> f64 {
+        crate::report::stats(self.samples.iter().copied()).median
     }
 }
 
@@ -73,23 +62,22 @@ pub(crate) fn measure(workspace: &Path, scratch: &Path) -> anyhow::Result<BuildT
     }
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    let (mut po, mut xt) = ((Vec::new(), 0), (Vec::new(), 0));
-    // postgres-only, xtask, xtask, postgres-only, ...: each into a fresh target folder,
-    // deleted (untimed) before the next build.
+    // A B B A (then again, for more rounds): each build into a fresh target folder, deleted
+    // (untimed) before the next one.
+    let mut postgres_only = Build { samples: Vec::new(), crates: 0 };
+    let mut xtask = postgres_only.clone();
     for i in 0..2 * ROUNDS {
-        let postgres_first = (i % 4 == 0) || (i % 4 == 3);
         let target = scratch.join(format!("target-{i}"));
-        let (name, secs_crates, (samples, crates)) = if postgres_first {
-            ("postgres-only", cargo_build(&krate, &target, &["build", "--offline"])?, &mut po)
+        let (name, build, (secs, crates)) = if matches!(i % 4, 0 | 3) {
+            ("postgres-only", &mut postgres_only, cargo_build(&krate, &target, &["build", "--offline"])?)
         } else {
-            ("xtask", cargo_build(workspace, &target, &["build", "-p", "xtask", "--locked", "--offline"])?, &mut xt)
+            ("xtask", &mut xtask, cargo_build(workspace, &target, &["build", "-p", "xtask", "--locked", "--offline"])?)
         };
-        crate::progress(&format!("bench: clean build {}/{} of {name}: {:.1} s, {} crates", samples.len() + 1, ROUNDS, secs_crates.0, secs_crates.1));
-        samples.push(secs_crates.0);
-        *crates = secs_crates.1;
+        build.samples.push(secs);
+        build.crates = crates;
+        crate::progress(&format!("bench: clean build {}/{ROUNDS} of {name}: {secs:.1} s, {crates} crates", build.samples.len()));
         let _ = fs::remove_dir_all(&target);
     }
-    let (postgres_only, xtask) = (Build::of(po.0, po.1), Build::of(xt.0, xt.1));
 
     let lock = fs::read_to_string(krate.join("Cargo.lock")).unwrap_or_default();
     let postgres_version = lock
@@ -142,9 +130,9 @@ fn cargo_build(dir: &Path, target: &Path, args: &[&str]) -> anyhow::Result<(f64,
 mod tests {
     #[test]
     fn the_build_time_is_the_median_of_its_samples() {
-        assert_eq!(super::Build::of(vec![10.0, 12.0], 3).secs, 11.0);
-        assert_eq!(super::Build::of(vec![14.0, 10.0, 12.0], 3).secs, 12.0);
-        assert_eq!(super::Build::of(vec![14.0, 10.0], 3).samples, [14.0, 10.0], "kept in the order they ran");
+        let b = |samples: &[f64]| super::Build { samples: samples.to_vec(), crates: 3 };
+        assert_eq!(b(&[10.0, 12.0]).secs(), 11.0);
+        assert_eq!(b(&[14.0, 10.0, 12.0]).secs(), 12.0);
     }
 
     #[test]

@@ -312,9 +312,9 @@ impl Report {
         if let Some(Ok(b)) = &self.build {
             out.push(Target {
                 what: "clean build of `xtask` (`cargo build -p xtask`)".into(),
-                tool_s: b.xtask.secs,
+                tool_s: b.xtask.secs(),
                 reference: "build of the postgres-only crate",
-                reference_s: b.postgres_only.secs,
+                reference_s: b.postgres_only.secs(),
                 limit: Some(1.50),
             });
         }
@@ -466,16 +466,16 @@ impl Report {
                 );
                 let each = |b: &crate::build::Build| b.samples.iter().map(|s| format!("{s:.1}")).collect::<Vec<_>>().join(", ");
                 let _ =
-                    writeln!(t, "| `cargo build -p xtask` (a user's first `cargo xtask`) | {:.1} | {} | {} |", b.xtask.secs, each(&b.xtask), b.xtask.crates);
+                    writeln!(t, "| `cargo build -p xtask` (a user's first `cargo xtask`) | {:.1} | {} | {} |", b.xtask.secs(), each(&b.xtask), b.xtask.crates);
                 let _ = writeln!(
                     t,
                     "| empty crate depending only on `postgres` ({}) | {:.1} | {} | {} |",
                     b.postgres_version,
-                    b.postgres_only.secs,
+                    b.postgres_only.secs(),
                     each(&b.postgres_only),
                     b.postgres_only.crates
                 );
-                let _ = writeln!(t, "\nxtask / empty crate: {:.2}x the time.", b.xtask.secs / b.postgres_only.secs);
+                let _ = writeln!(t, "\nxtask / empty crate: {:.2}x the time.", b.xtask.secs() / b.postgres_only.secs());
                 t
             }
         }
@@ -670,9 +670,9 @@ impl Report {
                 "measured": true,
                 "profile": "dev",
                 "jobs": b.jobs,
-                "xtask": { "seconds": round(b.xtask.secs), "samples": b.xtask.samples.iter().map(|s| round(*s)).collect::<Vec<_>>(), "crates": b.xtask.crates },
-                "postgres_only": { "seconds": round(b.postgres_only.secs), "samples": b.postgres_only.samples.iter().map(|s| round(*s)).collect::<Vec<_>>(), "crates": b.postgres_only.crates, "postgres_version": b.postgres_version },
-                "ratio": round(b.xtask.secs / b.postgres_only.secs),
+                "xtask": { "seconds": round(b.xtask.secs()), "samples": b.xtask.samples.iter().map(|s| round(*s)).collect::<Vec<_>>(), "crates": b.xtask.crates },
+                "postgres_only": { "seconds": round(b.postgres_only.secs()), "samples": b.postgres_only.samples.iter().map(|s| round(*s)).collect::<Vec<_>>(), "crates": b.postgres_only.crates, "postgres_version": b.postgres_version },
+                "ratio": round(b.xtask.secs() / b.postgres_only.secs()),
             }),
         };
         let docker = match &self.docker {
@@ -743,7 +743,7 @@ mod tests {
     }
 
     fn builds(xtask: f64, postgres_only: f64) -> Option<Result<BuildTimes, String>> {
-        let b = |secs| Build { secs, samples: vec![secs, secs], crates: 1 };
+        let b = |secs| Build { samples: vec![secs, secs], crates: 1 };
         Some(Ok(BuildTimes { xtask: b(xtask), postgres_only: b(postgres_only), postgres_version: "0.19".into(), jobs: 2 }))
     }
 

@@ -563,9 +563,6 @@ const PARTIAL_COPY: &str = "pgdata.partial";
 /// Prefix of initdb's password file, beside the data directory being made; the pid follows.
 const PWFILE: &str = ".initdb-pwfile";
 
-/// Removes the entries of `dir` named `<prefix><pid>` whose process is gone: copies,
-/// template builds and initdb password files an interrupted run left. No server ever ran on
-/// those data directories.
 /// A note about the templates in `root` other than `key`'s: a new template is made when the
 /// server binary (an upgraded package), the role, the password, the database or the SCRAM
 /// rounds change, and the old ones stay. They are data directories, so they are named, never
@@ -607,6 +604,9 @@ fn tree_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Removes the entries of `dir` named `<prefix><pid>` whose process is gone: copies,
+/// template builds and initdb password files an interrupted run left. No server ever ran on
+/// those data directories.
 fn remove_stale_partials(dir: &Path, prefix: &str) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for e in entries.flatten() {
