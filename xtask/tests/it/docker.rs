@@ -183,14 +183,10 @@ fn docker_container_that_exits_fails_up_at_once_with_its_log_and_fix() {
 fn project_objects(c: &TestCluster) -> Vec<String> {
     let label = format!("label=com.docker.compose.project={}", c.name);
     let mut found = Vec::new();
-    for kind in [["ps", "-aq"], ["network", "ls"], ["volume", "ls"]] {
-        let mut args = kind.to_vec();
-        if kind[0] != "ps" {
-            args.push("-q");
-        }
-        let out = std::process::Command::new("docker").args(&args).args(["--filter", &label]).output().unwrap();
+    for args in [&["ps", "-aq"][..], &["network", "ls", "-q"], &["volume", "ls", "-q"]] {
+        let out = std::process::Command::new("docker").args(args).args(["--filter", &label]).output().unwrap();
         assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        found.extend(String::from_utf8_lossy(&out.stdout).lines().map(|id| format!("{} {id}", kind[0])));
+        found.extend(String::from_utf8_lossy(&out.stdout).lines().map(|id| format!("{} {id}", args[0])));
     }
     found
 }
