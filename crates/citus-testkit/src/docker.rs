@@ -120,16 +120,8 @@ pub fn cleanup_compose_project(compose: &[String], project: &str) -> anyhow::Res
     }
     let filter = format!("label={PROJECT_LABEL}={project}");
     let mut errors = Vec::new();
-
-    let containers = list(&["ps", "--all", "--quiet", "--filter", &filter]);
-    let networks = list(&["network", "ls", "--quiet", "--filter", &filter]);
-    let volumes = list(&["volume", "ls", "--quiet", "--filter", &filter]);
-    for (what, listed, remove) in [
-        ("containers", containers, &["rm", "--force", "--volumes"][..]),
-        ("networks", networks, &["network", "rm"][..]),
-        ("volumes", volumes, &["volume", "rm", "--force"][..]),
-    ] {
-        match listed {
+    for (what, ls, remove) in KINDS {
+        match list(&[ls, &["--filter", &filter]].concat()) {
             Ok(ids) if ids.is_empty() => {}
             Ok(ids) => {
                 if let Err(e) = output(Command::new("docker").args(remove).args(&ids)) {
@@ -144,6 +136,24 @@ pub fn cleanup_compose_project(compose: &[String], project: &str) -> anyhow::Res
     } else {
         anyhow::bail!("{}", errors.join("; "))
     }
+}
+
+/// What a compose project leaves in the engine: how to list each kind, how to remove it.
+const KINDS: [(&str, &[&str], &[&str]); 3] = [
+    ("containers", &["ps", "--all", "--quiet"], &["rm", "--force", "--volumes"]),
+    ("networks", &["network", "ls", "--quiet"], &["network", "rm"]),
+    ("volumes", &["volume", "ls", "--quiet"], &["volume", "rm", "--force"]),
+];
+
+/// Every container, network and volume labelled as belonging to compose project `project`,
+/// each as `<kind> <id>` (`containers 3f2a...`). Empty when the project left nothing behind.
+pub fn compose_project_objects(project: &str) -> anyhow::Result<Vec<String>> {
+    let filter = format!("label={PROJECT_LABEL}={}", normalize_project_name(project));
+    let mut found = Vec::new();
+    for (what, ls, _) in KINDS {
+        found.extend(list(&[ls, &["--filter", &filter]].concat())?.into_iter().map(|id| format!("{what} {id}")));
+    }
+    Ok(found)
 }
 
 fn list(args: &[&str]) -> anyhow::Result<Vec<String>> {

@@ -66,7 +66,7 @@ mod ports;
 mod process;
 mod tmp;
 
-pub use docker::{cleanup_compose_project, normalize_project_name, ComposeProjectGuard, ContainerGuard};
+pub use docker::{cleanup_compose_project, compose_project_objects, normalize_project_name, ComposeProjectGuard, ContainerGuard};
 pub use image::{image_packages, test_image, test_image_tag, ENTRYPOINT_SCRIPT, IMAGE_REPOSITORY};
 pub use need::{require, Env, Need, DEFAULT_PG_MAJOR, REQUIRE_VAR, SKIP_LOG_VAR};
 pub use ports::{free_port, free_ports};

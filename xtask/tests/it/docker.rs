@@ -1,7 +1,7 @@
 //! The docker backend end to end on this machine's engine, with an image built here from
 //! Debian's packages and the host's Citus (no registry is reachable).
 
-use citus_testkit::{require, test_image, ComposeProjectGuard, Env, Need};
+use citus_testkit::{compose_project_objects, require, test_image, ComposeProjectGuard, Env, Need};
 
 use crate::harness::{text, Spec, TestCluster};
 
@@ -179,18 +179,6 @@ fn docker_container_that_exits_fails_up_at_once_with_its_log_and_fix() {
     assert_eq!(project_containers(&c).len(), 3);
 }
 
-/// The docker objects (containers, networks, volumes) labelled with `c`'s compose project.
-fn project_objects(c: &TestCluster) -> Vec<String> {
-    let label = format!("label=com.docker.compose.project={}", c.name);
-    let mut found = Vec::new();
-    for args in [&["ps", "-aq"][..], &["network", "ls", "-q"], &["volume", "ls", "-q"]] {
-        let out = std::process::Command::new("docker").args(args).args(["--filter", &label]).output().unwrap();
-        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        found.extend(String::from_utf8_lossy(&out.stdout).lines().map(|id| format!("{} {id}", args[0])));
-    }
-    found
-}
-
 /// An image that is neither on the machine nor pullable fails `up` before compose creates
 /// anything: no volume, network or container is left for `down --purge` to clean up, and the
 /// message names the image and the fix. Before, `docker compose up` created the network and
@@ -210,5 +198,5 @@ fn docker_image_that_cannot_be_pulled_fails_up_and_creates_nothing() {
     assert!(t.contains(&format!("image {image} is not on this machine: docker pull {image}")), "no progress line: {t}");
     assert!(t.contains(&format!("docker pull {image} failed")), "{t}");
     assert!(t.contains(&format!("fix: image {image} is not available here and could not be pulled")), "{t}");
-    assert_eq!(project_objects(&c), Vec::<String>::new(), "a failed pull left docker objects behind");
+    assert_eq!(compose_project_objects(&name).unwrap(), Vec::<String>::new(), "a failed pull left docker objects behind");
 }
