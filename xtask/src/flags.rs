@@ -1,7 +1,7 @@
 //! Command-line flags of `cargo xtask` (parsed by xflags; `--help` is generated from these docs).
 #![allow(unreachable_pub)]
 
-use std::path::PathBuf;
+use std::{ffi::OsString, path::PathBuf};
 
 use citus_config::Backend;
 
@@ -83,6 +83,24 @@ xflags::xflags! {
             /// Django version the settings are for, X.Y (default 5.2).
             optional --django-version version: String
         }
+        /// Open psql on one node (default: the coordinator), in the cluster's database as its
+        /// user. The password goes in psql's environment, never on a command line. The host's
+        /// psql connects to the node's client address; without one, a Docker node's own psql
+        /// runs in its container. Arguments after `--` go to psql, e.g.
+        /// `cargo xtask psql -- -c 'SELECT * FROM citus_get_active_worker_nodes()'`.
+        /// Exits with psql's exit code.
+        cmd psql {
+            /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
+            optional -c, --config path: PathBuf
+            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
+            optional -b, --backend backend: Backend
+            /// Number of workers: the first N configured, then derived ones on the next ports.
+            optional -w, --workers n: usize
+            /// The node, by its name in the config (default: the coordinator).
+            optional -n, --node name: String
+            /// psql's own arguments (after `--`).
+            repeated args: OsString
+        }
         /// Print the docker compose file generated from the config.
         cmd compose {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
@@ -113,6 +131,7 @@ pub enum XtaskCmd {
     Verify(Verify),
     Down(Down),
     TestEnv(TestEnv),
+    Psql(Psql),
     Compose(Compose),
     Bench(Bench),
 }
@@ -158,6 +177,16 @@ pub struct TestEnv {
     pub format: Option<String>,
     pub profile: Option<String>,
     pub django_version: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Psql {
+    pub args: Vec<OsString>,
+
+    pub config: Option<PathBuf>,
+    pub backend: Option<Backend>,
+    pub workers: Option<usize>,
+    pub node: Option<String>,
 }
 
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! The tasks: up, setup, verify, down, test-env and compose.
+//! The tasks: up, setup, verify, down, test-env, psql and compose.
 
 use std::{
     process::ExitCode,
@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::Context;
 use citus_config::Backend;
-use citus_io::{docker, local, pg, setup, verify};
+use citus_io::{docker, local, pg, psql, setup, verify};
 
 use crate::{config, flags, progress, UsageError};
 
@@ -140,6 +140,21 @@ pub(crate) fn test_env(f: flags::TestEnv) -> anyhow::Result<ExitCode> {
     let password = if format == Format::Pytest { String::new() } else { pg::credentials(&cluster)?.password };
     print!("{}", citus_testenv::render(&cluster, backend, &policy, format, &password, &opts));
     Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn psql(f: flags::Psql) -> anyhow::Result<ExitCode> {
+    let cluster = config::load(f.config.as_deref(), f.workers)?;
+    let node = match f.node.as_deref() {
+        None => &cluster.coordinator,
+        Some(name) => cluster.node(name).ok_or_else(|| {
+            let names: Vec<&str> = cluster.nodes().map(|n| n.name.as_str()).collect();
+            UsageError(format!("--node {name}: no such node in {}; its nodes are {}", cluster.source.display(), names.join(", ")))
+        })?,
+    };
+    let backend = config::backend(&cluster, f.backend);
+    let creds = pg::credentials(&cluster)?;
+    let code = psql::run(&cluster, backend, node, &creds, &f.args, &progress)?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
 pub(crate) fn compose(f: flags::Compose) -> anyhow::Result<ExitCode> {

@@ -10,6 +10,7 @@
 pub mod docker;
 pub mod local;
 pub mod pg;
+pub mod psql;
 pub mod scram;
 pub mod setup;
 pub mod state;

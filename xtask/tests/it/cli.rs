@@ -12,8 +12,8 @@ fn xtask(args: &[&str]) -> std::process::Output {
 fn help_explains_every_task() {
     let out = xtask(&["--help"]);
     let t = text(&out);
-    for task in ["up", "setup", "verify", "down", "test-env", "compose", "bench"] {
-        assert!(t.contains(task), "--help does not mention {task}: {t}");
+    for task in ["up", "setup", "verify", "down", "test-env", "psql", "compose", "bench"] {
+        assert!(t.contains(&format!("xtask {task}\n")), "--help does not explain {task}: {t}");
     }
     let up = text(&xtask(&["up", "--help"]));
     assert!(up.contains("--backend") && up.contains("--workers") && up.contains("--no-setup"), "{up}");

@@ -64,6 +64,16 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     a.ok(&["up"]);
     let n: i64 = a.connect(0, &a.database).query_one("SELECT count(*) FROM kept", &[]).unwrap().get(0);
     assert_eq!(n, 40);
+    // `psql`: the host's psql on the published port; without one on PATH, the node's own psql
+    // in its container.
+    assert_eq!(a.ok(&["psql", "--", "-XAtc", "SELECT count(*) FROM kept"]).trim(), "40");
+    let bin = citus_testkit::temp_dir("citus-xtask-no-psql");
+    std::os::unix::fs::symlink(which::which("docker").expect("docker on PATH"), bin.path().join("docker")).unwrap();
+    let sql = "SELECT current_setting('port'), current_user, count(*) FROM pg_dist_node";
+    let out = a.xtask_env(&["psql", "--node", "citus_worker1", "--", "-XAtc", sql], &[("PATH", bin.path().to_str().unwrap())]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("5432|{}|3", a.user));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("psql: citus_worker1 in its container"), "{}", text(&out));
     a.ok(&["verify"]);
     b.ok(&["verify"]);
     // The generated compose file publishes on loopback only and mounts no docker socket.

@@ -81,14 +81,16 @@ impl TestCluster {
         TestCluster { dir, config, ports, name: spec.name.into(), backend: spec.backend, database: spec.database.into(), user: spec.user.into() }
     }
 
-    /// Runs `cargo xtask <args...> --config <this cluster's file>`.
+    /// Runs `cargo xtask <args...> --config <this cluster's file>` (`--config` before a `--`,
+    /// whose arguments belong to another program).
     pub(crate) fn xtask(&self, args: &[&str]) -> Output {
         self.xtask_env(args, &[])
     }
 
     pub(crate) fn xtask_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        c.args(args).arg("--config").arg(&self.config).env("CITUS_IT_PASSWORD", PASSWORD).env_remove("CITUS_CONFIG").env_remove("CI");
+        let (own, passed_on) = args.split_at(args.iter().position(|a| *a == "--").unwrap_or(args.len()));
+        c.args(own).arg("--config").arg(&self.config).args(passed_on).env("CITUS_IT_PASSWORD", PASSWORD).env_remove("CITUS_CONFIG").env_remove("CI");
         for (k, v) in env {
             c.env(k, v);
         }

@@ -258,3 +258,52 @@ fn a_password_that_saslprep_changes_and_other_scram_rounds_work_on_every_path() 
     let wrong = postgres::Config::new().host("localhost").port(c.port(1)).user(&c.user).password("passw\u{f6}rdx").dbname(&c.database).connect(postgres::NoTls);
     assert!(wrong.is_err(), "a wrong password logged in");
 }
+
+/// `psql` runs the host's psql on the chosen node, in the cluster's database as its user, with
+/// the password in its environment (not in any process's arguments while it runs), and passes
+/// psql's exit code on. Plain PostgreSQL nodes, so it needs no Citus.
+#[test]
+fn psql_opens_the_chosen_node_with_the_password_in_its_environment() {
+    let test = "psql_opens_the_chosen_node_with_the_password_in_its_environment";
+    let Some(_env) = require(test, &[Need::Postgres]) else { return };
+    let secret = "Pw-psql-5b1e0d";
+    let c = TestCluster::new(Spec { top: "shared_preload_libraries = []\n", ..Spec::default() });
+    let run = |args: &[&str]| c.xtask_env(args, &[("CITUS_IT_PASSWORD", secret)]);
+    let ok = |args: &[&str]| {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["up", "--no-setup"]);
+    let out = ok(&["psql", "--", "-XAtc", "SELECT current_user, current_database(), inet_server_port()"]);
+    assert_eq!(out.trim(), format!("{}|{}|{}", c.user, c.database, c.port(0)));
+    let out = ok(&["psql", "--node", "citus_worker2", "--", "-XAtc", "SELECT inet_server_port()"]);
+    assert_eq!(out.trim(), c.port(2).to_string());
+
+    // psql's own failure is the task's exit code, its message on stderr.
+    let out = run(&["psql", "--", "-XAtc", "SELECT 1/0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("division by zero"), "{}", text(&out));
+
+    // A node that is not in the config is bad input: exit 2, naming the nodes there are.
+    let out = run(&["psql", "--node", "citus_worker9"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no such node") && text(&out).contains("citus_master, citus_worker1, citus_worker2"), "{}", text(&out));
+
+    // While a session runs, no process has the password among its arguments.
+    std::thread::scope(|s| {
+        let session = s.spawn(|| run(&["psql", "--", "-XAtc", "SELECT pg_sleep(2)"]));
+        std::thread::sleep(Duration::from_millis(1000));
+        let mut seen = 0;
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                seen += usize::from(cmdline.contains("pg_sleep(2)"));
+                assert!(!cmdline.contains(secret), "password in a process's arguments: {cmdline}");
+            }
+        }
+        assert!(seen >= 2, "the xtask and its psql were not both running when their arguments were read");
+        assert!(session.join().unwrap().status.success());
+    });
+    ok(&["down"]);
+}

@@ -1,0 +1,130 @@
+//! `cargo xtask psql`: psql on one node of the cluster, in its database as its user, with the
+//! password in psql's environment (`PGPASSWORD`), never on a command line.
+//!
+//! The host's `psql` (on `PATH`) connects to the node's client address, which works for both
+//! backends (Docker publishes the client ports). Without one, a Docker node's own `psql`
+//! runs inside its container (`docker exec`), so nothing has to be installed for that backend.
+
+use std::{
+    ffi::{OsStr, OsString},
+    io::IsTerminal,
+    path::PathBuf,
+};
+
+use anyhow::{bail, Context};
+use citus_config::{Backend, Cluster, Node};
+
+use crate::{docker, pg, Progress};
+
+/// Which psql runs, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Psql {
+    /// The host's psql, connecting to the node's client address.
+    Host(PathBuf),
+    /// The psql inside the node's running container (its id), connecting to the server there.
+    Container(String),
+}
+
+/// The psql for `node`: the host's when `host_psql` is one, else (Docker only) the one in the
+/// node's running container.
+pub fn choose(cluster: &Cluster, backend: Backend, node: &Node, host_psql: Option<PathBuf>) -> anyhow::Result<Psql> {
+    if let Some(p) = host_psql {
+        return Ok(Psql::Host(p));
+    }
+    if backend == Backend::Local {
+        bail!("no `psql` on PATH: install the PostgreSQL client (Debian: `apt-get install postgresql-client`)");
+    }
+    let containers = docker::containers(cluster)?;
+    match containers.iter().find(|c| c.service == node.name && c.state == "running") {
+        Some(c) => Ok(Psql::Container(c.id.clone())),
+        None => bail!(
+            "no `psql` on PATH, and node {} has no running container in project {} to run its own: start the cluster (`cargo xtask up`) or install the PostgreSQL client",
+            node.name,
+            docker::project_name(cluster)
+        ),
+    }
+}
+
+/// The program and arguments that run `psql` on `node`, `extra` appended (psql's own
+/// arguments). The password is not among them: [`run`] passes it in the environment.
+pub fn argv(cluster: &Cluster, node: &Node, user: &str, psql: &Psql, extra: &[OsString], tty: bool) -> (OsString, Vec<OsString>) {
+    let mut args: Vec<OsString> = Vec::new();
+    let program = match psql {
+        Psql::Host(p) => {
+            args.extend(["-h", node.client.host.as_str()].map(OsString::from));
+            args.extend(["-p".into(), node.client.port.to_string().into()]);
+            p.clone().into_os_string()
+        }
+        Psql::Container(id) => {
+            // `-e PGPASSWORD` without a value: docker copies it from its own environment.
+            args.extend(["exec", "-i"].map(OsString::from));
+            if tty {
+                args.push("-t".into());
+            }
+            args.extend(["-e", "PGPASSWORD", id.as_str(), "psql", "-h", "127.0.0.1", "-p", "5432"].map(OsString::from));
+            "docker".into()
+        }
+    };
+    args.extend(["-U", user, "-d", cluster.database.as_str()].map(OsString::from));
+    args.extend(extra.iter().cloned());
+    (program, args)
+}
+
+/// Runs psql on `node` with the terminal attached and returns its exit code.
+pub fn run(cluster: &Cluster, backend: Backend, node: &Node, creds: &pg::Credentials, extra: &[OsString], progress: Progress<'_>) -> anyhow::Result<i32> {
+    let psql = choose(cluster, backend, node, which::which("psql").ok())?;
+    let (db, user) = (&cluster.database, &creds.user);
+    progress(&match &psql {
+        Psql::Host(p) => format!("psql: {} at {}, database {db:?} as {user:?} ({})", node.name, node.client, p.display()),
+        Psql::Container(id) => format!("psql: {} in its container {id} (no psql on PATH), database {db:?} as {user:?}", node.name),
+    });
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let (program, args) = argv(cluster, node, &creds.user, &psql, extra, tty);
+    let out = duct::cmd(&program, &args)
+        .env("PGPASSWORD", &creds.password)
+        .unchecked()
+        .run()
+        .with_context(|| format!("running {}", OsStr::new(&program).to_string_lossy()))?;
+    Ok(out.status.code().unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        let text = "name = \"c\"\ndatabase = \"d b\"\nuser = \"u\"\n[coordinator]\nname = \"m\"\nport = 5600\n[[workers]]\nname = \"w1\"\nport = 5601\nhost = \"127.0.0.2\"\n";
+        Cluster::parse(text, "citus.toml".as_ref()).unwrap()
+    }
+
+    fn strings(v: &[OsString]) -> Vec<String> {
+        v.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn the_host_psql_connects_to_the_client_address() {
+        let c = cluster();
+        let w = c.node("w1").unwrap();
+        let (program, args) = argv(&c, w, "u", &Psql::Host("/usr/bin/psql".into()), &["-c".into(), "SELECT 1".into()], false);
+        assert_eq!(program, "/usr/bin/psql");
+        assert_eq!(strings(&args), ["-h", "127.0.0.2", "-p", "5601", "-U", "u", "-d", "d b", "-c", "SELECT 1"]);
+    }
+
+    #[test]
+    fn the_container_psql_gets_the_password_from_the_environment_and_a_tty_only_when_asked() {
+        let c = cluster();
+        let m = c.node("m").unwrap();
+        let (program, args) = argv(&c, m, "u", &Psql::Container("abc123".into()), &[], true);
+        assert_eq!(program, "docker");
+        assert_eq!(strings(&args), ["exec", "-i", "-t", "-e", "PGPASSWORD", "abc123", "psql", "-h", "127.0.0.1", "-p", "5432", "-U", "u", "-d", "d b"]);
+        let (_, args) = argv(&c, m, "u", &Psql::Container("abc123".into()), &[], false);
+        assert!(!strings(&args).contains(&"-t".to_string()));
+    }
+
+    #[test]
+    fn a_local_cluster_without_psql_is_told_how_to_get_it() {
+        let c = cluster();
+        let e = choose(&c, Backend::Local, &c.coordinator, None).unwrap_err().to_string();
+        assert!(e.contains("no `psql` on PATH") && e.contains("postgresql-client"), "{e}");
+    }
+}
