@@ -45,29 +45,40 @@ pub fn choose(cluster: &Cluster, backend: Backend, node: &Node, host_psql: Optio
     }
 }
 
-/// The program and arguments that run `psql` on `node`, `extra` appended (psql's own
-/// arguments). The password is not among them: [`run`] passes it in the environment.
-pub fn argv(cluster: &Cluster, node: &Node, user: &str, psql: &Psql, extra: &[OsString], tty: bool) -> (OsString, Vec<OsString>) {
-    let mut args: Vec<OsString> = Vec::new();
-    let program = match psql {
+/// How [`run`] starts psql on `node`: the program, its arguments (`extra` last: psql's own)
+/// and the variables it sets. Where to connect goes in libpq's variables, not in `-d`, which
+/// psql would read as a connection string if the database name had an `=` in it. The password
+/// is not here: [`run`] adds `PGPASSWORD` to the child's environment.
+pub fn command(
+    cluster: &Cluster,
+    node: &Node,
+    user: &str,
+    psql: &Psql,
+    extra: &[OsString],
+    tty: bool,
+) -> (OsString, Vec<OsString>, Vec<(&'static str, String)>) {
+    let who = [("PGUSER", user.to_string()), ("PGDATABASE", cluster.database.clone())];
+    let (program, mut args, env) = match psql {
         Psql::Host(p) => {
-            args.extend(["-h", node.client.host.as_str()].map(OsString::from));
-            args.extend(["-p".into(), node.client.port.to_string().into()]);
-            p.clone().into_os_string()
+            let env = [("PGHOST", node.client.host.clone()), ("PGPORT", node.client.port.to_string())].into_iter().chain(who).collect();
+            (p.clone().into_os_string(), Vec::new(), env)
         }
         Psql::Container(id) => {
-            // `-e PGPASSWORD` without a value: docker copies it from its own environment.
-            args.extend(["exec", "-i"].map(OsString::from));
+            // `-e NAME` without a value: docker copies it from its own environment, so the
+            // user, database and password are not in docker's arguments either.
+            let mut args: Vec<OsString> = ["exec", "-i"].map(OsString::from).to_vec();
             if tty {
                 args.push("-t".into());
             }
-            args.extend(["-e", "PGPASSWORD", id.as_str(), "psql", "-h", "127.0.0.1", "-p", "5432"].map(OsString::from));
-            "docker".into()
+            args.extend(
+                ["-e", "PGHOST=127.0.0.1", "-e", "PGPORT=5432", "-e", "PGUSER", "-e", "PGDATABASE", "-e", "PGPASSWORD", id.as_str(), "psql"]
+                    .map(OsString::from),
+            );
+            ("docker".into(), args, who.into_iter().collect())
         }
     };
-    args.extend(["-U", user, "-d", cluster.database.as_str()].map(OsString::from));
     args.extend(extra.iter().cloned());
-    (program, args)
+    (program, args, env)
 }
 
 /// Runs psql on `node` with the terminal attached and returns its exit code.
@@ -79,12 +90,12 @@ pub fn run(cluster: &Cluster, backend: Backend, node: &Node, creds: &pg::Credent
         Psql::Container(id) => format!("psql: {} in its container {id} (no psql on PATH), database {db:?} as {user:?}", node.name),
     });
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let (program, args) = argv(cluster, node, &creds.user, &psql, extra, tty);
-    let out = duct::cmd(&program, &args)
-        .env("PGPASSWORD", &creds.password)
-        .unchecked()
-        .run()
-        .with_context(|| format!("running {}", OsStr::new(&program).to_string_lossy()))?;
+    let (program, args, env) = command(cluster, node, user, &psql, extra, tty);
+    let mut cmd = duct::cmd(&program, &args).env("PGPASSWORD", &creds.password).unchecked();
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    let out = cmd.run().with_context(|| format!("running {}", OsStr::new(&program).to_string_lossy()))?;
     Ok(out.status.code().unwrap_or(1))
 }
 
@@ -93,7 +104,7 @@ mod tests {
     use super::*;
 
     fn cluster() -> Cluster {
-        let text = "name = \"c\"\ndatabase = \"d b\"\nuser = \"u\"\n[coordinator]\nname = \"m\"\nport = 5600\n[[workers]]\nname = \"w1\"\nport = 5601\nhost = \"127.0.0.2\"\n";
+        let text = "name = \"c\"\ndatabase = \"d=b\"\nuser = \"u\"\n[coordinator]\nname = \"m\"\nport = 5600\n[[workers]]\nname = \"w1\"\nport = 5601\nhost = \"127.0.0.2\"\n";
         Cluster::parse(text, "citus.toml".as_ref()).unwrap()
     }
 
@@ -105,19 +116,26 @@ mod tests {
     fn the_host_psql_connects_to_the_client_address() {
         let c = cluster();
         let w = c.node("w1").unwrap();
-        let (program, args) = argv(&c, w, "u", &Psql::Host("/usr/bin/psql".into()), &["-c".into(), "SELECT 1".into()], false);
+        let (program, args, env) = command(&c, w, "u", &Psql::Host("/usr/bin/psql".into()), &["-c".into(), "SELECT 1".into()], false);
         assert_eq!(program, "/usr/bin/psql");
-        assert_eq!(strings(&args), ["-h", "127.0.0.2", "-p", "5601", "-U", "u", "-d", "d b", "-c", "SELECT 1"]);
+        assert_eq!(strings(&args), ["-c", "SELECT 1"]);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(env, [("PGHOST", "127.0.0.2"), ("PGPORT", "5601"), ("PGUSER", "u"), ("PGDATABASE", "d=b")]);
     }
 
     #[test]
-    fn the_container_psql_gets_the_password_from_the_environment_and_a_tty_only_when_asked() {
+    fn the_container_psql_gets_everything_from_the_environment_and_a_tty_only_when_asked() {
         let c = cluster();
         let m = c.node("m").unwrap();
-        let (program, args) = argv(&c, m, "u", &Psql::Container("abc123".into()), &[], true);
+        let (program, args, env) = command(&c, m, "u", &Psql::Container("abc123".into()), &[], true);
         assert_eq!(program, "docker");
-        assert_eq!(strings(&args), ["exec", "-i", "-t", "-e", "PGPASSWORD", "abc123", "psql", "-h", "127.0.0.1", "-p", "5432", "-U", "u", "-d", "d b"]);
-        let (_, args) = argv(&c, m, "u", &Psql::Container("abc123".into()), &[], false);
+        assert_eq!(
+            strings(&args),
+            ["exec", "-i", "-t", "-e", "PGHOST=127.0.0.1", "-e", "PGPORT=5432", "-e", "PGUSER", "-e", "PGDATABASE", "-e", "PGPASSWORD", "abc123", "psql"]
+        );
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(env, [("PGUSER", "u"), ("PGDATABASE", "d=b")]);
+        let (_, args, _) = command(&c, m, "u", &Psql::Container("abc123".into()), &[], false);
         assert!(!strings(&args).contains(&"-t".to_string()));
     }
 

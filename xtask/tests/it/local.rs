@@ -267,7 +267,8 @@ fn psql_opens_the_chosen_node_with_the_password_in_its_environment() {
     let test = "psql_opens_the_chosen_node_with_the_password_in_its_environment";
     let Some(_env) = require(test, &[Need::Postgres]) else { return };
     let secret = "Pw-psql-5b1e0d";
-    let c = TestCluster::new(Spec { top: "shared_preload_libraries = []\n", ..Spec::default() });
+    // A database name psql would misread as a connection string if it were given with `-d`.
+    let c = TestCluster::new(Spec { top: "shared_preload_libraries = []\n", database: "host=elsewhere 'db'", ..Spec::default() });
     let run = |args: &[&str]| c.xtask_env(args, &[("CITUS_IT_PASSWORD", secret)]);
     let ok = |args: &[&str]| {
         let out = run(args);
