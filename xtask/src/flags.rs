@@ -101,6 +101,20 @@ xflags::xflags! {
             /// psql's own arguments (after `--`).
             repeated args: OsString
         }
+        /// Print the last lines of each node's server log (or one node's), headed by the node
+        /// and where its log is: the local data folder's `postgres.log`, or `docker logs`.
+        cmd logs {
+            /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
+            optional -c, --config path: PathBuf
+            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
+            optional -b, --backend backend: Backend
+            /// Number of workers: the first N configured, then derived ones on the next ports.
+            optional -w, --workers n: usize
+            /// Only this node, by its name in the config.
+            optional -n, --node name: String
+            /// How many lines per node (default 50).
+            optional -l, --lines n: usize
+        }
         /// Print the docker compose file generated from the config.
         cmd compose {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
@@ -132,6 +146,7 @@ pub enum XtaskCmd {
     Down(Down),
     TestEnv(TestEnv),
     Psql(Psql),
+    Logs(Logs),
     Compose(Compose),
     Bench(Bench),
 }
@@ -187,6 +202,15 @@ pub struct Psql {
     pub backend: Option<Backend>,
     pub workers: Option<usize>,
     pub node: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Logs {
+    pub config: Option<PathBuf>,
+    pub backend: Option<Backend>,
+    pub workers: Option<usize>,
+    pub node: Option<String>,
+    pub lines: Option<usize>,
 }
 
 #[derive(Debug)]

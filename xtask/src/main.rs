@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         flags::XtaskCmd::Down(f) => tasks::down(f),
         flags::XtaskCmd::TestEnv(f) => tasks::test_env(f),
         flags::XtaskCmd::Psql(f) => tasks::psql(f),
+        flags::XtaskCmd::Logs(f) => tasks::logs(f),
         flags::XtaskCmd::Compose(f) => tasks::compose(f),
         flags::XtaskCmd::Bench(_) => unreachable!("`bench` is handed to citus-bench before the flags are parsed"),
     };

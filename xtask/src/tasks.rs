@@ -1,4 +1,4 @@
-//! The tasks: up, setup, verify, down, test-env, psql and compose.
+//! The tasks: up, setup, verify, down, test-env, psql, logs and compose.
 
 use std::{
     process::ExitCode,
@@ -142,19 +142,62 @@ pub(crate) fn test_env(f: flags::TestEnv) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The node `--node NAME` names; a name the config lacks is bad input.
+fn named_node<'c>(cluster: &'c citus_config::Cluster, name: &str) -> Result<&'c citus_config::Node, UsageError> {
+    cluster.node(name).ok_or_else(|| {
+        let names: Vec<&str> = cluster.nodes().map(|n| n.name.as_str()).collect();
+        UsageError(format!("--node {name}: no such node in {}; its nodes are {}", cluster.source.display(), names.join(", ")))
+    })
+}
+
 pub(crate) fn psql(f: flags::Psql) -> anyhow::Result<ExitCode> {
     let cluster = config::load(f.config.as_deref(), f.workers)?;
     let node = match f.node.as_deref() {
         None => &cluster.coordinator,
-        Some(name) => cluster.node(name).ok_or_else(|| {
-            let names: Vec<&str> = cluster.nodes().map(|n| n.name.as_str()).collect();
-            UsageError(format!("--node {name}: no such node in {}; its nodes are {}", cluster.source.display(), names.join(", ")))
-        })?,
+        Some(name) => named_node(&cluster, name)?,
     };
     let backend = config::backend(&cluster, f.backend);
     let creds = pg::credentials(&cluster)?;
     let code = psql::run(&cluster, backend, node, &creds, &f.args, &progress)?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+pub(crate) fn logs(f: flags::Logs) -> anyhow::Result<ExitCode> {
+    let cluster = config::load(f.config.as_deref(), f.workers)?;
+    let nodes = match f.node.as_deref() {
+        None => cluster.nodes().collect(),
+        Some(name) => vec![named_node(&cluster, name)?],
+    };
+    let backend = config::backend(&cluster, f.backend);
+    let lines = f.lines.unwrap_or(50);
+    for node in nodes {
+        match backend {
+            Backend::Local => match local::log_lines(&cluster, node, lines)? {
+                (log, Some(text)) => {
+                    println!("==> {}: {} <==", node.name, log.display());
+                    for l in text {
+                        println!("{l}");
+                    }
+                }
+                (log, None) => println!("==> {}: {} <==\n(no log: this tool has not started this node here)", node.name, log.display()),
+            },
+            Backend::Docker => match docker::log_lines(&cluster, node, lines)? {
+                Some((id, text)) => {
+                    println!("==> {}: docker logs {id} <==", node.name);
+                    print!("{text}");
+                    if !text.is_empty() && !text.ends_with('\n') {
+                        println!();
+                    }
+                }
+                None => println!(
+                    "==> {}: no container in project {} <==\n(no log: start the cluster with `cargo xtask up`)",
+                    node.name,
+                    docker::project_name(&cluster)
+                ),
+            },
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn compose(f: flags::Compose) -> anyhow::Result<ExitCode> {

@@ -163,6 +163,17 @@ pub fn log_tail(id: &str, lines: usize) -> String {
     }
 }
 
+/// `node`'s container and the last `lines` lines of its log (its stdout and stderr, in the
+/// order docker shows them), or `None` when the project has no container for it.
+pub fn log_lines(cluster: &Cluster, node: &Node, lines: usize) -> anyhow::Result<Option<(String, String)>> {
+    let Some(c) = containers(cluster)?.into_iter().find(|c| c.service == node.name) else { return Ok(None) };
+    let text = duct::cmd("docker", ["logs", "--tail", &lines.to_string(), &c.id])
+        .stderr_to_stdout()
+        .read()
+        .with_context(|| format!("docker logs {} (node {})", c.id, node.name))?;
+    Ok(Some((c.id, text)))
+}
+
 /// The likely fix for a node whose container stopped before accepting logins, from its log.
 pub fn exit_fix(cluster: &Cluster, node: &Node, log: &str) -> String {
     let source = cluster.source.display();

@@ -629,10 +629,44 @@ fn alive(pid: i32) -> bool {
 /// The last lines of a node's log, for error messages.
 pub fn log_tail(cluster: &Cluster, node: &Node, lines: usize) -> String {
     let p = paths(cluster, node);
-    let text = fs::read_to_string(&p.log).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    let tail = all[all.len().saturating_sub(lines)..].join("\n    ");
+    let tail = tail_lines(&p.log, lines).unwrap_or_default().join("\n    ");
     format!("last lines of {}:\n    {tail}", p.log.display())
+}
+
+/// `node`'s server log and its last `lines` lines, or `None` when it has no log (never
+/// started by this tool).
+pub fn log_lines(cluster: &Cluster, node: &Node, lines: usize) -> anyhow::Result<(PathBuf, Option<Vec<String>>)> {
+    let log = paths(cluster, node).log;
+    match tail_lines(&log, lines) {
+        Ok(l) => Ok((log, Some(l))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((log, None)),
+        Err(e) => Err(e).with_context(|| format!("reading {}", log.display())),
+    }
+}
+
+/// The last `lines` lines of the file at `path`, reading only as much of its end as they need
+/// (a server log grows for as long as the cluster lives).
+fn tail_lines(path: &Path, lines: usize) -> std::io::Result<Vec<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut chunk: u64 = 64 << 10;
+    loop {
+        let start = len.saturating_sub(chunk);
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf);
+        let mut all: Vec<&str> = text.lines().collect();
+        // A chunk that starts mid-file may start mid-line: that first piece is not a line.
+        if start > 0 && !all.is_empty() {
+            all.remove(0);
+        }
+        if all.len() >= lines || start == 0 {
+            return Ok(all[all.len().saturating_sub(lines)..].iter().map(|l| l.to_string()).collect());
+        }
+        chunk *= 4;
+    }
 }
 
 fn check_port_free(cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
@@ -852,6 +886,26 @@ mod tests {
         let mut left: Vec<String> = fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         left.sort();
         assert_eq!(left, ["pgdata", mine.as_str(), "pgdata.partialx"]);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Only the end of the file is read, and a line the chunk cut in two is never shown.
+    #[test]
+    fn the_last_lines_of_a_long_log_are_its_last_lines() {
+        let root = std::env::temp_dir().join(format!("citus-io-tail-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        let log = root.join("postgres.log");
+        let text: String = (0..20_000).map(|i| format!("line {i} {}\n", "x".repeat(i % 37))).collect();
+        fs::write(&log, &text).unwrap();
+        let want: Vec<String> = text.lines().skip(20_000 - 3).map(str::to_string).collect();
+        assert_eq!(tail_lines(&log, 3).unwrap(), want);
+        // More lines than the first 64 KiB chunk holds: it reads further back.
+        let many = tail_lines(&log, 5_000).unwrap();
+        assert_eq!(many.len(), 5_000);
+        assert_eq!(many[0], text.lines().nth(15_000).unwrap());
+        // More lines than the file has: all of them.
+        assert_eq!(tail_lines(&log, 1_000_000).unwrap().len(), 20_000);
+        assert_eq!(tail_lines(&root.join("missing.log"), 3).unwrap_err().kind(), std::io::ErrorKind::NotFound);
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -12,7 +12,7 @@ fn xtask(args: &[&str]) -> std::process::Output {
 fn help_explains_every_task() {
     let out = xtask(&["--help"]);
     let t = text(&out);
-    for task in ["up", "setup", "verify", "down", "test-env", "psql", "compose", "bench"] {
+    for task in ["up", "setup", "verify", "down", "test-env", "psql", "logs", "compose", "bench"] {
         assert!(t.contains(&format!("xtask {task}\n")), "--help does not explain {task}: {t}");
     }
     let up = text(&xtask(&["up", "--help"]));

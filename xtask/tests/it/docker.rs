@@ -74,6 +74,9 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("5432|{}|3", a.user));
     assert!(String::from_utf8_lossy(&out.stderr).contains("psql: citus_worker1 in its container"), "{}", text(&out));
+    // `logs` reads the container's log.
+    let logs = a.ok(&["logs", "--node", "citus_worker1", "--lines", "500"]);
+    assert!(logs.starts_with("==> citus_worker1: docker logs ") && logs.contains("database system is ready to accept connections"), "{logs}");
     a.ok(&["verify"]);
     b.ok(&["verify"]);
     // The generated compose file publishes on loopback only and mounts no docker socket.

@@ -308,3 +308,32 @@ fn psql_opens_the_chosen_node_with_the_password_in_its_environment() {
     });
     ok(&["down"]);
 }
+
+/// `logs` prints the end of every node's server log under a header naming the node and the
+/// file, `--node` and `--lines` narrow it, and a node without a log says so. Plain PostgreSQL
+/// nodes, so it needs no Citus.
+#[test]
+fn logs_show_the_end_of_each_nodes_server_log() {
+    let test = "logs_show_the_end_of_each_nodes_server_log";
+    let Some(_env) = require(test, &[Need::Postgres]) else { return };
+    let c = TestCluster::new(Spec { top: "shared_preload_libraries = []\n", ..Spec::default() });
+    c.ok(&["up", "--no-setup"]);
+    let out = c.ok(&["logs"]);
+    for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+        let log = c.pgdata(node).parent().unwrap().join("postgres.log");
+        let header = format!("==> {node}: {} <==", log.display());
+        let at = out.find(&header).unwrap_or_else(|| panic!("no header {header:?} in {out}"));
+        // Its lines follow its header, up to the next one.
+        let section = out[at + header.len()..].split("==> ").next().unwrap();
+        assert!(section.contains("database system is ready to accept connections"), "{node}: {section}");
+    }
+    let out = c.ok(&["logs", "--node", "citus_worker1", "--lines", "2"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and 2 lines: {out}");
+    assert!(lines[0].starts_with("==> citus_worker1: ") && !out.contains("citus_master"), "{out}");
+    let out = c.xtask(&["logs", "--node", "nosuch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    c.ok(&["down", "--purge"]);
+    let out = c.ok(&["logs", "--node", "citus_worker2"]);
+    assert!(out.contains("(no log: this tool has not started this node here)"), "{out}");
+}
