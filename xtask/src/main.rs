@@ -39,6 +39,9 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            if args.first().is_some_and(|a| a == "psql") {
+                eprintln!("  hint: {}", tasks::PSQL_ARGS_HINT);
+            }
             return ExitCode::from(2);
         }
     };

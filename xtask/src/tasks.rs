@@ -150,8 +150,15 @@ fn named_node<'c>(cluster: &'c citus_config::Cluster, name: &str) -> Result<&'c 
     })
 }
 
+/// The hint for flags meant for psql that reached the xtask instead.
+pub(crate) const PSQL_ARGS_HINT: &str = "psql's own arguments go after `--`, e.g. `cargo xtask psql -- -c 'SELECT 1'` (before it, `-c` is --config)";
+
 pub(crate) fn psql(f: flags::Psql) -> anyhow::Result<ExitCode> {
-    let cluster = config::load(f.config.as_deref(), f.workers)?;
+    let cluster = config::load(f.config.as_deref(), f.workers).map_err(|e| match e.downcast::<UsageError>() {
+        Ok(u) if f.config.is_some() => UsageError(format!("{u}\n  hint: {PSQL_ARGS_HINT}")).into(),
+        Ok(u) => u.into(),
+        Err(e) => e,
+    })?;
     let node = match f.node.as_deref() {
         None => &cluster.coordinator,
         Some(name) => named_node(&cluster, name)?,

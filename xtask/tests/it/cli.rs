@@ -103,3 +103,14 @@ fn bench_is_handed_to_its_crate_with_its_flags() {
     assert_eq!(no_config.status.code(), Some(2), "{}", text(&no_config));
     assert!(text(&no_config).contains("/nonexistent/citus.toml"), "{}", text(&no_config));
 }
+
+/// psql's flags typed before `--` are caught as the xtask's own: exit 2, and the hint says
+/// where they go (`-c` before `--` is --config).
+#[test]
+fn psql_flags_before_the_double_dash_get_a_hint() {
+    for args in [&["psql", "-c", "SELECT 1"][..], &["psql", "-XAt"]] {
+        let out = xtask(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("psql's own arguments go after `--`, e.g. `cargo xtask psql -- -c 'SELECT 1'`"), "{args:?}: {}", text(&out));
+    }
+}
