@@ -177,6 +177,7 @@ pub(crate) fn logs(f: flags::Logs) -> anyhow::Result<ExitCode> {
     };
     let backend = config::backend(&cluster, f.backend);
     let lines = f.lines.unwrap_or(50);
+    let containers = if backend == Backend::Docker { docker::containers(&cluster)? } else { Vec::new() };
     for node in nodes {
         match backend {
             Backend::Local => match local::log_lines(&cluster, node, lines)? {
@@ -188,12 +189,12 @@ pub(crate) fn logs(f: flags::Logs) -> anyhow::Result<ExitCode> {
                 }
                 (log, None) => println!("==> {}: {} <==\n(no log: this tool has not started this node here)", node.name, log.display()),
             },
-            Backend::Docker => match docker::log_lines(&cluster, node, lines)? {
-                Some((id, text)) => {
-                    println!("==> {}: docker logs {id} <==", node.name);
-                    print!("{text}");
-                    if !text.is_empty() && !text.ends_with('\n') {
-                        println!();
+            Backend::Docker => match containers.iter().find(|c| c.service == node.name) {
+                Some(c) => {
+                    let text = docker::logs(&c.id, lines).with_context(|| format!("node {}", node.name))?;
+                    println!("==> {}: docker logs {} <==", node.name, c.id);
+                    if !text.is_empty() {
+                        println!("{text}");
                     }
                 }
                 None => println!(

@@ -150,28 +150,28 @@ fn parse_ps(text: &str) -> Vec<Container> {
         .collect()
 }
 
-/// The last `lines` lines of a container's log (stdout and stderr, as `docker logs` shows them).
+/// The last `lines` lines of a container's log, indented and marked, for error messages.
 pub fn log_tail(id: &str, lines: usize) -> String {
-    let out = std::process::Command::new("docker").args(["logs", "--tail", &lines.to_string(), id]).output();
-    match out {
-        Ok(o) => {
-            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&o.stderr));
-            text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
-        }
-        Err(e) => format!("    (docker logs {id} failed: {e})"),
+    match logs(id, lines) {
+        Ok(text) => text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n"),
+        Err(e) => format!("    ({e:#})"),
     }
 }
 
-/// `node`'s container and the last `lines` lines of its log (its stdout and stderr, in the
-/// order docker shows them), or `None` when the project has no container for it.
-pub fn log_lines(cluster: &Cluster, node: &Node, lines: usize) -> anyhow::Result<Option<(String, String)>> {
-    let Some(c) = containers(cluster)?.into_iter().find(|c| c.service == node.name) else { return Ok(None) };
-    let text = duct::cmd("docker", ["logs", "--tail", &lines.to_string(), &c.id])
+/// The last `lines` lines of a container's log: its stdout and stderr through one pipe, so
+/// in the order docker writes them (`docker logs --tail`).
+pub fn logs(id: &str, lines: usize) -> anyhow::Result<String> {
+    let out = duct::cmd("docker", ["logs", "--tail", &lines.to_string(), id])
         .stderr_to_stdout()
-        .read()
-        .with_context(|| format!("docker logs {} (node {})", c.id, node.name))?;
-    Ok(Some((c.id, text)))
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("running docker logs {id}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
+    if !out.status.success() {
+        bail!("docker logs {id} failed ({}): {text}", out.status);
+    }
+    Ok(text)
 }
 
 /// The likely fix for a node whose container stopped before accepting logins, from its log.
