@@ -409,7 +409,7 @@ fn wait_metadata_synced(t: &Target<'_>, coord: &mut NodeConn<'_>, progress: Prog
         if Instant::now() >= deadline {
             bail!(
                 "Citus has not synced its metadata to {} within {} s (pg_dist_node.metadatasynced is false on {} at {}). \
-                 Fix: check those workers' logs and that the coordinator reaches them, then re-run `cargo xtask setup`",
+                 Fix: check those workers' logs (`cargo xtask logs --node NAME`) and that the coordinator reaches them, then re-run `cargo xtask setup`",
                 pending.join(", "),
                 t.cluster.ready_timeout_secs,
                 coord.node.name,
