@@ -397,7 +397,9 @@ fn round_trip(t: &Target<'_>, report: &mut Report, coord: &Node, c: &mut postgre
                 "shards were not placed on every worker: check that every worker is active (cargo xtask setup)".into()
             })
         }
-        Ok(msg) => report.push(coord, "distributed round trip", false, msg[5..].to_string(), || "the cluster lost rows: check the workers' logs (`cargo xtask logs`)".into()),
+        Ok(msg) => report.push(coord, "distributed round trip", false, msg[5..].to_string(), || {
+            "the cluster lost rows: check the workers' logs (`cargo xtask logs`)".into()
+        }),
         Err(e) => report.push(coord, "distributed round trip", false, pg::describe(&e), || {
             "a distributed write failed: a worker is unreachable, disabled or out of sync; run `cargo xtask setup` and check the failing checks above".into()
         }),
