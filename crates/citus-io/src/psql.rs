@@ -95,8 +95,39 @@ pub fn run(cluster: &Cluster, backend: Backend, node: &Node, creds: &pg::Credent
     for (k, v) in env {
         cmd = cmd.env(k, v);
     }
-    let out = cmd.run().with_context(|| format!("running {}", OsStr::new(&program).to_string_lossy()))?;
-    Ok(out.status.code().unwrap_or(1))
+    let child = cmd.start().with_context(|| format!("running {}", OsStr::new(&program).to_string_lossy()))?;
+    let out = {
+        let _psqls = TerminalSignalsGoToTheChild::new();
+        child.wait()?.status
+    };
+    Ok(out.code().unwrap_or(1))
+}
+
+/// While psql has the terminal, Ctrl-C (SIGINT, which cancels psql's running query) and
+/// Ctrl-\ (SIGQUIT) reach every process in the foreground group, this one too: it ignores
+/// them until psql exits, as a shell does while its foreground job runs, instead of dying and
+/// leaving psql behind without its parent. Set after the child started, so psql keeps its own.
+struct TerminalSignalsGoToTheChild {
+    int: libc::sighandler_t,
+    quit: libc::sighandler_t,
+}
+
+impl TerminalSignalsGoToTheChild {
+    fn new() -> Self {
+        // SAFETY: signal() with SIG_IGN installs no handler code; the previous dispositions
+        // are put back on drop.
+        unsafe { TerminalSignalsGoToTheChild { int: libc::signal(libc::SIGINT, libc::SIG_IGN), quit: libc::signal(libc::SIGQUIT, libc::SIG_IGN) } }
+    }
+}
+
+impl Drop for TerminalSignalsGoToTheChild {
+    fn drop(&mut self) {
+        // SAFETY: restores the dispositions `new` read.
+        unsafe {
+            libc::signal(libc::SIGINT, self.int);
+            libc::signal(libc::SIGQUIT, self.quit);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -119,11 +119,16 @@ impl TestCluster {
 
     /// A connection to node `i`'s `db`.
     pub(crate) fn connect(&self, i: usize, db: &str) -> postgres::Client {
+        self.connect_with(i, db, PASSWORD)
+    }
+
+    /// Like [`connect`](Self::connect), for a cluster made with another password.
+    pub(crate) fn connect_with(&self, i: usize, db: &str, password: &str) -> postgres::Client {
         postgres::Config::new()
             .host("localhost")
             .port(self.port(i))
             .user(&self.user)
-            .password(PASSWORD)
+            .password(password)
             .dbname(db)
             .connect_timeout(Duration::from_secs(5))
             .connect(postgres::NoTls)

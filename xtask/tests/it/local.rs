@@ -306,6 +306,36 @@ fn psql_opens_the_chosen_node_with_the_password_in_its_environment() {
         assert!(seen >= 2, "the xtask and its psql were not both running when their arguments were read");
         assert!(session.join().unwrap().status.success());
     });
+    // Ctrl-C, which a terminal sends to the whole foreground process group, is psql's: it
+    // cancels the running query and psql exits on its own, and the xtask waits for it and
+    // passes its exit code on, instead of dying and leaving psql without its parent.
+    {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["psql", "--config"])
+            .arg(&c.config)
+            .args(["--", "-XAtc", "SELECT pg_sleep(30)"])
+            .env("CITUS_IT_PASSWORD", secret)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        // Until the session's query runs on the coordinator.
+        let mut admin = c.connect_with(0, "postgres", secret);
+        while admin.query_one("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'", &[]).unwrap().get::<_, i64>(0) == 0 {
+            assert!(started.elapsed() < Duration::from_secs(20), "the psql session never started its query");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: plain syscall on our own child's process group.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "the xtask did not wait for psql: {} {stderr}", out.status);
+        assert!(stderr.contains("canceling statement due to user request"), "{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(25), "the query was not cancelled");
+    }
     ok(&["down"]);
 }
 
