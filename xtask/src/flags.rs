@@ -85,8 +85,8 @@ xflags::xflags! {
         }
         /// Open psql on one node (default: the coordinator), in the cluster's database as its
         /// user. The password goes in psql's environment, never on a command line. The host's
-        /// psql connects to the node's client address; without one, a Docker node's own psql
-        /// runs in its container. Arguments after `--` go to psql, e.g.
+        /// psql (on PATH, else for local nodes [local] bin_dir's) connects to the node's client
+        /// address; without one, a Docker node's own psql runs in its container. Arguments after `--` go to psql, e.g.
         /// `cargo xtask psql -- -c 'SELECT * FROM citus_get_active_worker_nodes()'`.
         /// Exits with psql's exit code.
         cmd psql {

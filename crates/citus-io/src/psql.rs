@@ -1,8 +1,9 @@
 //! `cargo xtask psql`: psql on one node of the cluster, in its database as its user, with the
 //! password in psql's environment (`PGPASSWORD`), never on a command line.
 //!
-//! The host's `psql` (on `PATH`) connects to the node's client address, which works for both
-//! backends (Docker publishes the client ports). Without one, a Docker node's own `psql`
+//! The host's `psql` (on `PATH`; for the local backend, else the one in `[local] bin_dir`)
+//! connects to the node's client address, which works for both backends (Docker publishes the
+//! client ports). Without one, a Docker node's own `psql`
 //! runs inside its container (`docker exec`), so nothing has to be installed for that backend.
 
 use std::{
@@ -32,7 +33,7 @@ pub fn choose(cluster: &Cluster, backend: Backend, node: &Node, host_psql: Optio
         return Ok(Psql::Host(p));
     }
     if backend == Backend::Local {
-        bail!("no `psql` on PATH: install the PostgreSQL client (Debian: `apt-get install postgresql-client`)");
+        bail!("no `psql` on PATH or in [local] bin_dir: install the PostgreSQL client (Debian: `apt-get install postgresql-client`)");
     }
     let containers = docker::containers(cluster)?;
     match containers.iter().find(|c| c.service == node.name && c.state == "running") {
@@ -83,7 +84,12 @@ pub fn command(
 
 /// Runs psql on `node` with the terminal attached and returns its exit code.
 pub fn run(cluster: &Cluster, backend: Backend, node: &Node, creds: &pg::Credentials, extra: &[OsString], progress: Progress<'_>) -> anyhow::Result<i32> {
-    let psql = choose(cluster, backend, node, which::which("psql").ok())?;
+    // On PATH, else (local backend) the one beside the servers, e.g. a self-built PostgreSQL's.
+    let beside_servers = || {
+        let p = (backend == Backend::Local).then(|| crate::local::detect(cluster).ok())??.bin_dir.join("psql");
+        p.is_file().then_some(p)
+    };
+    let psql = choose(cluster, backend, node, which::which("psql").ok().or_else(beside_servers))?;
     let (db, user) = (&cluster.database, &creds.user);
     progress(&match &psql {
         Psql::Host(p) => format!("psql: {} at {}, database {db:?} as {user:?} ({})", node.name, node.client, p.display()),

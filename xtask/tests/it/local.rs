@@ -280,6 +280,12 @@ fn psql_opens_the_chosen_node_with_the_password_in_its_environment() {
     assert_eq!(out.trim(), format!("{}|{}|{}", c.user, c.database, c.port(0)));
     let out = ok(&["psql", "--node", "citus_worker2", "--", "-XAtc", "SELECT inet_server_port()"]);
     assert_eq!(out.trim(), c.port(2).to_string());
+    // With no psql on PATH, the local backend uses the one beside its servers ([local] bin_dir).
+    let empty = citus_testkit::temp_dir("citus-xtask-no-psql");
+    let out = c.xtask_env(&["psql", "--", "-XAtc", "SELECT inet_server_port()"], &[("CITUS_IT_PASSWORD", secret), ("PATH", empty.path().to_str().unwrap())]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), c.port(0).to_string());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/bin/psql)"), "{}", text(&out));
 
     // psql's own failure is the task's exit code, its message on stderr.
     let out = run(&["psql", "--", "-XAtc", "SELECT 1/0"]);
