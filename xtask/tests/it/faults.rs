@@ -510,15 +510,7 @@ fn interrupted_up_then_rerun_completes() {
         let pids: Vec<i32> = ["citus_master", "citus_worker1", "citus_worker2"].iter().map(|n| c.pid(n).expect("running")).collect();
         c.ok(&["down"]);
         for pid in pids {
-            // Gone, or a zombie waiting for the test process (a subreaper) to reap it. `down`
-            // returns when the server has removed its postmaster.pid, its last act; the process
-            // itself may take a few more milliseconds to exit.
-            let gone = || !std::path::Path::new(&format!("/proc/{pid}")).exists() || crate::harness::is_zombie(pid);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !gone() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            assert!(gone(), "server {pid} still runs 5 s after down");
+            assert!(crate::harness::gone_soon(pid), "server {pid} still runs 5 s after down");
         }
     }
 }

@@ -159,6 +159,19 @@ impl TestCluster {
     }
 }
 
+/// Waits up to 5 s until process `pid` is gone, or a zombie waiting for the test process (a
+/// subreaper) to reap it; false when it still runs then. `down` returns when a server has
+/// removed its postmaster.pid, its last act; the process itself may take a few more
+/// milliseconds to exit.
+pub(crate) fn gone_soon(pid: i32) -> bool {
+    let gone = || !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !gone() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    gone()
+}
+
 pub(crate) fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))).unwrap_or(true)
 }
