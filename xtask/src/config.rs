@@ -22,16 +22,45 @@ pub(crate) fn load(config: Option<&Path>, workers: Option<usize>) -> anyhow::Res
     }
 }
 
-/// The backend a task acts on, said once on stderr.
-pub(crate) fn backend(cluster: &Cluster, explicit: Option<Backend>) -> Backend {
-    let b = citus_io::state::choose_backend(cluster, explicit);
-    let why = if explicit.is_some() {
+/// The cluster a task acts on, as it was started.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) cluster: Cluster,
+    pub(crate) backend: Backend,
+    /// The config's own worker count (before `--workers` or the recorded count).
+    pub(crate) configured_workers: usize,
+}
+
+/// Loads the cluster like [`load`], with the worker count from `--workers`, else the one the
+/// last `up --workers N` started (`citus_io::state::recorded_workers`), else the config's, and
+/// picks the backend: `--backend`, else the one that started the cluster, else the config's.
+/// Says on stderr, once, which file, backend and workers it took, and why.
+pub(crate) fn open(config: Option<&Path>, workers: Option<usize>, backend: Option<Backend>) -> anyhow::Result<Opened> {
+    let configured = load(config, None)?;
+    let configured_workers = configured.workers.len();
+    let recorded = citus_io::state::recorded_workers(&configured);
+    let (n, workers_why) = match (workers, recorded) {
+        (Some(n), _) => (n, "--workers".to_string()),
+        (None, Some(n)) => (n, format!("the count `up --workers {n}` started; --workers picks another")),
+        (None, None) => (configured_workers, "the config's".to_string()),
+    };
+    let dir = citus_io::state::cluster_dir(&configured);
+    let cluster = if n == configured_workers {
+        configured
+    } else {
+        configured.with_workers(n).map_err(|e| match workers {
+            None => UsageError(format!("{e} (the count `up --workers {n}` started, recorded in {}/workers); pass --workers N", dir.display())),
+            Some(_) => UsageError(e.to_string()),
+        })?
+    };
+    let b = citus_io::state::choose_backend(&cluster, backend);
+    let why = if backend.is_some() {
         "--backend"
-    } else if citus_io::state::recorded_backend(cluster).is_some() {
+    } else if citus_io::state::recorded_backend(&cluster).is_some() {
         "the backend that started this cluster"
     } else {
         "the config's `backend`"
     };
-    eprintln!("cluster `{}` from {}, backend {b} ({why})", cluster.name, cluster.source.display());
-    b
+    eprintln!("cluster `{}` from {}, backend {b} ({why}), {n} worker(s) ({workers_why})", cluster.name, cluster.source.display());
+    Ok(Opened { cluster, backend: b, configured_workers })
 }

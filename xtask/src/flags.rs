@@ -21,7 +21,9 @@ xflags::xflags! {
             optional -c, --config path: PathBuf
             /// `docker` or `local` (default: the backend that started this cluster, else the config's).
             optional -b, --backend backend: Backend
-            /// Number of workers: the first N configured, then derived ones on the next ports.
+            /// Number of workers: the first N configured, then derived ones on the next ports
+            /// (default: the last `up --workers`, else the config's). Remembered: later tasks
+            /// without --workers act on these nodes; the config's own count forgets it.
             optional -w, --workers n: usize
             /// Only start the nodes; do not run `setup` (also the way to start plain PostgreSQL
             /// nodes, configured with `shared_preload_libraries = []`).
@@ -35,7 +37,8 @@ xflags::xflags! {
             optional -c, --config path: PathBuf
             /// `docker` or `local` (default: the backend that started this cluster, else the config's).
             optional -b, --backend backend: Backend
-            /// Number of workers: the first N configured, then derived ones on the next ports.
+            /// Number of workers: the first N configured, then derived ones on the next ports
+            /// (default: the count the last `up --workers` started, else the config's).
             optional -w, --workers n: usize
             /// Print the plan (the SQL per node, for a fresh cluster) without connecting.
             optional --dry-run
@@ -51,7 +54,8 @@ xflags::xflags! {
             optional -c, --config path: PathBuf
             /// `docker` or `local` (default: the backend that started this cluster, else the config's).
             optional -b, --backend backend: Backend
-            /// Number of workers: the first N configured, then derived ones on the next ports.
+            /// Number of workers: the first N configured, then derived ones on the next ports
+            /// (default: the count the last `up --workers` started, else the config's).
             optional -w, --workers n: usize
             /// Print the checks as JSON instead of a table.
             optional --json
@@ -62,7 +66,8 @@ xflags::xflags! {
             optional -c, --config path: PathBuf
             /// `docker` or `local` (default: the backend that started this cluster, else the config's).
             optional -b, --backend backend: Backend
-            /// Number of workers: the first N configured, then derived ones on the next ports.
+            /// Number of workers: the first N configured, then derived ones on the next ports
+            /// (default: the count the last `up --workers` started, else the config's).
             optional -w, --workers n: usize
             /// Also delete this cluster's data: its local data directories or docker volumes.
             optional --purge
@@ -74,7 +79,8 @@ xflags::xflags! {
             optional -c, --config path: PathBuf
             /// `docker` or `local` (default: the backend that started this cluster, else the config's).
             optional -b, --backend backend: Backend
-            /// Number of workers: the first N configured, then derived ones on the next ports.
+            /// Number of workers: the first N configured, then derived ones on the next ports
+            /// (default: the count the last `up --workers` started, else the config's).
             optional -w, --workers n: usize
             /// shell (default), dotenv, json, github, django or pytest.
             optional -f, --format format: String
@@ -94,7 +100,8 @@ xflags::xflags! {
             optional -c, --config path: PathBuf
             /// `docker` or `local` (default: the backend that started this cluster, else the config's).
             optional -b, --backend backend: Backend
-            /// Number of workers: the first N configured, then derived ones on the next ports.
+            /// Number of workers: the first N configured, then derived ones on the next ports
+            /// (default: the count the last `up --workers` started, else the config's).
             optional -w, --workers n: usize
             /// The node, by its name in the config (default: the coordinator).
             optional -n, --node name: String
@@ -108,7 +115,8 @@ xflags::xflags! {
             optional -c, --config path: PathBuf
             /// `docker` or `local` (default: the backend that started this cluster, else the config's).
             optional -b, --backend backend: Backend
-            /// Number of workers: the first N configured, then derived ones on the next ports.
+            /// Number of workers: the first N configured, then derived ones on the next ports
+            /// (default: the count the last `up --workers` started, else the config's).
             optional -w, --workers n: usize
             /// Only this node, by its name in the config.
             optional -n, --node name: String
@@ -119,7 +127,8 @@ xflags::xflags! {
         cmd compose {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
-            /// Number of workers: the first N configured, then derived ones on the next ports.
+            /// Number of workers: the first N configured, then derived ones on the next ports
+            /// (default: the config's).
             optional -w, --workers n: usize
             /// Write it to compose/docker-compose.yml instead of printing it.
             optional --write

@@ -31,13 +31,18 @@ fn print_outcome(o: &setup::Outcome) {
 }
 
 pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
-    let cluster = config::load(f.config.as_deref(), f.workers)?;
-    let backend = config::backend(&cluster, f.backend);
+    let config::Opened { cluster, backend, configured_workers } = config::open(f.config.as_deref(), f.workers, f.backend)?;
     if !f.no_setup {
         // Refuse before anything starts: setup would fail after the wait.
         setup::check_preload(&cluster).map_err(|e| UsageError(e.to_string()))?;
     }
     let creds = pg::credentials(&cluster)?;
+    if let Some(n) = f.workers {
+        // Before any node starts: an `up` that fails half-way has started some of them, and a
+        // later `down` must stop those too.
+        citus_io::state::record_workers(&cluster, (n != configured_workers).then_some(n))
+            .with_context(|| format!("recording the worker count in {}", citus_io::state::cluster_dir(&cluster).display()))?;
+    }
     let t0 = Instant::now();
     let target = setup::Target { cluster: &cluster, backend, creds: &creds };
     // Each local server this run starts gets its own database, extension and password as
@@ -72,8 +77,7 @@ pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn setup(f: flags::Setup) -> anyhow::Result<ExitCode> {
-    let cluster = config::load(f.config.as_deref(), f.workers)?;
-    let backend = config::backend(&cluster, f.backend);
+    let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend)?;
     if f.dry_run {
         let v = match f.citus_version.as_deref() {
             Some(s) => citus_plan::Version::parse(s).ok_or_else(|| UsageError(format!("--citus-version {s}: expected MAJOR.MINOR, e.g. 13.2")))?,
@@ -94,8 +98,7 @@ pub(crate) fn setup(f: flags::Setup) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn verify(f: flags::Verify) -> anyhow::Result<ExitCode> {
-    let cluster = config::load(f.config.as_deref(), f.workers)?;
-    let backend = config::backend(&cluster, f.backend);
+    let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend)?;
     let creds = pg::credentials(&cluster)?;
     let target = setup::Target { cluster: &cluster, backend, creds: &creds };
     let report = verify::run(&target, &progress);
@@ -108,8 +111,7 @@ pub(crate) fn verify(f: flags::Verify) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn down(f: flags::Down) -> anyhow::Result<ExitCode> {
-    let cluster = config::load(f.config.as_deref(), f.workers)?;
-    let backend = config::backend(&cluster, f.backend);
+    let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend)?;
     match backend {
         Backend::Local => local::down(&cluster, f.purge, &progress)?,
         Backend::Docker => docker::down(&cluster, &pg::credentials(&cluster)?, f.purge, &progress)?,
@@ -120,7 +122,7 @@ pub(crate) fn down(f: flags::Down) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn test_env(f: flags::TestEnv) -> anyhow::Result<ExitCode> {
     use citus_testenv::{Format, Policy, Profile, RenderOptions};
-    let cluster = config::load(f.config.as_deref(), f.workers)?;
+    let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend)?;
     let format: Format = f.format.as_deref().unwrap_or("shell").parse().map_err(UsageError)?;
     let explicit: Option<Profile> = f.profile.as_deref().map(str::parse).transpose().map_err(UsageError)?;
     let mut opts = RenderOptions::default();
@@ -128,7 +130,6 @@ pub(crate) fn test_env(f: flags::TestEnv) -> anyhow::Result<ExitCode> {
         opts.django_version = citus_testenv::parse_django_version(v).map_err(UsageError)?;
     }
     opts.check(cluster.workers.len()).map_err(UsageError)?;
-    let backend = config::backend(&cluster, f.backend);
     let ci = std::env::var("CI").ok();
     let (profile, why) = Profile::choose(explicit, ci.as_deref());
     eprintln!("test-env: profile {profile} ({why}), format {format}");
@@ -154,7 +155,7 @@ fn named_node<'c>(cluster: &'c citus_config::Cluster, name: &str) -> Result<&'c 
 pub(crate) const PSQL_ARGS_HINT: &str = "psql's own arguments go after `--`, e.g. `cargo xtask psql -- -c 'SELECT 1'` (before it, `-c` is --config)";
 
 pub(crate) fn psql(f: flags::Psql) -> anyhow::Result<ExitCode> {
-    let cluster = config::load(f.config.as_deref(), f.workers).map_err(|e| match e.downcast::<UsageError>() {
+    let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend).map_err(|e| match e.downcast::<UsageError>() {
         Ok(u) if f.config.is_some() => UsageError(format!("{u}\n  hint: {PSQL_ARGS_HINT}")).into(),
         Ok(u) => u.into(),
         Err(e) => e,
@@ -163,19 +164,17 @@ pub(crate) fn psql(f: flags::Psql) -> anyhow::Result<ExitCode> {
         None => &cluster.coordinator,
         Some(name) => named_node(&cluster, name)?,
     };
-    let backend = config::backend(&cluster, f.backend);
     let creds = pg::credentials(&cluster)?;
     let code = psql::run(&cluster, backend, node, &creds, &f.args, &progress)?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
 pub(crate) fn logs(f: flags::Logs) -> anyhow::Result<ExitCode> {
-    let cluster = config::load(f.config.as_deref(), f.workers)?;
+    let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend)?;
     let nodes = match f.node.as_deref() {
         None => cluster.nodes().collect(),
         Some(name) => vec![named_node(&cluster, name)?],
     };
-    let backend = config::backend(&cluster, f.backend);
     let lines = f.lines.unwrap_or(50);
     let containers = if backend == Backend::Docker { docker::containers(&cluster)? } else { Vec::new() };
     for node in nodes {

@@ -260,11 +260,12 @@ pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant,
 /// Stops and removes the containers; removes the volumes (the data) only when `purge`.
 pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: Progress<'_>) -> anyhow::Result<()> {
     let sh = Shell::new()?;
+    // The file for this run's nodes (with the worker count `up --workers` recorded): its
+    // volumes are the ones `--purge` removes. `--remove-orphans` also stops and removes the
+    // containers of workers beyond them (an `up --workers 8` before an `up --workers 2`).
     let file = compose_file(cluster);
-    if !file.exists() {
-        std::fs::create_dir_all(state::cluster_dir(cluster))?;
-        std::fs::write(&file, citus_compose::render(cluster))?;
-    }
+    std::fs::create_dir_all(state::cluster_dir(cluster))?;
+    std::fs::write(&file, citus_compose::render(cluster)).with_context(|| format!("writing {}", file.display()))?;
     let args: &[&str] = if purge { &["down", "--volumes", "--remove-orphans"] } else { &["down", "--remove-orphans"] };
     let out = compose(&sh, cluster, creds, args)?;
     if !out.status.success() {
@@ -276,6 +277,16 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
         if purge { ", volumes removed" } else { "; volumes kept (`down --purge` removes them)" }
     ));
     if purge {
+        // Only this run's nodes' volumes were removed; any other of the project's is said, and kept.
+        let project = project_name(cluster);
+        let label = format!("label=com.docker.compose.project={project}");
+        let left = cmd!(sh, "docker volume ls --quiet --filter {label}").quiet().ignore_stderr().read().unwrap_or_default();
+        for v in left.lines().map(str::trim).filter(|v| !v.is_empty()) {
+            progress(&format!(
+                "kept volume {v}: not one of this run's {} worker(s); `down --purge --workers N`, N the count that started it, removes it",
+                cluster.workers.len()
+            ));
+        }
         let _ = std::fs::remove_file(&file);
         state::forget(cluster);
     }

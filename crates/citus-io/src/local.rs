@@ -466,13 +466,34 @@ pub struct Stopping {
 /// ([`Stopping::wait`] does); None when it is not running. [`down`] signals every node first
 /// and then waits for each.
 pub fn signal_stop(cluster: &Cluster, node: &Node) -> anyhow::Result<Option<Stopping>> {
-    let p = paths(cluster, node);
+    signal_dir(&node.name, paths(cluster, node))
+}
+
+fn signal_dir(name: &str, p: NodePaths) -> anyhow::Result<Option<Stopping>> {
     let Some(pid) = running_pid(&p.pgdata) else { return Ok(None) };
     // SAFETY: plain syscall on a pid read from the node's own postmaster.pid.
     if unsafe { libc::kill(pid, libc::SIGINT) } != 0 {
-        bail!("node {}: cannot signal postgres (pid {pid}): {}", node.name, std::io::Error::last_os_error());
+        bail!("node {name}: cannot signal postgres (pid {pid}): {}", std::io::Error::last_os_error());
     }
-    Ok(Some(Stopping { name: node.name.clone(), pid, pgdata: p.pgdata, log: p.log, since: Instant::now() }))
+    Ok(Some(Stopping { name: name.to_string(), pid, pgdata: p.pgdata, log: p.log, since: Instant::now() }))
+}
+
+/// The node folders in the cluster's folder that are not among `cluster`'s nodes: workers an
+/// earlier `up --workers N` started beyond the count this run acts on.
+fn other_node_dirs(cluster: &Cluster) -> Vec<(String, NodePaths)> {
+    let Ok(entries) = fs::read_dir(state::cluster_dir(cluster)) else { return Vec::new() };
+    let mut found: Vec<(String, NodePaths)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let dir = e.path();
+            let known = name.starts_with('.') || cluster.nodes().any(|n| n.name == name);
+            (!known && dir.join("pgdata").join("PG_VERSION").exists())
+                .then(|| (name, NodePaths { pgdata: dir.join("pgdata"), log: dir.join("postgres.log"), dir }))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
 }
 
 impl Stopping {
@@ -831,18 +852,29 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
     // Every node is signalled before any is waited for. With a thread per node doing both, the
     // first nodes' shutdowns took both cores of the machine measured, and the threads of the
     // last ones got to their signal ~200 ms later (2 of 9 on 1 + 8, strace), holding `down` up.
-    let signalled: Vec<(&Node, anyhow::Result<Option<Stopping>>)> = cluster.nodes().map(|n| (n, signal_stop(cluster, n))).collect();
+    // (node, what the line after its stop says, its signal)
+    let mut signalled: Vec<(&str, String, anyhow::Result<Option<Stopping>>)> =
+        cluster.nodes().map(|n| (n.name.as_str(), format!("{} at {}", n.name, n.client), signal_stop(cluster, n))).collect();
+    // A server of a node folder beyond this run's nodes (an `up --workers 8` before an `up
+    // --workers 2`) is stopped too: nothing else would, and its data is kept either way.
+    let others = other_node_dirs(cluster);
+    for (name, p) in &others {
+        if running_pid(&p.pgdata).is_some() {
+            let what = format!("{name} (not one of this run's {} worker(s); its data is kept)", cluster.workers.len());
+            signalled.push((name, what, signal_dir(name, p.clone())));
+        }
+    }
     let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
         let hs: Vec<_> = signalled
             .into_iter()
-            .map(|(n, signal)| {
+            .map(|(name, what, signal)| {
                 s.spawn(move || {
                     match signal? {
                         Some(stopping) => {
                             stopping.wait(Duration::from_secs(60))?;
-                            progress(&format!("stopped {} at {}", n.name, n.client));
+                            progress(&format!("stopped {what}"));
                         }
-                        None => progress(&format!("{} was not running", n.name)),
+                        None => progress(&format!("{name} was not running")),
                     }
                     Ok(())
                 })
@@ -852,6 +884,14 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
     });
     crate::all_nodes(results)?;
     if purge {
+        // Only the nodes this run names are deleted; another node folder is said, and kept.
+        for (name, p) in &others {
+            progress(&format!(
+                "kept {name}'s data in {}: not one of this run's {} worker(s); `down --purge --workers N`, N the count that started it, deletes it",
+                p.dir.display(),
+                cluster.workers.len()
+            ));
+        }
         for n in cluster.nodes() {
             let p = paths(cluster, n);
             if p.dir.exists() {

@@ -1,4 +1,5 @@
-//! Where a cluster's local files live (data, generated compose file, which backend started it).
+//! Where a cluster's local files live (data, generated compose file, which backend started it
+//! and with how many workers).
 
 use std::path::{Path, PathBuf};
 
@@ -29,9 +30,36 @@ pub fn choose_backend(cluster: &Cluster, explicit: Option<Backend>) -> Backend {
     explicit.or_else(|| recorded_backend(cluster)).unwrap_or(cluster.backend)
 }
 
-/// Removes the recorded backend (after `down --purge`).
+fn workers_file(cluster: &Cluster) -> PathBuf {
+    cluster_dir(cluster).join("workers")
+}
+
+/// Remembers the worker count `up --workers N` started, so that later tasks without
+/// `--workers` act on the same nodes (`verify` checks them, `down` stops them). `None` (an `up
+/// --workers` equal to the config's count) forgets it: the config decides again.
+pub fn record_workers(cluster: &Cluster, workers: Option<usize>) -> std::io::Result<()> {
+    match workers {
+        Some(n) => {
+            std::fs::create_dir_all(cluster_dir(cluster))?;
+            std::fs::write(workers_file(cluster), n.to_string())
+        }
+        None => match std::fs::remove_file(workers_file(cluster)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The worker count the last `up --workers N` on this machine started, when it differed from
+/// the config's.
+pub fn recorded_workers(cluster: &Cluster) -> Option<usize> {
+    std::fs::read_to_string(workers_file(cluster)).ok()?.trim().parse().ok()
+}
+
+/// Removes the recorded backend and worker count (after `down --purge`).
 pub fn forget(cluster: &Cluster) {
     let _ = std::fs::remove_file(backend_file(cluster));
+    let _ = std::fs::remove_file(workers_file(cluster));
     let _ = std::fs::remove_dir(cluster_dir(cluster));
 }
 

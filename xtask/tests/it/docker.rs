@@ -164,6 +164,20 @@ fn docker_plain_postgres_nodes_come_up_and_reach_each_other_without_citus() {
     c.ok(&["up", "--no-setup"]);
     let n: i64 = c.connect(1, "postgres").query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&c.database]).unwrap().get(0);
     assert_eq!(n, 1);
+    // After `up --workers 1` (the second worker's container still runs), `down --purge`, with
+    // no `--workers`, removes every container of the project but only the volumes of the nodes
+    // `up --workers 1` started, and names the one it kept.
+    c.ok(&["up", "--no-setup", "--workers", "1"]);
+    assert_eq!(project_containers(&c).len(), 3, "the second worker's container is left running by `up --workers 1`");
+    let out = c.xtask(&["down", "--purge"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("1 worker(s) (the count `up --workers 1` started") && t.contains("kept volume ") && t.contains("citus_worker2_data"), "{t}");
+    assert!(project_containers(&c).is_empty(), "containers left after `down --purge`");
+    let objects = compose_project_objects(&c.name).unwrap();
+    assert!(objects.len() == 1 && objects[0].starts_with("volumes ") && objects[0].ends_with("citus_worker2_data"), "{objects:?}");
+    c.ok(&["down", "--purge", "--workers", "2"]);
+    assert_eq!(compose_project_objects(&c.name).unwrap(), Vec::<String>::new());
 }
 
 /// A container that exits while starting fails `up` at once (not at the wait deadline), with

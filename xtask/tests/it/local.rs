@@ -150,13 +150,61 @@ fn worker_count_from_the_command_line() {
     if !citus("worker_count_from_the_command_line") {
         return;
     }
-    let c = TestCluster::new(Spec { workers: 1, ..Spec::default() });
-    // Only one port was reserved; derived workers take the next ports, so pick a base with room.
+    let c = TestCluster::new(Spec::default());
     c.ok(&["up", "--workers", "1"]);
     let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM pg_dist_node WHERE groupid <> 0 AND isactive", &[]).unwrap().get(0);
     assert_eq!(n, 1);
+    // Later tasks act on the nodes `up --workers 1` started, not on the config's two workers.
+    let out = c.xtask(&["verify"]);
+    assert!(out.status.success(), "verify after `up --workers 1`: {}", text(&out));
+    assert!(text(&out).contains("1 worker(s) (the count `up --workers 1` started; --workers picks another)"), "{}", text(&out));
+    let out = c.xtask(&["verify", "--workers", "2"]);
+    assert!(!out.status.success(), "the second worker was never started: {}", text(&out));
+    // Derived workers take the next ports, which were not reserved: only planned here.
     let dry = c.ok(&["setup", "--dry-run", "--workers", "3"]);
     assert_eq!(dry.matches("citus_add_node").count(), 3, "{dry}");
+}
+
+#[test]
+fn the_worker_count_up_started_is_what_later_tasks_act_on() {
+    let test = "the_worker_count_up_started_is_what_later_tasks_act_on";
+    let Some(_env) = require(test, &[Need::Postgres]) else { return };
+    // Plain PostgreSQL nodes: starting and stopping need no Citus.
+    let c = TestCluster::new(Spec { top: "shared_preload_libraries = []\n", ..Spec::default() });
+    let headers = |out: &str| out.lines().filter(|l| l.starts_with("==> ")).count();
+    c.ok(&["up", "--no-setup"]);
+    let worker2 = c.pid("citus_worker2").expect("citus_worker2 started");
+    c.ok(&["up", "--no-setup", "--workers", "1"]);
+    let out = c.xtask(&["logs", "--lines", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(headers(&String::from_utf8_lossy(&out.stdout)), 2, "the coordinator and 1 worker: {}", text(&out));
+    assert!(text(&out).contains("1 worker(s) (the count `up --workers 1` started"), "{}", text(&out));
+    // An `up --workers` with the config's count forgets the recorded one.
+    c.ok(&["up", "--no-setup", "--workers", "2"]);
+    let out = c.xtask(&["logs", "--lines", "1"]);
+    assert_eq!(headers(&String::from_utf8_lossy(&out.stdout)), 3, "{}", text(&out));
+    assert!(text(&out).contains("2 worker(s) (the config's)"), "{}", text(&out));
+    // `down` after `up --workers 1` stops the worker beyond it too, and keeps its data.
+    c.ok(&["up", "--no-setup", "--workers", "1"]);
+    let others: Vec<i32> = ["citus_master", "citus_worker1"].iter().map(|n| c.pid(n).expect("running")).collect();
+    let out = c.xtask(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("stopped citus_worker2 (not one of this run's 1 worker(s); its data is kept)"), "{}", text(&out));
+    assert!(crate::harness::gone_soon(worker2), "citus_worker2 (pid {worker2}) still runs 5 s after `down`");
+    for pid in others {
+        assert!(crate::harness::gone_soon(pid), "server {pid} still runs 5 s after `down`");
+    }
+    // `down --purge` deletes only this run's nodes and names the one it kept.
+    let out = c.xtask(&["down", "--purge"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let kept = c.pgdata("citus_worker2");
+    assert!(text(&out).contains(&format!("kept citus_worker2's data in {}", kept.parent().unwrap().display())), "{}", text(&out));
+    assert!(kept.join("PG_VERSION").exists(), "citus_worker2's data was deleted");
+    assert!(!c.pgdata("citus_worker1").exists(), "citus_worker1's data was kept");
+    // The purge forgot the recorded count: the config's two workers again, and now it goes.
+    let out = c.xtask(&["down", "--purge"]);
+    assert!(text(&out).contains("2 worker(s) (the config's)") && text(&out).contains("purged citus_worker2"), "{}", text(&out));
+    assert!(!kept.exists(), "citus_worker2's data is still there");
 }
 
 /// Every role with a password on every node of `c` (both roles where the configured user is
