@@ -63,11 +63,12 @@ fn compose(sh: &Shell, cluster: &Cluster, creds: &pg::Credentials, args: &[&str]
 
 /// Writes the compose file, starts every container (detached) and waits until every node
 /// accepts a login at its client address. A container that exits (or restarts) before that
-/// fails the wait at once, with the tail of its log and the likely fix.
+/// fails the wait at once, with the tail of its log and the likely fix. Holds the cluster's
+/// [`state::UpLock`] throughout: a concurrent `up` of it waits.
 pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     let sh = Shell::new()?;
+    let _lock = state::lock_up(cluster, progress)?;
     let file = compose_file(cluster);
-    std::fs::create_dir_all(state::cluster_dir(cluster))?;
     std::fs::write(&file, citus_compose::render(cluster)).with_context(|| format!("writing {}", file.display()))?;
     state::record_backend(cluster, citus_config::Backend::Docker)?;
     let image = &cluster.docker.image;

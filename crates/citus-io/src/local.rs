@@ -751,8 +751,10 @@ impl Mode0600 for fs::OpenOptions {
 /// parallel, and waits until each accepts a login. A server that exits while starting fails
 /// at once with the tail of its log. Returns each node's ready connection (see [`crate::Ready`]).
 /// `on_started` runs on each node's thread as soon as a server this call started is ready.
+/// Holds the cluster's [`state::UpLock`] throughout: a concurrent `up` of it waits.
 pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::OnStarted<'_>>, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     let local = detect(cluster)?;
+    let _lock = state::lock_up(cluster, progress)?;
     let nodes: Vec<&Node> = cluster.nodes().collect();
     // Refuse before starting anything when a port is taken by something else.
     for n in &nodes {

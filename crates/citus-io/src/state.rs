@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use citus_config::{Backend, Cluster};
 
+use crate::Progress;
+
 /// The cluster's own folder: `<local.data_dir>/<name>`.
 pub fn cluster_dir(cluster: &Cluster) -> PathBuf {
     cluster.local.data_dir.join(&cluster.name)
@@ -56,10 +58,52 @@ pub fn recorded_workers(cluster: &Cluster) -> Option<usize> {
     std::fs::read_to_string(workers_file(cluster)).ok()?.trim().parse().ok()
 }
 
+fn up_lock_file(cluster: &Cluster) -> PathBuf {
+    cluster_dir(cluster).join(".up.lock")
+}
+
+/// Held while `up` starts a cluster's nodes (an exclusive `flock` on `.up.lock` in the
+/// cluster's folder, released when dropped, or when the process dies).
+#[derive(Debug)]
+pub struct UpLock {
+    _file: std::fs::File,
+}
+
+/// Takes the cluster's [`UpLock`]. A second `up` of the same cluster on this machine (two
+/// terminals, two CI steps) waits here, saying so, until the first has made the data and
+/// started the servers, and then finds them running, instead of racing it to make the same
+/// data directories.
+pub fn lock_up(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<UpLock> {
+    use anyhow::Context;
+    use std::io::Write;
+    let path = up_lock_file(cluster);
+    std::fs::create_dir_all(cluster_dir(cluster)).with_context(|| format!("creating {}", cluster_dir(cluster).display()))?;
+    let mut file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            progress(&format!(
+                "waiting for another `up` of cluster `{}`{} to finish starting its nodes ({})",
+                cluster.name,
+                if holder.is_empty() { String::new() } else { format!(" (pid {holder})") },
+                path.display()
+            ));
+            file.lock().with_context(|| format!("locking {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+    file.set_len(0).and_then(|()| write!(file, "{}", std::process::id())).with_context(|| format!("writing {}", path.display()))?;
+    Ok(UpLock { _file: file })
+}
+
 /// Removes the recorded backend and worker count (after `down --purge`).
 pub fn forget(cluster: &Cluster) {
     let _ = std::fs::remove_file(backend_file(cluster));
     let _ = std::fs::remove_file(workers_file(cluster));
+    let _ = std::fs::remove_file(up_lock_file(cluster));
     let _ = std::fs::remove_dir(cluster_dir(cluster));
 }
 

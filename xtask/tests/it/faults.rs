@@ -558,3 +558,34 @@ fn fresh_setup_registers_a_ready_worker_while_another_is_still_creating_its_exte
     assert_eq!(worker_rows(&c), 2);
     c.ok(&["verify"]);
 }
+
+/// Two `up`s of one new cluster at once (two terminals, two CI steps): the second waits for
+/// the first, says so, and then finds the servers running; both succeed and no half-copied
+/// data directory is left. Plain PostgreSQL nodes: starting them needs no Citus.
+#[test]
+fn two_ups_at_once_take_turns() {
+    let test = "two_ups_at_once_take_turns";
+    let Some(_env) = require(test, &[Need::Postgres]) else { return };
+    let c = TestCluster::new(Spec { top: "shared_preload_libraries = []\n", ..Spec::default() });
+    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2).map(|_| s.spawn(|| c.xtask(&["up", "--no-setup"]))).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for out in &outs {
+        assert!(out.status.success(), "{}", text(out));
+    }
+    let waited: Vec<&std::process::Output> = outs.iter().filter(|o| text(o).contains("waiting for another `up` of cluster `it`")).collect();
+    assert_eq!(waited.len(), 1, "exactly one `up` waits for the other");
+    assert!(text(waited[0]).contains("citus_worker2: already running"), "{}", text(waited[0]));
+    for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+        let dir = c.pgdata(node);
+        let siblings: Vec<String> = std::fs::read_dir(dir.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("pgdata."))
+            .collect();
+        assert!(siblings.is_empty(), "{node}: {siblings:?}");
+        c.connect(["citus_master", "citus_worker1", "citus_worker2"].iter().position(|n| *n == node).unwrap(), "postgres");
+    }
+}
