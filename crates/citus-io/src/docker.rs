@@ -179,24 +179,24 @@ pub fn logs(id: &str, lines: usize) -> anyhow::Result<String> {
 pub fn exit_fix(cluster: &Cluster, node: &Node, log: &str) -> String {
     let source = cluster.source.display();
     let image = &cluster.docker.image;
-    if let Some(lib) = log.split("could not access file \"").nth(1).and_then(|r| r.split('"').next()) {
-        if lib == "citus" {
-            return format!(
-                "image {image} has no Citus extension. Set [docker] image in {source} to an image with Citus (e.g. {}), \
-                 or, for plain PostgreSQL nodes, set shared_preload_libraries = [] and use `cargo xtask up --no-setup`",
-                citus_config::DEFAULT_IMAGE
-            );
+    match crate::StartFailure::read(log) {
+        Some(crate::StartFailure::MissingLibrary("citus")) => format!(
+            "image {image} has no Citus extension. Set [docker] image in {source} to an image with Citus (e.g. {}), \
+             or, for plain PostgreSQL nodes, set shared_preload_libraries = [] and use `cargo xtask up --no-setup`",
+            citus_config::DEFAULT_IMAGE
+        ),
+        Some(crate::StartFailure::MissingLibrary(lib)) => {
+            format!("image {image} has no library {lib:?}: remove it from shared_preload_libraries in {source}, or use an image that has it")
         }
-        return format!("image {image} has no library {lib:?}: remove it from shared_preload_libraries in {source}, or use an image that has it");
-    }
-    if log.contains("database files are incompatible with server") {
-        return format!(
+        Some(crate::StartFailure::OtherMajor(_)) => format!(
             "the data volume of {} was created by another PostgreSQL major version than image {image}'s. \
              Set [docker] image (and pg_major) in {source} back to that version, or delete this cluster's data with `cargo xtask down --purge` (it is lost)",
             node.name
-        );
+        ),
+        Some(crate::StartFailure::PortTaken) | None => {
+            "the log above says why. Fix that, then run `cargo xtask up` again (the data volumes are kept); `docker logs <id>` shows the whole log".to_string()
+        }
     }
-    "the log above says why. Fix that, then run `cargo xtask up` again (the data volumes are kept); `docker logs <id>` shows the whole log".to_string()
 }
 
 /// Waits until every node accepts a login in the maintenance database, in parallel, while

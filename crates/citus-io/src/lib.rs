@@ -48,5 +48,38 @@ pub fn all_nodes<T>(results: Vec<anyhow::Result<T>>) -> anyhow::Result<Vec<T>> {
     }
 }
 
+/// Why a PostgreSQL server exited while starting, as its log says (the causes both backends
+/// turn into a fix).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum StartFailure<'a> {
+    /// `could not access file "LIB"`: a library of `shared_preload_libraries` is not installed.
+    MissingLibrary(&'a str),
+    /// `database files are incompatible with server`, with the major version that made the
+    /// data when the log names it.
+    OtherMajor(Option<&'a str>),
+    /// The server could not listen on its port (another program took it).
+    PortTaken,
+}
+
+impl<'a> StartFailure<'a> {
+    pub(crate) fn read(log: &'a str) -> Option<StartFailure<'a>> {
+        if let Some(lib) = log.split("could not access file \"").nth(1).and_then(|r| r.split('"').next()) {
+            return Some(StartFailure::MissingLibrary(lib));
+        }
+        if log.contains("database files are incompatible with server") {
+            let made_by = log
+                .split("initialized by PostgreSQL version ")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit() && c != '.').next())
+                .filter(|v| !v.is_empty());
+            return Some(StartFailure::OtherMajor(made_by));
+        }
+        if log.contains("Address already in use") || log.contains("could not create any TCP/IP sockets") {
+            return Some(StartFailure::PortTaken);
+        }
+        None
+    }
+}
+
 /// A progress sink that drops every line.
 pub fn quiet(_: &str) {}

@@ -654,6 +654,67 @@ pub fn log_tail(cluster: &Cluster, node: &Node, lines: usize) -> String {
     format!("last lines of {}:\n    {tail}", p.log.display())
 }
 
+/// The lines `node`'s server wrote to its log from byte `from` on (what one start logged, at
+/// most the last `lines`), and the text to show for them. Falls back on the log's last lines
+/// when that start wrote none.
+fn log_since(cluster: &Cluster, node: &Node, from: u64, lines: usize) -> (String, String) {
+    use std::io::{Read, Seek, SeekFrom};
+    let p = paths(cluster, node);
+    let mut text = String::new();
+    if let Ok(mut f) = fs::File::open(&p.log) {
+        let len = f.metadata().map_or(0, |m| m.len());
+        // A start logs a few lines: 64 KiB holds them, whatever the log held before.
+        let start = from.max(len.saturating_sub(64 << 10));
+        if f.seek(SeekFrom::Start(start)).is_ok() {
+            let mut bytes = Vec::new();
+            let _ = f.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+    }
+    let new: Vec<&str> = text.lines().collect();
+    if new.is_empty() {
+        return (String::new(), log_tail(cluster, node, lines));
+    }
+    let shown = new[new.len().saturating_sub(lines)..].join("\n    ");
+    let shown = format!("what it logged ({}):\n    {shown}", p.log.display());
+    (text, shown)
+}
+
+/// What to do about `node`'s server (binaries in `bin_dir`) that exited while starting, from
+/// what it logged.
+pub fn exit_fix(cluster: &Cluster, bin_dir: &Path, node: &Node, log: &str) -> String {
+    let source = cluster.source.display();
+    let bin = bin_dir.display();
+    match crate::StartFailure::read(log) {
+        Some(crate::StartFailure::MissingLibrary("citus")) => format!(
+            "the PostgreSQL in {bin} has no Citus: install Citus built for it (its citus.so goes in that PostgreSQL's `pg_config --pkglibdir`), \
+             or set [local] bin_dir in {source} to a PostgreSQL that has it; for plain PostgreSQL nodes, set shared_preload_libraries = [] and use `cargo xtask up --no-setup`"
+        ),
+        Some(crate::StartFailure::MissingLibrary(lib)) => {
+            format!("the PostgreSQL in {bin} has no library {lib:?}: install it for that PostgreSQL, or remove it from shared_preload_libraries in {source}")
+        }
+        Some(crate::StartFailure::OtherMajor(made_by)) => {
+            let (by, dir) = match made_by {
+                Some(v) => (format!("PostgreSQL {v}"), format!(" (Debian: /usr/lib/postgresql/{v}/bin)")),
+                None => ("another PostgreSQL major version".to_string(), String::new()),
+            };
+            format!(
+                "the data directory {} was made by {by}, not by the PostgreSQL in {bin}. Set [local] bin_dir in {source} to that version's server binaries{dir}, \
+                 or delete this cluster's data with `cargo xtask down --purge` (it is lost)",
+                paths(cluster, node).pgdata.display()
+            )
+        }
+        Some(crate::StartFailure::PortTaken) => format!(
+            "another program took port {} while {} started: stop it (`ss -ltnp` names it), or change `port` of {} in {source}",
+            node.client.port, node.name, node.name
+        ),
+        None => format!(
+            "the log lines above say why. Fix that, then run `cargo xtask up` again (the data is kept); `cargo xtask logs --node {}` shows more",
+            node.name
+        ),
+    }
+}
+
 /// `node`'s server log and its last `lines` lines, or `None` when it has no log (never
 /// started by this tool).
 pub fn log_lines(cluster: &Cluster, node: &Node, lines: usize) -> anyhow::Result<(PathBuf, Option<Vec<String>>)> {
@@ -810,6 +871,7 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::
                         };
                         progress(&format!("{}: new data directory {}{how}{tls}", n.name, paths(cluster, n).pgdata.display()));
                     }
+                    let log_from = fs::metadata(paths(cluster, n).log).map_or(0, |m| m.len());
                     let mut child = local.start(cluster, n)?;
                     if child.is_none() {
                         progress(&format!("{}: already running", n.name));
@@ -824,7 +886,14 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::
                                 child = None;
                                 return Ok(());
                             }
-                            bail!("node {} at {}: postgres exited while starting ({}); {}", n.name, n.client, out.status, log_tail(cluster, n, 15));
+                            let (logged, shown) = log_since(cluster, n, log_from, 15);
+                            bail!(
+                                "node {} at {}: postgres exited while starting ({}); {shown}\n    fix: {}",
+                                n.name,
+                                n.client,
+                                out.status,
+                                exit_fix(cluster, &local.bin_dir, n, &logged)
+                            );
                         }
                         if timed_out {
                             bail!(
@@ -909,6 +978,29 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_fix_reads_what_the_server_logged() {
+        let c =
+            Cluster::parse("database = \"d\"\n[coordinator]\nname = \"m\"\nport = 7000\n[[workers]]\nname = \"w1\"\nport = 7001\n", Path::new("/w/citus.toml"))
+                .unwrap();
+        let (w, bin) = (&c.workers[0], Path::new("/pg/15/bin"));
+        let fix = exit_fix(&c, bin, w, "FATAL:  could not access file \"citus\": No such file or directory");
+        assert!(fix.starts_with("the PostgreSQL in /pg/15/bin has no Citus: install Citus built for it"), "{fix}");
+        assert!(fix.contains("set [local] bin_dir in /w/citus.toml") && fix.contains("shared_preload_libraries = []"), "{fix}");
+        let fix = exit_fix(&c, bin, w, "FATAL:  could not access file \"pg_cron\": No such file or directory");
+        assert!(
+            fix.contains("has no library \"pg_cron\": install it for that PostgreSQL, or remove it from shared_preload_libraries in /w/citus.toml"),
+            "{fix}"
+        );
+        let log = "FATAL:  database files are incompatible with server\nDETAIL:  The data directory was initialized by PostgreSQL version 14, which is not compatible with this version 15.20.";
+        let fix = exit_fix(&c, bin, w, log);
+        assert!(fix.contains("w1/pgdata was made by PostgreSQL 14, not by the PostgreSQL in /pg/15/bin"), "{fix}");
+        assert!(fix.contains("(Debian: /usr/lib/postgresql/14/bin)") && fix.contains("`cargo xtask down --purge` (it is lost)"), "{fix}");
+        let fix = exit_fix(&c, bin, w, "LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use");
+        assert!(fix.starts_with("another program took port 7001 while w1 started"), "{fix}");
+        assert!(exit_fix(&c, bin, w, "PANIC:  something else").contains("`cargo xtask logs --node w1` shows more"));
+    }
 
     #[test]
     fn only_partial_copies_of_runs_that_are_gone_are_removed() {

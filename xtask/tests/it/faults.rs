@@ -589,3 +589,33 @@ fn two_ups_at_once_take_turns() {
         c.connect(["citus_master", "citus_worker1", "citus_worker2"].iter().position(|n| *n == node).unwrap(), "postgres");
     }
 }
+
+/// A local server that exits while starting (here: a preloaded library that is not installed)
+/// fails `up` at once, per node, with what that start logged (not the lines of earlier starts)
+/// and the fix; the data directories are kept, and the next `up` with the config fixed starts
+/// them. Plain PostgreSQL: needs no Citus.
+#[test]
+fn local_server_that_exits_while_starting_fails_up_at_once_with_its_log_and_fix() {
+    let test = "local_server_that_exits_while_starting_fails_up_at_once_with_its_log_and_fix";
+    let Some(_env) = require(test, &[Need::Postgres]) else { return };
+    let c = TestCluster::new(Spec { top: "shared_preload_libraries = [\"pg_nosuch\"]\n", extra: "\n[wait]\ntimeout_secs = 600\n", ..Spec::default() });
+    for run in 0..2 {
+        let started = Instant::now();
+        let out = c.xtask(&["up", "--no-setup"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(started.elapsed() < Duration::from_secs(60), "run {run}: waited {:?}, not failing at once", started.elapsed());
+        let t = text(&out);
+        for (i, node) in ["citus_master", "citus_worker1", "citus_worker2"].iter().enumerate() {
+            let head = format!("node {node} at localhost:{}: postgres exited while starting", c.port(i));
+            let at = t.find(&head).unwrap_or_else(|| panic!("run {run}: no {head:?} in {t}"));
+            let section = t[at..].split("\nnode ").next().unwrap();
+            // The second run shows its own start's lines only: one FATAL, not the first run's too.
+            assert_eq!(section.matches("FATAL:  could not access file \"pg_nosuch\"").count(), 1, "run {run}, {node}: {section}");
+            assert!(section.contains("fix: the PostgreSQL in ") && section.contains("has no library \"pg_nosuch\": install it"), "{section}");
+            assert!(c.pgdata(node).join("PG_VERSION").exists(), "{node}'s data directory is gone");
+        }
+    }
+    std::fs::write(&c.config, std::fs::read_to_string(&c.config).unwrap().replace("[\"pg_nosuch\"]", "[]")).unwrap();
+    let out = c.ok(&["up", "--no-setup"]);
+    assert!(out.contains("3 node(s) started"), "{out}");
+}
