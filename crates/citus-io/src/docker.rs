@@ -32,6 +32,27 @@ pub fn compose_program() -> anyhow::Result<Vec<String>> {
     bail!("neither `docker compose` (v2) nor `docker-compose` (v1) was found: install the Compose plugin (Docker's docker-compose-plugin package) or Debian's `docker-compose` package, or use `--backend local`")
 }
 
+/// Fails, naming the fix, when the Docker engine does not answer (not running, another
+/// `DOCKER_HOST`, no access to its socket). Called when a docker command failed, to tell that
+/// from the command's own failure (a missing image, say); costs nothing while all goes well.
+pub fn ensure_engine() -> anyhow::Result<()> {
+    let out = duct::cmd("docker", ["version", "--format", "{{.Server.Version}}"])
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .context("running docker version")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let why = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no output");
+    let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()).map_or_else(String::new, |h| format!(" at DOCKER_HOST={h}"));
+    bail!(
+        "the Docker engine{host} does not answer: {why}\n    fix: start it (`sudo systemctl start docker`, or Docker Desktop), check DOCKER_HOST and that this user may use the engine's socket (the `docker` group), or use `--backend local`"
+    )
+}
+
 /// The compose project name of a cluster: its name, lower-cased, with characters compose
 /// does not accept replaced by `-`.
 pub fn project_name(cluster: &Cluster) -> String {
@@ -73,6 +94,10 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
     state::record_backend(cluster, citus_config::Backend::Docker)?;
     let image = &cluster.docker.image;
     let have_image = cmd!(sh, "docker image inspect --format . {image}").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+    if !have_image {
+        // Not "no such image" when the engine itself does not answer.
+        ensure_engine()?;
+    }
     let missing_image = || {
         format!(
             "\n    fix: image {image} is not available here and could not be pulled. Load or build it locally (`docker load`, `docker build`, `docker import`), or set [docker] image in {} to an image this machine has",
@@ -99,6 +124,7 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
     progress(&format!("docker compose: starting project {} from {}", project_name(cluster), file.display()));
     let out = compose(&sh, cluster, creds, &["up", "-d"])?;
     if !out.status.success() {
+        ensure_engine()?;
         let err = String::from_utf8_lossy(&out.stderr);
         let hint = if err.contains("pull") || err.contains("not found") || err.contains("manifest") {
             missing_image()
@@ -132,6 +158,7 @@ pub fn containers(cluster: &Cluster) -> anyhow::Result<Vec<Container>> {
     let format = "{{.ID}}\t{{.Label \"com.docker.compose.service\"}}\t{{.State}}\t{{.Status}}";
     let out = std::process::Command::new("docker").args(["ps", "-a", "--filter", &label, "--format", format]).output().context("running docker ps")?;
     if !out.status.success() {
+        ensure_engine()?;
         bail!("docker ps failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(parse_ps(&String::from_utf8_lossy(&out.stdout)))
@@ -270,6 +297,7 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
     let args: &[&str] = if purge { &["down", "--volumes", "--remove-orphans"] } else { &["down", "--remove-orphans"] };
     let out = compose(&sh, cluster, creds, args)?;
     if !out.status.success() {
+        ensure_engine()?;
         bail!("docker compose down failed for project {}: {}", project_name(cluster), String::from_utf8_lossy(&out.stderr).trim());
     }
     progress(&format!(

@@ -227,3 +227,26 @@ fn docker_image_that_cannot_be_pulled_fails_up_and_creates_nothing() {
     assert!(t.contains(&format!("fix: image {image} is not available here and could not be pulled")), "{t}");
     assert_eq!(compose_project_objects(&name).unwrap(), Vec::<String>::new(), "a failed pull left docker objects behind");
 }
+
+/// A Docker engine that does not answer (here: DOCKER_HOST pointing at a socket that does not
+/// exist) is named as such, with its fix, by `up`, `down` and `logs`: not as a missing image
+/// (before, `up` said the image "could not be pulled") nor as docker-compose's traceback.
+#[test]
+fn docker_engine_that_does_not_answer_is_named_with_the_fix() {
+    let test = "docker_engine_that_does_not_answer_is_named_with_the_fix";
+    let Some(env) = require(test, &[Need::Docker]) else { return };
+    let name = format!("itde{}", std::process::id());
+    let c = TestCluster::new(Spec { name: &name, backend: "docker", ..Spec::default() });
+    let _g = ComposeProjectGuard::new(env.compose.as_deref().expect("docker needed"), &name);
+    let socket = c.dir.path().join("no-docker.sock");
+    let host = format!("unix://{}", socket.display());
+    for task in [&["up"][..], &["down"], &["down", "--purge"], &["logs"]] {
+        let out = c.xtask_env(task, &[("DOCKER_HOST", &host)]);
+        assert_eq!(out.status.code(), Some(1), "{task:?}: {}", text(&out));
+        let t = text(&out);
+        assert!(t.contains(&format!("error: the Docker engine at DOCKER_HOST={host} does not answer: ")), "{task:?}: {t}");
+        assert!(t.contains("fix: start it (`sudo systemctl start docker`"), "{task:?}: {t}");
+        assert!(!t.contains("could not be pulled") && !t.contains("Traceback"), "{task:?}: {t}");
+    }
+    assert_eq!(compose_project_objects(&name).unwrap(), Vec::<String>::new(), "objects were created through another engine");
+}
