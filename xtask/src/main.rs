@@ -24,6 +24,9 @@ pub(crate) fn progress(line: &str) {
     eprintln!("  {line}");
 }
 
+/// The tasks, as `--help` lists them (for the hint after a flag error).
+const TASKS: [&str; 9] = ["up", "setup", "verify", "down", "test-env", "psql", "logs", "compose", "bench"];
+
 fn main() -> ExitCode {
     // The benchmark is a crate of its own (crates/citus-bench), built only when asked for; its
     // flags and `--help` are its own, so everything after `bench` goes to it untouched.
@@ -38,9 +41,12 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("{e}");
-            if args.first().is_some_and(|a| a == "psql") {
-                eprintln!("  hint: {}", tasks::PSQL_ARGS_HINT);
+            eprintln!("error: {e}");
+            let task = args.first().and_then(|a| a.to_str()).filter(|a| TASKS.contains(a));
+            match task {
+                Some("psql") => eprintln!("  hint: {}", tasks::PSQL_ARGS_HINT),
+                Some(t) => eprintln!("  `cargo xtask {t} --help` lists its flags"),
+                None => eprintln!("  the tasks: {} (`cargo xtask --help` explains each)", TASKS.join(", ")),
             }
             return ExitCode::from(2);
         }

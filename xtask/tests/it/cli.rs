@@ -8,6 +8,24 @@ fn xtask(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).env_remove("CITUS_CONFIG").output().unwrap()
 }
 
+/// A missing or unknown task, or a bad flag: exit 2, and a line saying where to look.
+#[test]
+fn a_missing_task_or_a_bad_flag_says_what_there_is() {
+    let tasks = "the tasks: up, setup, verify, down, test-env, psql, logs, compose, bench (`cargo xtask --help` explains each)";
+    for args in [&[][..], &["upp"]] {
+        let out = xtask(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out).starts_with("error: ") && text(&out).contains(tasks), "{args:?}: {}", text(&out));
+    }
+    // The list is the tasks `--help` explains, all of them.
+    let help = text(&xtask(&["--help"]));
+    let listed: Vec<&str> = help.lines().filter_map(|l| l.strip_prefix("xtask ")).collect();
+    assert_eq!(listed.join(", "), tasks.strip_prefix("the tasks: ").unwrap().split(" (").next().unwrap(), "{help}");
+    let out = xtask(&["verify", "--jsn"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("error: unexpected flag: `--jsn`") && text(&out).contains("`cargo xtask verify --help` lists its flags"), "{}", text(&out));
+}
+
 #[test]
 fn help_explains_every_task() {
     let out = xtask(&["--help"]);
