@@ -336,6 +336,13 @@ fn late_node_is_waited_for() {
         let out = setup.join().unwrap();
         assert!(out.status.success(), "{}", text(&out));
         assert!(text(&out).contains(&format!("waiting for citus_worker2 at localhost:{}", c.port(2))), "{}", text(&out));
+        // The stopped node is named with the fix at once; the running ones are not.
+        assert!(
+            text(&out).contains("citus_worker2: no server runs on its data directory ") && text(&out).contains(": `cargo xtask up` starts it (waiting up to "),
+            "{}",
+            text(&out)
+        );
+        assert!(!text(&out).contains("citus_worker1: no server runs"), "{}", text(&out));
     });
     c.ok(&["verify"]);
 }
