@@ -131,8 +131,14 @@ pub struct NodePaths {
 
 /// Where `node`'s data and log live.
 pub fn paths(cluster: &Cluster, node: &Node) -> NodePaths {
-    let dir = state::cluster_dir(cluster).join(&node.name);
-    NodePaths { pgdata: dir.join("pgdata"), log: dir.join("postgres.log"), dir }
+    NodePaths::in_dir(state::cluster_dir(cluster).join(&node.name))
+}
+
+impl NodePaths {
+    /// The files of the node whose folder is `dir`.
+    fn in_dir(dir: PathBuf) -> NodePaths {
+        NodePaths { pgdata: dir.join("pgdata"), log: dir.join("postgres.log"), dir }
+    }
 }
 
 impl Local {
@@ -486,10 +492,9 @@ fn other_node_dirs(cluster: &Cluster) -> Vec<(String, NodePaths)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let dir = e.path();
+            let p = NodePaths::in_dir(e.path());
             let known = name.starts_with('.') || cluster.nodes().any(|n| n.name == name);
-            (!known && dir.join("pgdata").join("PG_VERSION").exists())
-                .then(|| (name, NodePaths { pgdata: dir.join("pgdata"), log: dir.join("postgres.log"), dir }))
+            (!known && p.pgdata.join("PG_VERSION").exists()).then_some((name, p))
         })
         .collect();
     found.sort_by(|a, b| a.0.cmp(&b.0));
@@ -654,30 +659,18 @@ pub fn log_tail(cluster: &Cluster, node: &Node, lines: usize) -> String {
     format!("last lines of {}:\n    {tail}", p.log.display())
 }
 
-/// The lines `node`'s server wrote to its log from byte `from` on (what one start logged, at
-/// most the last `lines`), and the text to show for them. Falls back on the log's last lines
-/// when that start wrote none.
+/// The last `lines` lines `node`'s server wrote to its log from byte `from` on (what one
+/// start logged), and the text to show for them; the log's last lines when that start wrote
+/// none.
 fn log_since(cluster: &Cluster, node: &Node, from: u64, lines: usize) -> (String, String) {
-    use std::io::{Read, Seek, SeekFrom};
     let p = paths(cluster, node);
-    let mut text = String::new();
-    if let Ok(mut f) = fs::File::open(&p.log) {
-        let len = f.metadata().map_or(0, |m| m.len());
-        // A start logs a few lines: 64 KiB holds them, whatever the log held before.
-        let start = from.max(len.saturating_sub(64 << 10));
-        if f.seek(SeekFrom::Start(start)).is_ok() {
-            let mut bytes = Vec::new();
-            let _ = f.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
+    match tail_lines_from(&p.log, from, lines) {
+        Ok(new) if !new.is_empty() => {
+            let shown = format!("what it logged ({}):\n    {}", p.log.display(), new.join("\n    "));
+            (new.join("\n"), shown)
         }
+        _ => (String::new(), log_tail(cluster, node, lines)),
     }
-    let new: Vec<&str> = text.lines().collect();
-    if new.is_empty() {
-        return (String::new(), log_tail(cluster, node, lines));
-    }
-    let shown = new[new.len().saturating_sub(lines)..].join("\n    ");
-    let shown = format!("what it logged ({}):\n    {shown}", p.log.display());
-    (text, shown)
 }
 
 /// What to do about `node`'s server (binaries in `bin_dir`) that exited while starting, from
@@ -729,22 +722,28 @@ pub fn log_lines(cluster: &Cluster, node: &Node, lines: usize) -> anyhow::Result
 /// The last `lines` lines of the file at `path`, reading only as much of its end as they need
 /// (a server log grows for as long as the cluster lives).
 fn tail_lines(path: &Path, lines: usize) -> std::io::Result<Vec<String>> {
+    tail_lines_from(path, 0, lines)
+}
+
+/// Like [`tail_lines`], of the part of the file from byte `from` on (`from` is where a line
+/// starts: the log's length before a server start).
+fn tail_lines_from(path: &Path, from: u64, lines: usize) -> std::io::Result<Vec<String>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = fs::File::open(path)?;
     let len = f.metadata()?.len();
     let mut chunk: u64 = 64 << 10;
     loop {
-        let start = len.saturating_sub(chunk);
+        let start = len.saturating_sub(chunk).max(from);
         f.seek(SeekFrom::Start(start))?;
         let mut buf = Vec::new();
         f.read_to_end(&mut buf)?;
         let text = String::from_utf8_lossy(&buf);
         let mut all: Vec<&str> = text.lines().collect();
         // A chunk that starts mid-file may start mid-line: that first piece is not a line.
-        if start > 0 && !all.is_empty() {
+        if start > from && !all.is_empty() {
             all.remove(0);
         }
-        if all.len() >= lines || start == 0 {
+        if all.len() >= lines || start == from {
             return Ok(all[all.len().saturating_sub(lines)..].iter().map(|l| l.to_string()).collect());
         }
         chunk *= 4;
@@ -1040,6 +1039,13 @@ mod tests {
         // More lines than the file has: all of them.
         assert_eq!(tail_lines(&log, 1_000_000).unwrap().len(), 20_000);
         assert_eq!(tail_lines(&root.join("missing.log"), 3).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        // From where line 19 990 starts (a start's first line): only the lines after it, all of
+        // that line included, never one before it.
+        let from = text.lines().take(19_990).map(|l| l.len() as u64 + 1).sum::<u64>();
+        let since = tail_lines_from(&log, from, 50).unwrap();
+        assert_eq!(since, text.lines().skip(19_990).map(str::to_string).collect::<Vec<_>>());
+        assert_eq!(tail_lines_from(&log, from, 3).unwrap(), want);
+        assert!(tail_lines_from(&log, text.len() as u64, 3).unwrap().is_empty());
         fs::remove_dir_all(&root).unwrap();
     }
 
