@@ -570,6 +570,15 @@ pub fn running_pid(pgdata: &Path) -> Option<i32> {
     String::from_utf8_lossy(&cmdline).contains("postgres").then_some(pid)
 }
 
+/// The listen address and port a running server wrote to its postmaster.pid (lines 6 and 4;
+/// the address is empty when it listens on no TCP address).
+fn running_address(pgdata: &Path) -> Option<(String, u16)> {
+    let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let port = lines.get(3)?.trim().parse().ok()?;
+    Some((lines.get(5).map_or("", |l| l.trim()).to_string(), port))
+}
+
 /// A postmaster killed hard whose parent has not reaped it yet is a zombie: dead, but
 /// PostgreSQL's own stale-lock check (`kill(pid, 0)`) thinks it alive and refuses to start.
 /// Its `postmaster.pid` is removed; any other is left for PostgreSQL to judge.
@@ -816,10 +825,23 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::
     let local = detect(cluster)?;
     let _lock = state::lock_up(cluster, progress)?;
     let nodes: Vec<&Node> = cluster.nodes().collect();
-    // Refuse before starting anything when a port is taken by something else.
+    // Refuse before starting anything when a port is taken by something else, or when a node's
+    // server already runs at another address than the config now gives it (it would never
+    // answer there: the wait would run out).
     for n in &nodes {
-        if running_pid(&paths(cluster, n).pgdata).is_none() {
-            check_port_free(cluster, n)?;
+        let pgdata = paths(cluster, n).pgdata;
+        match running_pid(&pgdata) {
+            None => check_port_free(cluster, n)?,
+            Some(pid) => {
+                if let Some((host, port)) = running_address(&pgdata).filter(|(h, p)| *p != n.client.port || (!h.is_empty() && *h != n.client.host)) {
+                    bail!(
+                        "node {}: its server (pid {pid}) already runs, listening on {host}:{port}, but {} now gives it {}.\n    fix: restart it at the new address: `cargo xtask down`, then `cargo xtask up` (the data is kept)",
+                        n.name,
+                        cluster.source.display(),
+                        n.client
+                    );
+                }
+            }
         }
     }
     let missing: Vec<&Node> = nodes.iter().copied().filter(|n| !paths(cluster, n).pgdata.join("PG_VERSION").exists()).collect();

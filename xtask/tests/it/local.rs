@@ -421,3 +421,41 @@ fn logs_show_the_end_of_each_nodes_server_log() {
     let out = c.ok(&["logs", "--node", "citus_worker2"]);
     assert!(out.contains("(no log: this tool has not started this node here)"), "{out}");
 }
+
+/// A node's port changed in the config while its server runs: `up` refuses at once, before
+/// starting anything, naming the node, both addresses and the fix, instead of waiting the whole
+/// timeout at an address nothing listens on; after `down` and `up` the node answers at its new
+/// port, with its data. Plain PostgreSQL nodes: no Citus needed.
+#[test]
+fn a_port_changed_under_a_running_node_is_refused_with_the_fix() {
+    let test = "a_port_changed_under_a_running_node_is_refused_with_the_fix";
+    let Some(_env) = require(test, &[Need::Postgres]) else { return };
+    let c = TestCluster::new(Spec { top: "shared_preload_libraries = []\n", extra: "\n[wait]\ntimeout_secs = 600\n", ..Spec::default() });
+    c.ok(&["up", "--no-setup"]);
+    c.connect(2, "postgres").batch_execute("CREATE TABLE kept (x int)").unwrap();
+    let (old, new) = (c.port(2), citus_testkit::free_port());
+    std::fs::write(&c.config, std::fs::read_to_string(&c.config).unwrap().replace(&format!("port = {old}\n"), &format!("port = {new}\n"))).unwrap();
+    let started = Instant::now();
+    let out = c.xtask(&["up", "--no-setup"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(30), "waited {:?} instead of refusing", started.elapsed());
+    let t = text(&out);
+    let pid = c.pid("citus_worker2").unwrap();
+    assert!(t.contains(&format!("node citus_worker2: its server (pid {pid}) already runs, listening on localhost:{old}, but ")), "{t}");
+    assert!(
+        t.contains(&format!("now gives it localhost:{new}")) && t.contains("fix: restart it at the new address: `cargo xtask down`, then `cargo xtask up`"),
+        "{t}"
+    );
+    c.ok(&["down"]);
+    c.ok(&["up", "--no-setup"]);
+    let mut moved = postgres::Config::new()
+        .host("localhost")
+        .port(new)
+        .user(&c.user)
+        .password(crate::harness::PASSWORD)
+        .dbname("postgres")
+        .connect(postgres::NoTls)
+        .expect("citus_worker2 answers at its new port");
+    let n: i64 = moved.query_one("SELECT count(*) FROM pg_class WHERE relname = 'kept'", &[]).unwrap().get(0);
+    assert_eq!(n, 1, "citus_worker2's data was not kept");
+}
