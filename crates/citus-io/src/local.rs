@@ -270,7 +270,7 @@ impl Local {
         let _ = fs::remove_file(&pwfile);
         let r = r.and_then(|()| self.create_role_and_database(pgdata, &os_user, creds, &verifier, &cluster.database)).and_then(|()| {
             let mut conf = fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.conf"))?;
-            writeln!(conf, "\n# settings of cargo xtask (rewritten on every start)\ninclude_if_exists = 'citus-xtask.conf'")?;
+            writeln!(conf, "\n# settings of cargo xtask (rewritten on every start)\ninclude_if_exists = '{SETTINGS_FILE}'")?;
             Ok(())
         });
         if r.is_err() {
@@ -395,27 +395,8 @@ impl Local {
     }
 
     fn write_settings(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
-        let p = paths(cluster, node);
-        let listen = node.client.host.as_str();
-        let mut text = format!(
-            "# Written by `cargo xtask up` from {} on every start: edit that file, not this one.\n\
-             port = {}\nlisten_addresses = {}\nunix_socket_directories = ''\nshared_preload_libraries = {}\n\
-             max_connections = 200\n",
-            cluster.source.display(),
-            node.client.port,
-            conf_quote(listen),
-            conf_quote(&cluster.shared_preload_libraries.join(",")),
-        );
-        if p.pgdata.join("server.crt").exists() && p.pgdata.join("server.key").exists() {
-            text.push_str(TLS_SETTINGS);
-        }
-        if cluster.local.dev_speed {
-            text.push_str(
-                "# dev_speed = true: a killed server loses nothing, but a machine (OS) crash can corrupt the data\nfsync = off\nfull_page_writes = off\n",
-            );
-        }
-        let file = p.pgdata.join("citus-xtask.conf");
-        fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+        let file = paths(cluster, node).pgdata.join(SETTINGS_FILE);
+        fs::write(&file, settings(cluster, node)).with_context(|| format!("writing {}", file.display()))?;
         self.chown(&file)
     }
 
@@ -568,6 +549,48 @@ pub fn running_pid(pgdata: &Path) -> Option<i32> {
     }
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     String::from_utf8_lossy(&cmdline).contains("postgres").then_some(pid)
+}
+
+/// The file in each data directory that `up` writes the server's settings to on every start
+/// (included by its postgresql.conf).
+const SETTINGS_FILE: &str = "citus-xtask.conf";
+
+/// The settings `up` gives `node`'s server from the config (what [`SETTINGS_FILE`] holds).
+fn settings(cluster: &Cluster, node: &Node) -> String {
+    let pgdata = paths(cluster, node).pgdata;
+    let mut text = format!(
+        "# Written by `cargo xtask up` from {} on every start: edit that file, not this one.\n\
+         port = {}\nlisten_addresses = {}\nunix_socket_directories = ''\nshared_preload_libraries = {}\n\
+         max_connections = 200\n",
+        cluster.source.display(),
+        node.client.port,
+        conf_quote(&node.client.host),
+        conf_quote(&cluster.shared_preload_libraries.join(",")),
+    );
+    if pgdata.join("server.crt").exists() && pgdata.join("server.key").exists() {
+        text.push_str(TLS_SETTINGS);
+    }
+    if cluster.local.dev_speed {
+        text.push_str(
+            "# dev_speed = true: a killed server loses nothing, but a machine (OS) crash can corrupt the data\nfsync = off\nfull_page_writes = off\n",
+        );
+    }
+    text
+}
+
+/// The settings whose values differ between `started` (the settings file a running server
+/// was started with) and `now` (what the config gives it now), by name.
+fn changed_settings(started: &str, now: &str) -> Vec<String> {
+    let parse = |text: &str| -> std::collections::BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| !k.trim_start().starts_with('#'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect()
+    };
+    let (before, after) = (parse(started), parse(now));
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).filter(|k| before.get(*k) != after.get(*k)).collect();
+    keys.into_iter().cloned().collect()
 }
 
 /// The listen address and port a running server wrote to its postmaster.pid (lines 6 and 4;
@@ -841,6 +864,15 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::
                         n.client
                     );
                 }
+                let started = fs::read_to_string(pgdata.join(SETTINGS_FILE)).unwrap_or_default();
+                let changed = changed_settings(&started, &settings(cluster, n));
+                if !changed.is_empty() {
+                    progress(&format!(
+                        "{}: runs with settings the config has changed since it started ({}): `cargo xtask down`, then `cargo xtask up`, applies them",
+                        n.name,
+                        changed.join(", ")
+                    ));
+                }
             }
         }
     }
@@ -999,6 +1031,15 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_settings_are_named_and_comments_are_not() {
+        let started = "# Written from /a/citus.toml\nport = 7001\nfsync = off\nfull_page_writes = off\nssl = on\n";
+        let now = "# Written from /b/citus.toml\nport = 7001\nssl = on\nmax_connections = 200\n";
+        assert_eq!(changed_settings(started, now), ["fsync", "full_page_writes", "max_connections"]);
+        assert!(changed_settings(now, now).is_empty());
+        assert!(changed_settings(now, &now.replace("/b/", "/elsewhere/")).is_empty(), "the header comment names the config file");
+    }
 
     #[test]
     fn exit_fix_reads_what_the_server_logged() {

@@ -459,3 +459,31 @@ fn a_port_changed_under_a_running_node_is_refused_with_the_fix() {
     let n: i64 = moved.query_one("SELECT count(*) FROM pg_class WHERE relname = 'kept'", &[]).unwrap().get(0);
     assert_eq!(n, 1, "citus_worker2's data was not kept");
 }
+
+/// A setting changed in the config while the servers run (here `dev_speed`) is not applied
+/// behind the user's back: `up` says, per node, which settings the running server lacks and
+/// that `down` and `up` apply them; after those the servers run with them, and `up` says
+/// nothing more. Plain PostgreSQL nodes: no Citus needed.
+#[test]
+fn settings_changed_under_running_nodes_are_named_by_up() {
+    let test = "settings_changed_under_running_nodes_are_named_by_up";
+    let Some(_env) = require(test, &[Need::Postgres]) else { return };
+    let c = TestCluster::new(Spec { top: "shared_preload_libraries = []\n", extra: "\n[local]\ndev_speed = true\n", ..Spec::default() });
+    c.ok(&["up", "--no-setup"]);
+    let out = c.xtask(&["up", "--no-setup"]);
+    assert!(out.status.success() && !text(&out).contains("runs with settings"), "{}", text(&out));
+    std::fs::write(&c.config, std::fs::read_to_string(&c.config).unwrap().replace("dev_speed = true", "dev_speed = false")).unwrap();
+    let out = c.xtask(&["up", "--no-setup"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+        let line = format!("{node}: runs with settings the config has changed since it started (fsync, full_page_writes): `cargo xtask down`, then `cargo xtask up`, applies them");
+        assert!(text(&out).contains(&line), "{node}: {}", text(&out));
+    }
+    let fsync: String = c.connect(1, "postgres").query_one("SHOW fsync", &[]).unwrap().get(0);
+    assert_eq!(fsync, "off", "a running server's settings changed without a restart");
+    c.ok(&["down"]);
+    let out = c.xtask(&["up", "--no-setup"]);
+    assert!(out.status.success() && !text(&out).contains("runs with settings"), "{}", text(&out));
+    let fsync: String = c.connect(1, "postgres").query_one("SHOW fsync", &[]).unwrap().get(0);
+    assert_eq!(fsync, "on");
+}
