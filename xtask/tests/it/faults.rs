@@ -503,13 +503,7 @@ fn interrupted_up_then_rerun_completes() {
         let rerun = c.ok(&["up"]);
         assert!(rerun.contains("ready in"), "{rerun}");
         for node in ["citus_master", "citus_worker1", "citus_worker2"] {
-            let dir = c.pgdata(node).parent().unwrap().to_path_buf();
-            let leftovers: Vec<String> = std::fs::read_dir(&dir)
-                .unwrap()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("pgdata.partial"))
-                .collect();
+            let leftovers: Vec<String> = c.beside_pgdata(node).into_iter().filter(|n| n.starts_with("pgdata.partial")).collect();
             assert!(leftovers.is_empty(), "{node}: {leftovers:?}");
             assert!(c.pgdata(node).join("PG_VERSION").exists());
         }
@@ -584,16 +578,9 @@ fn two_ups_at_once_take_turns() {
     let waited: Vec<&std::process::Output> = outs.iter().filter(|o| text(o).contains("waiting for another `up` of cluster `it`")).collect();
     assert_eq!(waited.len(), 1, "exactly one `up` waits for the other");
     assert!(text(waited[0]).contains("citus_worker2: already running"), "{}", text(waited[0]));
-    for node in ["citus_master", "citus_worker1", "citus_worker2"] {
-        let dir = c.pgdata(node);
-        let siblings: Vec<String> = std::fs::read_dir(dir.parent().unwrap())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("pgdata."))
-            .collect();
-        assert!(siblings.is_empty(), "{node}: {siblings:?}");
-        c.connect(["citus_master", "citus_worker1", "citus_worker2"].iter().position(|n| *n == node).unwrap(), "postgres");
+    for (i, node) in ["citus_master", "citus_worker1", "citus_worker2"].into_iter().enumerate() {
+        assert_eq!(c.beside_pgdata(node), Vec::<String>::new(), "{node}");
+        c.connect(i, "postgres");
     }
 }
 

@@ -140,6 +140,13 @@ impl TestCluster {
         self.config.parent().unwrap().join(".citus-data").join(&self.name).join(node).join("pgdata")
     }
 
+    /// What lies beside a local node's data directory under a `pgdata.` name (a half-made
+    /// copy of the template, say).
+    pub(crate) fn beside_pgdata(&self, node: &str) -> Vec<String> {
+        let dir = self.pgdata(node).parent().unwrap().to_path_buf();
+        std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("pgdata.")).collect()
+    }
+
     /// The postmaster pid of a local node.
     pub(crate) fn pid(&self, node: &str) -> Option<i32> {
         let text = std::fs::read_to_string(self.pgdata(node).join("postmaster.pid")).ok()?;
