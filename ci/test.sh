@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (README: "Run the test suite"). Installs what the tests need when it
-# is missing (Debian packages: the PostgreSQL server and client, openssl, mmdebstrap for the
+# is missing (Debian packages: the PostgreSQL server and client, openssl, iproute2's ss, mmdebstrap for the
 # Docker test image; PyPI: python-dotenv), runs every test of the workspace, then checks
 # formatting, clippy and rustdoc. Tests that need Citus or Docker return early when this machine
 # cannot run them and are listed at the end (see DEVELOPERS.md); set
@@ -17,6 +17,8 @@ $have_server || need_pkgs+=(postgresql)
 command -v psql >/dev/null || need_pkgs+=(postgresql-client)
 # `up` makes each local node's TLS certificate with it (a test checks that it did).
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+# `up` names the program holding a taken port with `ss` (tests check the name).
+command -v ss >/dev/null || need_pkgs+=(iproute2)
 if command -v docker >/dev/null && timeout 10 docker info >/dev/null 2>&1; then
   command -v mmdebstrap >/dev/null || need_pkgs+=(mmdebstrap)
 fi

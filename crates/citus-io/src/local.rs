@@ -787,14 +787,25 @@ fn check_port_free(cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
     for h in hosts {
         if let Err(e) = std::net::TcpListener::bind((h, node.client.port)) {
             if e.kind() == std::io::ErrorKind::AddrInUse {
+                let by = holder(node.client.port);
+                // docker-proxy publishes a container's port: most likely this very cluster,
+                // still up on the Docker backend.
+                let docker =
+                    by.as_deref().is_some_and(|h| h.starts_with("docker-proxy")) && state::recorded_backend(cluster) == Some(citus_config::Backend::Docker);
                 bail!(
-                    "node {}: client port {} ({}) is already in use{}; stop that program or change `port` of {} in {}. Nothing was started for this node",
+                    "node {}: client port {} ({}) is already in use{}; {}. Nothing was started for this node",
                     node.name,
                     node.client.port,
                     node.client,
-                    holder(node.client.port).map_or(String::new(), |h| format!(" by {h}")),
-                    node.name,
-                    cluster.source.display()
+                    by.map_or(String::new(), |h| format!(" by {h}")),
+                    if docker {
+                        format!(
+                            "cluster `{}` was started on the Docker backend: stop it first (`cargo xtask down --backend docker`; its volumes are kept)",
+                            cluster.name
+                        )
+                    } else {
+                        format!("stop that program or change `port` of {} in {}", node.name, cluster.source.display())
+                    }
                 );
             }
         }

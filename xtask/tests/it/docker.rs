@@ -134,6 +134,16 @@ fn docker_plain_postgres_nodes_come_up_and_reach_each_other_without_citus() {
 
     let out = c.ok(&["up", "--no-setup"]);
     assert!(out.contains("3 node(s) started and accepting logins"), "{out}");
+    // The local backend on the same ports is refused before it starts anything, and told
+    // that this cluster runs on Docker.
+    let out = c.xtask(&["up", "--no-setup", "--backend", "local"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("is already in use by docker-proxy") && t.contains("was started on the Docker backend: stop it first (`cargo xtask down --backend docker`"),
+        "{t}"
+    );
+    assert!(!c.pgdata("citus_master").exists(), "the refused local `up` made a data directory");
     for i in 0..3 {
         let mut client = c.connect(i, "postgres");
         let preload: String = client.query_one("SELECT current_setting('shared_preload_libraries')", &[]).unwrap().get(0);
