@@ -29,6 +29,9 @@ pub struct Local {
     pub home: Option<PathBuf>,
     /// The `openssl` program, which makes each new node's TLS certificate (see `Local::make_certificate`).
     pub openssl: Option<PathBuf>,
+    /// `[local] data_dir` and the config file that sets it, for the fix of a full file system.
+    pub data_dir: PathBuf,
+    pub source: PathBuf,
 }
 
 /// What [`Local::ensure_data`] found or did.
@@ -79,7 +82,7 @@ pub fn detect(cluster: &Cluster) -> anyhow::Result<Local> {
     } else {
         (None, None)
     };
-    Ok(Local { bin_dir, run_as, home, openssl: which::which("openssl").ok() })
+    Ok(Local { bin_dir, run_as, home, openssl: which::which("openssl").ok(), data_dir: cluster.local.data_dir.clone(), source: cluster.source.clone() })
 }
 
 /// `pg_config --bindir` of a `pg_config` on PATH that is not Debian's `/usr/bin/pg_config`
@@ -182,8 +185,24 @@ impl Local {
     fn run(&self, mut c: std::process::Command, what: &str) -> anyhow::Result<()> {
         let out = c.stdin(std::process::Stdio::null()).output().with_context(|| format!("starting {what}"))?;
         if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            // `cp` says one line per file it could not copy: the first ones tell.
+            let lines: Vec<&str> = err.trim().lines().collect();
+            let shown = match lines.len() {
+                0..=6 => lines.join("\n"),
+                n => format!("{}\n({} more lines)", lines[..4].join("\n"), n - 4),
+            };
+            if err.contains("No space left on device") {
+                bail!(
+                    "{what} failed: the file system is full (No space left on device): {}\n{}\n    fix: free space on the file system of {} (`df -h` shows it), or set [local] data_dir in {} to another one; each node's data directory takes about 50 MB, and the initdb template as much once",
+                    out.status,
+                    shown,
+                    self.data_dir.display(),
+                    self.source.display()
+                );
+            }
             let user = self.run_as.as_ref().map_or(String::new(), |(_, _, u)| format!(" (as OS user {u}: it must be able to enter every parent folder)"));
-            bail!("{what} failed{user}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+            bail!("{what} failed{user}: {}\n{shown}", out.status);
         }
         Ok(())
     }
@@ -1042,6 +1061,26 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command that failed for a full file system gets that fix, its first lines only (cp
+    /// says one line per file); another failure keeps its output and gets none.
+    #[test]
+    fn a_full_file_system_is_named_with_the_fix() {
+        let local =
+            Local { bin_dir: "/pg/bin".into(), run_as: None, home: None, openssl: None, data_dir: "/w/.citus-data".into(), source: "/w/citus.toml".into() };
+        let failing = |stderr: &str| {
+            let mut c = std::process::Command::new("sh");
+            c.args(["-c", &format!("printf '{stderr}' >&2; exit 1")]);
+            local.run(c, "copying the template for node w1").unwrap_err().to_string()
+        };
+        let full: String = (0..40).map(|i| format!("cp: error copying f{i}: No space left on device\\n")).collect();
+        let e = failing(&full);
+        assert!(e.starts_with("copying the template for node w1 failed: the file system is full (No space left on device)"), "{e}");
+        assert!(e.contains("f3: No space") && !e.contains("f4: No space") && e.contains("(36 more lines)"), "{e}");
+        assert!(e.contains("fix: free space on the file system of /w/.citus-data") && e.contains("set [local] data_dir in /w/citus.toml"), "{e}");
+        let e = failing("initdb: error: invalid locale settings\\n");
+        assert!(e.ends_with("initdb: error: invalid locale settings") && !e.contains("fix:"), "{e}");
+    }
 
     #[test]
     fn changed_settings_are_named_and_comments_are_not() {
