@@ -612,6 +612,29 @@ fn changed_settings(started: &str, now: &str) -> Vec<String> {
     keys.into_iter().cloned().collect()
 }
 
+/// The first existing folder on the way to `dir` that user `uid` (primary group `gid`) may
+/// not enter, with its mode; folders that do not exist yet are made by `up`, enterable.
+fn closed_folder(dir: &Path, uid: u32, gid: u32) -> Option<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut p = PathBuf::new();
+    for part in dir.components() {
+        p.push(part);
+        let m = fs::metadata(&p).ok().filter(fs::Metadata::is_dir)?;
+        let mode = m.mode() & 0o7777;
+        let x = if m.uid() == uid {
+            0o100
+        } else if m.gid() == gid {
+            0o010
+        } else {
+            0o001
+        };
+        if mode & x == 0 {
+            return Some((p, mode));
+        }
+    }
+    None
+}
+
 /// The listen address and port a running server wrote to its postmaster.pid (lines 6 and 4;
 /// the address is empty when it listens on no TCP address).
 fn running_address(pgdata: &Path) -> Option<(String, u16)> {
@@ -876,6 +899,18 @@ impl Mode0600 for fs::OpenOptions {
 /// Holds the cluster's [`state::UpLock`] throughout: a concurrent `up` of it waits.
 pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::OnStarted<'_>>, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     let local = detect(cluster)?;
+    if let Some((uid, gid, user)) = &local.run_as {
+        let data_dir = std::path::absolute(&cluster.local.data_dir).unwrap_or_else(|_| cluster.local.data_dir.clone());
+        if let Some((folder, mode)) = closed_folder(&data_dir, *uid, *gid) {
+            bail!(
+                "the servers run as OS user {user} (initdb refuses root), which cannot enter {} (mode {mode:o}) on the way to [local] data_dir {}.\n    fix: let it in (`chmod o+x {}`), or set [local] data_dir in {} to a folder it can reach (e.g. under /tmp or /var/tmp)",
+                folder.display(),
+                data_dir.display(),
+                folder.display(),
+                cluster.source.display()
+            );
+        }
+    }
     let _lock = state::lock_up(cluster, progress)?;
     let nodes: Vec<&Node> = cluster.nodes().collect();
     // Refuse before starting anything when a port is taken by something else, or when a node's
@@ -1080,6 +1115,25 @@ mod tests {
         assert!(e.contains("fix: free space on the file system of /w/.citus-data") && e.contains("set [local] data_dir in /w/citus.toml"), "{e}");
         let e = failing("initdb: error: invalid locale settings\\n");
         assert!(e.ends_with("initdb: error: invalid locale settings") && !e.contains("fix:"), "{e}");
+    }
+
+    /// The first folder another user cannot enter is found on the way down; one that does not
+    /// exist yet ends the search (`up` makes it).
+    #[test]
+    fn the_first_folder_the_servers_user_cannot_enter_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("citus-io-closed-{}", std::process::id()));
+        let (outer, inner) = (root.join("outer"), root.join("outer").join("inner"));
+        fs::create_dir_all(&inner).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&outer, fs::Permissions::from_mode(0o700)).unwrap();
+        // A user and group that own none of it: only the "others" bits count.
+        let (uid, gid) = (65_534, 65_534);
+        let data_dir = inner.join("not-yet").join(".citus-data");
+        assert_eq!(closed_folder(&data_dir, uid, gid), Some((outer.clone(), 0o700)));
+        fs::set_permissions(&outer, fs::Permissions::from_mode(0o711)).unwrap();
+        assert_eq!(closed_folder(&data_dir, uid, gid), None);
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
