@@ -299,12 +299,73 @@ fn coordinator_checks(
             Err(e) => report.push(node, "metadata in sync", false, pg::describe(&e), || "run `cargo xtask setup`".into()),
         }
     }
+    shards_present(t, report, &rows, live);
     // The round trip first: the connections it opens to the workers stay cached in the
     // coordinator's session, so the coordinator's half of the health check reuses them
     // (a new inter-node connection costs ~12 ms of CPU on 2 cores: SCRAM and a backend).
     let coord_c = &mut live[0].1;
     round_trip(t, report, &coord, coord_c);
     all_pairs_health(t, report, &coord, &rows, live);
+}
+
+/// Every shard placement the coordinator's metadata puts in a node's group, by name: the
+/// shard's relation (`shard_name`, which leaves `public` unqualified: qualified here, so the
+/// nodes' search_path plays no part).
+const PLACEMENTS_QUERY: &str = "SELECT p.groupid, array_agg(CASE WHEN n.nspname = 'public' THEN 'public.' || shard_name(s.logicalrelid, s.shardid) \
+     ELSE shard_name(s.logicalrelid, s.shardid) END ORDER BY s.shardid) \
+     FROM pg_dist_placement p JOIN pg_dist_shard s USING (shardid) JOIN pg_class c ON c.oid = s.logicalrelid \
+     JOIN pg_namespace n ON n.oid = c.relnamespace GROUP BY p.groupid";
+
+/// Of the relations named in `$1`, how many this node lacks, and the first three.
+const MISSING_SHARDS_QUERY: &str = "SELECT count(*), (array_agg(r ORDER BY r))[1:3] FROM unnest($1::text[]) r WHERE to_regclass(r) IS NULL";
+
+/// Every reachable node that the coordinator's metadata gives shard placements has their
+/// relations (one query on the coordinator, then one per such node, all at once). A node
+/// whose data directory or database was made anew is registered and in sync again after
+/// `setup`, but its shards are gone: every query on their tables fails.
+fn shards_present(t: &Target<'_>, report: &mut Report, rows: &[Row], live: &mut [(&Node, postgres::Client)]) {
+    let placed: std::collections::BTreeMap<i32, Vec<String>> = match live[0].1.query_typed(PLACEMENTS_QUERY, &[]) {
+        Ok(r) => r.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Err(e) => return report.push(live[0].0, "shards present", false, pg::describe(&e), || "run `cargo xtask setup`".into()),
+    };
+    let group_of = |node: &Node| -> Option<i32> {
+        let own = t.cluster.cluster_address(node, t.backend);
+        if node.name == t.cluster.coordinator.name {
+            return Some(0);
+        }
+        rows.iter().find(|r| r.address == own && r.groupid != 0).map(|r| r.groupid)
+    };
+    type Missing = Result<(i64, Vec<String>), String>;
+    let results: Vec<(&Node, usize, Missing)> = std::thread::scope(|s| {
+        let hs: Vec<_> = live
+            .iter_mut()
+            .filter_map(|(node, client)| {
+                let names = placed.get(&group_of(node)?)?;
+                Some(s.spawn(move || {
+                    let got = client.query_typed_one(MISSING_SHARDS_QUERY, &[(names, Type::TEXT_ARRAY)]);
+                    (&**node, names.len(), got.map(|r| (r.get(0), r.get::<_, Option<Vec<String>>>(1).unwrap_or_default())).map_err(|e| pg::describe(&e)))
+                }))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("shards thread panicked")).collect()
+    });
+    for (node, total, missing) in results {
+        match missing {
+            Ok((0, _)) => report.push(node, "shards present", true, format!("all {total} shard placement(s) the coordinator lists here"), String::new),
+            Ok((n, some)) => report.push(
+                node,
+                "shards present",
+                false,
+                format!("{n} of the {total} shard placement(s) the coordinator lists here are missing, e.g. {}", some.join(", ")),
+                || {
+                    "their rows are not on this node (was its data directory or database made anew?): restore them from a backup, copy the shards from \
+                     another placement if the tables have one (citus_copy_shard_placement), or drop and recreate the tables; queries on them fail until then"
+                        .into()
+                },
+            ),
+            Err(e) => report.push(node, "shards present", false, e, || "run `cargo xtask verify` again; if it persists, see `cargo xtask logs`".into()),
+        }
+    }
 }
 
 /// Every reachable node checks its connection to every other active registered node with

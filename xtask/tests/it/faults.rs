@@ -613,3 +613,35 @@ fn local_server_that_exits_while_starting_fails_up_at_once_with_its_log_and_fix(
     let out = c.ok(&["up", "--no-setup"]);
     assert!(out.contains("3 node(s) started"), "{out}");
 }
+
+/// A worker whose data directory was made anew (deleted while the cluster was down) comes back
+/// registered and in sync, but without the shards the coordinator places on it: `verify`
+/// fails "shards present" for that worker, naming missing shards, and passes it for the other.
+#[test]
+fn a_worker_that_lost_its_shards_fails_verify() {
+    if !citus("a_worker_that_lost_its_shards_fails_verify") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    c.connect(0, &c.database)
+        .batch_execute("CREATE TABLE kept (id int); SELECT create_distributed_table('kept', 'id'); INSERT INTO kept SELECT generate_series(1, 100)")
+        .unwrap();
+    let out = c.ok(&["verify"]);
+    let placed = |node: &str| out.lines().find(|l| l.starts_with("ok") && l.contains(node) && l.contains("shards present")).map(str::to_string);
+    assert!(placed("citus_worker1").is_some_and(|l| l.contains("all 16 shard placement(s)")), "{out}");
+    assert!(placed("citus_worker2").is_some(), "{out}");
+    c.ok(&["down"]);
+    std::fs::remove_dir_all(c.pgdata("citus_worker2").parent().unwrap()).unwrap();
+    c.ok(&["up"]);
+    let out = c.xtask(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    let line = t.lines().find(|l| l.starts_with("FAIL") && l.contains("shards present")).unwrap_or_else(|| panic!("{t}"));
+    assert!(
+        line.contains("citus_worker2") && line.contains("16 of the 16 shard placement(s) the coordinator lists here are missing, e.g. public.kept_"),
+        "{line}"
+    );
+    assert!(t.contains("fix: their rows are not on this node"), "{t}");
+    assert!(t.lines().any(|l| l.starts_with("ok") && l.contains("citus_worker1") && l.contains("shards present")), "{t}");
+}
