@@ -54,12 +54,12 @@ pub(crate) fn open(config: Option<&Path>, workers: Option<usize>, backend: Optio
         })?
     };
     let b = citus_io::state::choose_backend(&cluster, backend);
-    let why = if backend.is_some() {
-        "--backend"
-    } else if citus_io::state::recorded_backend(&cluster).is_some() {
-        "the backend that started this cluster"
-    } else {
-        "the config's `backend`"
+    let recorded = citus_io::state::recorded_backend(&cluster);
+    let why = match (backend, recorded) {
+        (Some(_), Some(r)) if r != b => format!("--backend; the {r} backend started this cluster"),
+        (Some(_), _) => "--backend".to_string(),
+        (None, Some(_)) => "the backend that started this cluster".to_string(),
+        (None, None) => "the config's `backend`".to_string(),
     };
     eprintln!("cluster `{}` from {}, backend {b} ({why}), {n} worker(s) ({workers_why})", cluster.name, cluster.source.display());
     Ok(Opened { cluster, backend: b, configured_workers })

@@ -126,11 +126,16 @@ pub(crate) fn verify(f: flags::Verify) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn down(f: flags::Down) -> anyhow::Result<ExitCode> {
     let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend)?;
+    let data = if f.purge { "deleted (--purge)" } else { "kept (`down --purge` deletes it)" };
     match backend {
-        Backend::Local => local::down(&cluster, f.purge, &progress)?,
+        Backend::Local if local::down(&cluster, f.purge, &progress)? == 0 => {
+            println!("down: no server of cluster `{}` was running here (local backend); data {data}", cluster.name);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Backend::Local => {}
         Backend::Docker => docker::down(&cluster, &pg::credentials(&cluster)?, f.purge, &progress)?,
     }
-    println!("down: cluster `{}` stopped; data {}", cluster.name, if f.purge { "deleted (--purge)" } else { "kept (`down --purge` deletes it)" });
+    println!("down: cluster `{}` stopped; data {data}", cluster.name);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1037,7 +1037,8 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::
 }
 
 /// Stops every node in parallel (clean shutdown); keeps the data unless `purge`.
-pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::Result<()> {
+/// Returns how many servers it stopped (0: none of the cluster's was running here).
+pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::Result<usize> {
     // Every node is signalled before any is waited for. With a thread per node doing both, the
     // first nodes' shutdowns took both cores of the machine measured, and the threads of the
     // last ones got to their signal ~200 ms later (2 of 9 on 1 + 8, strace), holding `down` up.
@@ -1053,25 +1054,26 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
             signalled.push((name, what, signal_dir(name, p.clone())));
         }
     }
-    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+    let results: Vec<anyhow::Result<bool>> = std::thread::scope(|s| {
         let hs: Vec<_> = signalled
             .into_iter()
             .map(|(name, what, signal)| {
-                s.spawn(move || {
-                    match signal? {
-                        Some(stopping) => {
-                            stopping.wait(Duration::from_secs(60))?;
-                            progress(&format!("stopped {what}"));
-                        }
-                        None => progress(&format!("{name} was not running")),
+                s.spawn(move || match signal? {
+                    Some(stopping) => {
+                        stopping.wait(Duration::from_secs(60))?;
+                        progress(&format!("stopped {what}"));
+                        Ok(true)
                     }
-                    Ok(())
+                    None => {
+                        progress(&format!("{name} was not running"));
+                        Ok(false)
+                    }
                 })
             })
             .collect();
         hs.into_iter().map(|h| h.join().expect("stop thread panicked")).collect()
     });
-    crate::all_nodes(results)?;
+    let stopped = crate::all_nodes(results)?.into_iter().filter(|s| *s).count();
     if purge {
         // Only the nodes this run names are deleted; another node folder is said, and kept.
         for (name, p) in &others {
@@ -1090,7 +1092,7 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
         }
         state::forget(cluster);
     }
-    Ok(())
+    Ok(stopped)
 }
 
 #[cfg(test)]

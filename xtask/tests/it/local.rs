@@ -190,13 +190,20 @@ fn the_worker_count_up_started_is_what_later_tasks_act_on() {
     let out = c.xtask(&["down"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("stopped citus_worker2 (not one of this run's 1 worker(s); its data is kept)"), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("down: cluster `it` stopped; data kept"), "{}", text(&out));
     assert!(crate::harness::gone_soon(worker2), "citus_worker2 (pid {worker2}) still runs 5 s after `down`");
     for pid in others {
         assert!(crate::harness::gone_soon(pid), "server {pid} still runs 5 s after `down`");
     }
-    // `down --purge` deletes only this run's nodes and names the one it kept.
+    // `down --purge` deletes only this run's nodes and names the one it kept; with nothing
+    // running, it says so instead of "stopped".
     let out = c.xtask(&["down", "--purge"]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("down: no server of cluster `it` was running here (local backend); data deleted (--purge)"),
+        "{}",
+        text(&out)
+    );
     let kept = c.pgdata("citus_worker2");
     assert!(text(&out).contains(&format!("kept citus_worker2's data in {}", kept.parent().unwrap().display())), "{}", text(&out));
     assert!(kept.join("PG_VERSION").exists(), "citus_worker2's data was deleted");
