@@ -95,7 +95,7 @@ pub(crate) fn setup(f: flags::Setup) -> anyhow::Result<ExitCode> {
         // Said at once, not only when the wait runs out: setup waits for nodes that start late.
         for n in cluster.nodes() {
             let pgdata = local::paths(&cluster, n).pgdata;
-            if pgdata.join("PG_VERSION").exists() && local::running_pid(&pgdata).is_none() {
+            if local::running_pid(&pgdata).is_none() && pgdata.join("PG_VERSION").exists() {
                 progress(&format!(
                     "{}: no server runs on its data directory {}: `cargo xtask up` starts it (waiting up to {} s for one to start meanwhile)",
                     n.name,
