@@ -61,7 +61,8 @@ xflags::xflags! {
             /// Print the checks as JSON instead of a table.
             optional --json
         }
-        /// Stop the nodes. The data (local data directories, docker volumes) is kept.
+        /// Stop the nodes, and any worker a larger `up --workers` left running. The data
+        /// (local data directories, docker volumes) is kept.
         cmd down {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
@@ -70,7 +71,8 @@ xflags::xflags! {
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the count the last `up --workers` started, else the config's).
             optional -w, --workers n: usize
-            /// Also delete this cluster's data: its local data directories or docker volumes.
+            /// Also delete the data of the nodes it acts on (local data directories or docker
+            /// volumes); any other node's of this cluster is named and kept.
             optional --purge
         }
         /// Print what a test runner needs to use the cluster: environment variables, Django
