@@ -91,20 +91,6 @@ pub(crate) fn setup(f: flags::Setup) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let creds = pg::credentials(&cluster)?;
-    if backend == Backend::Local {
-        // Said at once, not only when the wait runs out: setup waits for nodes that start late.
-        for n in cluster.nodes() {
-            let pgdata = local::paths(&cluster, n).pgdata;
-            if local::running_pid(&pgdata).is_none() && pgdata.join("PG_VERSION").exists() {
-                progress(&format!(
-                    "{}: no server runs on its data directory {}: `cargo xtask up` starts it (waiting up to {} s for one to start meanwhile)",
-                    n.name,
-                    pgdata.display(),
-                    cluster.ready_timeout_secs
-                ));
-            }
-        }
-    }
     let target = setup::Target { cluster: &cluster, backend, creds: &creds };
     let outcome = setup::run(&target, deadline(&cluster), &progress)?;
     print_outcome(&outcome);

@@ -612,6 +612,23 @@ fn changed_settings(started: &str, now: &str) -> Vec<String> {
     keys.into_iter().cloned().collect()
 }
 
+/// Says, per node whose data directory this tool made and that no server runs on, that
+/// `cargo xtask up` starts it: at once, not only when a wait for it runs out (`setup` still
+/// waits, since a node may be starting).
+pub fn say_stopped(cluster: &Cluster, progress: Progress<'_>) {
+    for n in cluster.nodes() {
+        let pgdata = paths(cluster, n).pgdata;
+        if running_pid(&pgdata).is_none() && pgdata.join("PG_VERSION").exists() {
+            progress(&format!(
+                "{}: no server runs on its data directory {}: `cargo xtask up` starts it (waiting up to {} s for one to start meanwhile)",
+                n.name,
+                pgdata.display(),
+                cluster.ready_timeout_secs
+            ));
+        }
+    }
+}
+
 /// The first existing folder on the way to `dir` that user `uid` (primary group `gid`) may
 /// not enter, with its mode; folders that do not exist yet are made by `up`, enterable.
 fn closed_folder(dir: &Path, uid: u32, gid: u32) -> Option<(PathBuf, u32)> {

@@ -256,6 +256,9 @@ fn check_distinct_servers(conns: &Conns<'_>, ids: &[String]) -> anyhow::Result<(
 pub fn run(t: &Target<'_>, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     // Before connecting: plain PostgreSQL nodes are refused without waiting for them.
     check_preload(t.cluster)?;
+    if t.backend == citus_config::Backend::Local {
+        crate::local::say_stopped(t.cluster, progress);
+    }
     let conns = connect_all(t, deadline, progress)?;
     run_with(t, conns, progress)
 }
