@@ -44,6 +44,10 @@ xflags::xflags! {
             optional --dry-run
             /// With --dry-run: the Citus version to plan for (default 13.2).
             optional --citus-version version: String
+            /// Drop the shard tables of an earlier cluster that this worker still holds, then
+            /// register it (their rows are lost). Without it, setup refuses such a worker,
+            /// whose coordinator was made anew: its shards would stay behind, orphaned.
+            repeated --drop-orphaned-shards worker: String
         }
         /// Check the cluster: every node reachable with citus preloaded and installed at one
         /// version, the coordinator host and exactly the configured workers registered and
@@ -178,6 +182,7 @@ pub struct Setup {
     pub workers: Option<usize>,
     pub dry_run: bool,
     pub citus_version: Option<String>,
+    pub drop_orphaned_shards: Vec<String>,
 }
 
 #[derive(Debug)]

@@ -63,7 +63,8 @@ pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
     }
     // The connections that proved the nodes ready are the ones setup uses: no second login.
     let early = early.into_inner().expect("early steps");
-    let outcome = setup::run_with_early(&target, setup::Conns::from_ready(&target, ready), &early, &progress).context("setup after up")?;
+    let outcome =
+        setup::run_with_early(&target, setup::Conns::from_ready(&target, ready), &early, &setup::Allow::default(), &progress).context("setup after up")?;
     print_outcome(&outcome);
     println!(
         "up: cluster `{}` ready in {:.2} s: coordinator {} at {}, {} worker(s); check it with `cargo xtask verify`",
@@ -78,6 +79,15 @@ pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn setup(f: flags::Setup) -> anyhow::Result<ExitCode> {
     let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend)?;
+    for name in &f.drop_orphaned_shards {
+        if f.dry_run {
+            return Err(UsageError("--drop-orphaned-shards: which tables to drop is known only on the live cluster; run it without --dry-run".into()).into());
+        }
+        if !cluster.workers.iter().any(|w| w.name == *name) {
+            let workers: Vec<&str> = cluster.workers.iter().map(|w| w.name.as_str()).collect();
+            return Err(UsageError(format!("--drop-orphaned-shards {name}: not a worker of this run (its workers: {})", workers.join(", "))).into());
+        }
+    }
     if f.dry_run {
         let v = match f.citus_version.as_deref() {
             Some(s) => citus_plan::Version::parse(s).ok_or_else(|| UsageError(format!("--citus-version {s}: expected MAJOR.MINOR, e.g. 13.2")))?,
@@ -92,7 +102,8 @@ pub(crate) fn setup(f: flags::Setup) -> anyhow::Result<ExitCode> {
     }
     let creds = pg::credentials(&cluster)?;
     let target = setup::Target { cluster: &cluster, backend, creds: &creds };
-    let outcome = setup::run(&target, deadline(&cluster), &progress)?;
+    let allow = setup::Allow { drop_orphaned_shards: f.drop_orphaned_shards };
+    let outcome = setup::run(&target, deadline(&cluster), &allow, &progress)?;
     print_outcome(&outcome);
     Ok(ExitCode::SUCCESS)
 }

@@ -252,15 +252,24 @@ fn check_distinct_servers(conns: &Conns<'_>, ids: &[String]) -> anyhow::Result<(
     Ok(())
 }
 
+/// What `setup` may do beyond bringing the cluster to its config, each only where the user
+/// named it.
+#[derive(Debug, Clone, Default)]
+pub struct Allow {
+    /// Workers about to be registered on which to drop the shard tables of an earlier
+    /// cluster, instead of refusing them (see `orphaned_shards`; `setup --drop-orphaned-shards`).
+    pub drop_orphaned_shards: Vec<String>,
+}
+
 /// Brings the cluster to the configured state; safe to repeat and to run twice at once.
-pub fn run(t: &Target<'_>, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<Outcome> {
+pub fn run(t: &Target<'_>, deadline: Instant, allow: &Allow, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     // Before connecting: plain PostgreSQL nodes are refused without waiting for them.
     check_preload(t.cluster)?;
     if t.backend == citus_config::Backend::Local {
         crate::local::say_stopped(t.cluster, progress);
     }
     let conns = connect_all(t, deadline, progress)?;
-    run_with(t, conns, progress)
+    run_with_early(t, conns, &[], allow, progress)
 }
 
 /// What [`first_steps`] did on one node: which node, and its state before.
@@ -299,12 +308,12 @@ pub fn first_steps(t: &Target<'_>, node: &Node, ready: crate::ReadyConn, progres
 
 /// [`run`] on connections already open, e.g. [`Conns::from_ready`] right after `up`.
 pub fn run_with(t: &Target<'_>, conns: Conns<'_>, progress: Progress<'_>) -> anyhow::Result<Outcome> {
-    run_with_early(t, conns, &[], progress)
+    run_with_early(t, conns, &[], &Allow::default(), progress)
 }
 
 /// [`run_with`] after [`first_steps`] ran on some nodes: what those did counts as changed by
 /// this run, not as found in place.
-pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], progress: Progress<'_>) -> anyhow::Result<Outcome> {
+pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], allow: &Allow, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     check_preload(t.cluster)?;
     let made_database = lock_setup(t, &mut conns, progress)?;
     // Read-only so far (but for a database `lock_setup` created, after the same check): two
@@ -318,9 +327,17 @@ pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], pro
         }
     }
     let plan = citus_plan::plan(t.cluster, t.backend, &observed, &t.creds.password)?;
+    let dropped = orphaned_shards(t, &mut conns, &observed, &plan, &allow.drop_orphaned_shards)?;
     apply(t, &mut conns, &plan, progress)?;
     wait_metadata_synced(t, &mut conns.nodes[0], progress)?;
-    let mut outcome = Outcome { in_place: plan.in_place.clone(), left_alone: plan.left_alone.clone(), ..Outcome::default() };
+    let mut outcome = Outcome { changed: dropped, in_place: plan.in_place.clone(), left_alone: plan.left_alone.clone() };
+    for name in &allow.drop_orphaned_shards {
+        if !outcome.changed.iter().any(|l| l.starts_with(&format!("{name}: dropped "))) {
+            outcome.left_alone.push(format!(
+                "{name}: --drop-orphaned-shards dropped nothing: only a worker about to be registered that holds shards of an earlier cluster has any"
+            ));
+        }
+    }
     if let Some((line, in_place)) = made_database {
         outcome.changed.push(line);
         outcome.in_place.retain(|l| *l != in_place);
@@ -337,6 +354,103 @@ pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], pro
     outcome.changed.extend(plan.steps().map(|s| format!("{}: {}", s.node, s.done(t.cluster))));
     conns.close();
     Ok(outcome)
+}
+
+/// The shard tables a worker's own metadata places on it and that exist there, in shard id
+/// order: `(shard id, name)`, the name as `shard_name` gives it (schema-qualified outside
+/// `public`, each part quoted by the server's `quote_identifier` where needed), which is how
+/// `to_regclass` and `DROP TABLE` read it. Not through `pg_class`: Citus hides the shards it
+/// knows from queries of it.
+const OWN_SHARDS: &str = "SELECT s.shardid, pg_catalog.shard_name(s.logicalrelid, s.shardid) FROM pg_dist_shard s \
+     WHERE EXISTS (SELECT 1 FROM pg_dist_placement p WHERE p.shardid = s.shardid AND p.groupid = (SELECT groupid FROM pg_dist_local_group)) \
+       AND to_regclass(pg_catalog.shard_name(s.logicalrelid, s.shardid)) IS NOT NULL \
+     ORDER BY s.shardid";
+
+/// Before any membership change: a worker about to be registered that still holds shards of
+/// a cluster whose coordinator does not know it (its coordinator was made anew, its data
+/// directory or volume deleted while the worker's was kept, or it belonged to another
+/// cluster) is refused, unless `drop` names it: then those tables are dropped on it, and the
+/// returned lines say so.
+///
+/// Registering such a worker makes Citus sync the coordinator's metadata to it, which drops
+/// the worker's old metadata and shell tables but not its shards (`worker_drop_distributed_table`
+/// says so), so they stay behind, unknown to every node, `verify` passes, and the next
+/// distributed table whose shard gets one of their names fails with "relation ... already
+/// exists". Only a worker about to be added whose own `pg_dist_local_group` names a group (a
+/// fresh one has 0) is asked; a shard the coordinator also has, under the same id and name (a
+/// worker removed and added back), is not counted. Dropping them by hand is a trap of its own:
+/// `\dt` hides them and Citus refuses `DROP TABLE` on a shard it knows unless
+/// `citus.enable_manual_changes_to_shards` is on.
+fn orphaned_shards(t: &Target<'_>, conns: &mut Conns<'_>, observed: &Observed, plan: &Plan, drop: &[String]) -> anyhow::Result<Vec<String>> {
+    let candidates: Vec<&str> = plan
+        .steps()
+        .filter(|s| s.kind == StepKind::AddWorker)
+        .filter_map(|s| s.subject.as_deref())
+        .filter(|w| observed.nodes.get(*w).is_some_and(|st| st.installed.is_some() && st.local_group.is_some_and(|g| g > 0)))
+        .collect();
+    let coordinator_installed = observed.nodes.get(&t.cluster.coordinator.name).is_some_and(|st| st.installed.is_some());
+    let mut dropped = Vec::new();
+    for name in candidates {
+        let Some(i) = conns.nodes.iter().position(|nc| nc.node.name == name) else { continue };
+        let node = conns.nodes[i].node;
+        let ctx = || format!("reading the shards {} at {} holds from an earlier cluster", node.name, node.client);
+        let rows = conns.nodes[i].target(t).with_context(ctx)?.query_typed(OWN_SHARDS, &[]).with_context(ctx)?;
+        let mut shards: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        if !shards.is_empty() && coordinator_installed {
+            let ids: Vec<i64> = shards.iter().map(|(id, _)| *id).collect();
+            let coord = &mut conns.nodes[0];
+            let ctx = || format!("reading pg_dist_shard on {} at {}", coord.node.name, coord.node.client);
+            let known: Vec<(i64, String)> = coord
+                .target(t)
+                .with_context(ctx)?
+                .query_typed(
+                    "SELECT shardid, pg_catalog.shard_name(logicalrelid, shardid) FROM pg_dist_shard WHERE shardid = ANY($1)",
+                    &[(&ids, Type::INT8_ARRAY)],
+                )
+                .with_context(ctx)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            shards.retain(|s| !known.contains(s));
+        }
+        if shards.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = shards.iter().map(|(_, n)| n.as_str()).collect();
+        if drop.iter().any(|d| d == name) {
+            let ctx = || format!("dropping {} orphaned shard table(s) on {} at {}", names.len(), node.name, node.client);
+            let c = conns.nodes[i].target(t).with_context(ctx)?;
+            let mut tx = c.transaction().with_context(ctx)?;
+            tx.batch_execute("SET LOCAL citus.enable_manual_changes_to_shards = on").with_context(ctx)?;
+            tx.batch_execute(&format!("DROP TABLE {}", names.join(", "))).with_context(ctx)?;
+            tx.commit().with_context(ctx)?;
+            dropped.push(format!("{name}: dropped {} shard table(s) of an earlier cluster ({}; --drop-orphaned-shards)", names.len(), shortened(&names)));
+            continue;
+        }
+        bail!(
+            "worker {} at {} holds {} shard table(s) of a cluster whose coordinator does not know this worker ({}): \
+             the coordinator was made anew while this worker's data was kept, or the worker belonged to another cluster. \
+             Registering it would leave them orphaned (Citus drops a re-registered worker's old metadata, not its shards), \
+             and a new distributed table whose shard gets one of these names would fail with \"relation ... already exists\". \
+             Nothing was registered.\n    \
+             fix: to keep them, start the coordinator that knew this worker again; to discard them (their rows are lost), \
+             `cargo xtask setup --drop-orphaned-shards {}` drops them and registers the worker",
+            node.name,
+            node.client,
+            names.len(),
+            shortened(&names),
+            node.name,
+        );
+    }
+    Ok(dropped)
+}
+
+/// The first three names, then how many more.
+fn shortened(names: &[&str]) -> String {
+    match names.len() {
+        0..=3 => names.join(", "),
+        n => format!("{} and {} more", names[..3].join(", "), n - 3),
+    }
 }
 
 /// Takes [`SETUP_LOCK_KEY`] on the coordinator, waiting (and saying so) while another setup

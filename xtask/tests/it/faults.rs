@@ -645,3 +645,62 @@ fn a_worker_that_lost_its_shards_fails_verify() {
     assert!(t.contains("fix: their rows are not on this node"), "{t}");
     assert!(t.lines().any(|l| l.starts_with("ok") && l.contains("citus_worker1") && l.contains("shards present")), "{t}");
 }
+
+#[test]
+fn a_worker_that_kept_the_shards_of_a_coordinator_made_anew_is_refused_until_named() {
+    if !citus("a_worker_that_kept_the_shards_of_a_coordinator_made_anew_is_refused_until_named") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    let tables = "CREATE TABLE t (id int PRIMARY KEY, v text); SELECT create_distributed_table('t', 'id'); \
+                  CREATE TABLE r (id int); SELECT create_reference_table('r')";
+    c.connect(0, &c.database).batch_execute(tables).unwrap();
+    c.connect(0, &c.database).batch_execute("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g").unwrap();
+    // The coordinator (and worker 1) made anew; worker 2 keeps its data, shards included.
+    c.ok(&["down", "--purge", "--workers", "1"]);
+    let shard_count = |i: usize| -> i64 {
+        c.connect(i, &c.database)
+            .query_one("SELECT count(*) FROM pg_dist_shard s WHERE to_regclass(shard_name(s.logicalrelid, s.shardid)) IS NOT NULL", &[])
+            .unwrap()
+            .get(0)
+    };
+    let out = c.xtask(&["up"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains(&format!("worker citus_worker2 at localhost:{}", c.port(2))) && t.contains("shard table(s) of a cluster"), "{t}");
+    assert!(t.contains("`cargo xtask setup --drop-orphaned-shards citus_worker2`"), "{t}");
+    // Refused before it was registered, and nothing of it was dropped.
+    let mut coord = c.connect(0, &c.database);
+    let port2 = i32::from(c.port(2));
+    let registered =
+        |coord: &mut postgres::Client| -> i64 { coord.query_one("SELECT count(*) FROM pg_dist_node WHERE nodeport = $1", &[&port2]).unwrap().get(0) };
+    assert_eq!(registered(&mut coord), 0, "{t}");
+    let kept = shard_count(2);
+    assert!(kept > 1, "worker 2 holds {kept} shards: {t}");
+    // A plain setup refuses it again; naming another worker does not drop these.
+    let out = c.xtask(&["setup", "--drop-orphaned-shards", "citus_worker1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(shard_count(2), kept);
+    // Named: its shards are dropped, it is registered, and the same tables can be made again.
+    let t = c.ok(&["setup", "--drop-orphaned-shards", "citus_worker2"]);
+    assert!(t.contains(&format!("citus_worker2: dropped {kept} shard table(s) of an earlier cluster")), "{t}");
+    assert_eq!(registered(&mut coord), 1, "{t}");
+    c.ok(&["verify"]);
+    coord.batch_execute(tables).unwrap();
+    c.ok(&["verify"]);
+    // Once registered, the name drops nothing more, and says so.
+    let t = c.ok(&["setup", "--drop-orphaned-shards", "citus_worker2"]);
+    assert!(t.contains("nothing to change") && t.contains("--drop-orphaned-shards dropped nothing"), "{t}");
+    assert!(shard_count(2) > 0, "{t}");
+}
+
+#[test]
+fn drop_orphaned_shards_names_a_worker_of_the_run() {
+    let c = TestCluster::new(Spec::default());
+    let out = c.xtask(&["setup", "--drop-orphaned-shards", "citus_master"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not a worker of this run (its workers: citus_worker1, citus_worker2)"), "{}", text(&out));
+    let out = c.xtask(&["setup", "--dry-run", "--drop-orphaned-shards", "citus_worker2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
