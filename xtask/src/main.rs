@@ -25,7 +25,7 @@ pub(crate) fn progress(line: &str) {
 }
 
 /// The tasks, as `--help` lists them (for the hint after a flag error).
-const TASKS: [&str; 9] = ["up", "setup", "verify", "down", "test-env", "psql", "logs", "compose", "bench"];
+const TASKS: [&str; 10] = ["up", "setup", "verify", "status", "down", "test-env", "psql", "logs", "compose", "bench"];
 
 fn main() -> ExitCode {
     // The benchmark is a crate of its own (crates/citus-bench), built only when asked for; its
@@ -58,6 +58,7 @@ fn main() -> ExitCode {
         flags::XtaskCmd::Down(f) => tasks::down(f),
         flags::XtaskCmd::TestEnv(f) => tasks::test_env(f),
         flags::XtaskCmd::Psql(f) => tasks::psql(f),
+        flags::XtaskCmd::Status(f) => tasks::status(f),
         flags::XtaskCmd::Logs(f) => tasks::logs(f),
         flags::XtaskCmd::Compose(f) => tasks::compose(f),
         flags::XtaskCmd::Bench(_) => unreachable!("`bench` is handed to citus-bench before the flags are parsed"),

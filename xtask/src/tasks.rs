@@ -223,6 +223,52 @@ pub(crate) fn logs(f: flags::Logs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
+    use citus_io::status::Server;
+    let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend)?;
+    let creds = pg::credentials(&cluster)?;
+    let st = citus_io::status::read(&cluster, backend, &creds)?;
+    let rows: Vec<[String; 4]> = st
+        .nodes
+        .iter()
+        .map(|n| {
+            let (state, detail) = match &n.server {
+                Server::Running(d) => ("running", d),
+                Server::Stopped(d) => ("stopped", d),
+                Server::Absent(d) => ("absent", d),
+            };
+            [n.node.clone(), n.client.clone(), state.to_string(), detail.clone()]
+        })
+        .collect();
+    let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
+    let (w0, w1, w2) = (width(0), width(1), width(2));
+    for (r, n) in rows.iter().zip(&st.nodes) {
+        println!("{:w0$}  {:w1$}  {:w2$}  {}", r[0], r[1], r[2], r[3]);
+        match &n.login {
+            Some(Ok(found)) => println!("{:w0$}  {:w1$}  {:w2$}  login ok: {found}", "", "", ""),
+            Some(Err(e)) => println!("{:w0$}  {:w1$}  {:w2$}  login FAILED: {e}", "", "", ""),
+            None => {}
+        }
+    }
+    for o in &st.others {
+        println!("also running: {o}");
+    }
+    let total = st.nodes.len();
+    let ready = st.nodes.iter().filter(|n| matches!(n.login, Some(Ok(_)))).count();
+    let running = st.nodes.iter().filter(|n| matches!(n.server, Server::Running(_))).count();
+    if st.all_ready() {
+        println!("status: all {total} node(s) of cluster `{}` run and accept logins; `cargo xtask verify` checks the cluster", cluster.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let next = match running {
+        0 => "`cargo xtask up` starts them",
+        r if r < total => "`cargo xtask up` starts the others",
+        _ => "see the failed logins above",
+    };
+    println!("status: {ready} of {total} node(s) of cluster `{}` run and accept logins; {next}", cluster.name);
+    Ok(ExitCode::FAILURE)
+}
+
 pub(crate) fn compose(f: flags::Compose) -> anyhow::Result<ExitCode> {
     let cluster = config::load(f.config.as_deref(), f.workers)?;
     let text = citus_compose::render(&cluster);

@@ -164,6 +164,14 @@ pub fn containers(cluster: &Cluster) -> anyhow::Result<Vec<Container>> {
     Ok(parse_ps(&String::from_utf8_lossy(&out.stdout)))
 }
 
+/// The names of the volumes of `cluster`'s compose project (by compose's project label).
+pub fn volumes(cluster: &Cluster) -> anyhow::Result<Vec<String>> {
+    let sh = Shell::new()?;
+    let label = format!("label=com.docker.compose.project={}", project_name(cluster));
+    let out = cmd!(sh, "docker volume ls --quiet --filter {label}").quiet().ignore_stderr().read().context("running docker volume ls")?;
+    Ok(out.lines().map(str::trim).filter(|v| !v.is_empty()).map(String::from).collect())
+}
+
 fn parse_ps(text: &str) -> Vec<Container> {
     text.lines()
         .filter_map(|l| {
@@ -307,10 +315,7 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
     ));
     if purge {
         // Only this run's nodes' volumes were removed; any other of the project's is said, and kept.
-        let project = project_name(cluster);
-        let label = format!("label=com.docker.compose.project={project}");
-        let left = cmd!(sh, "docker volume ls --quiet --filter {label}").quiet().ignore_stderr().read().unwrap_or_default();
-        for v in left.lines().map(str::trim).filter(|v| !v.is_empty()) {
+        for v in volumes(cluster).unwrap_or_default() {
             progress(&format!(
                 "kept volume {v}: not one of this run's {} worker(s); `down --purge --workers N`, N the count that started it, removes it",
                 cluster.workers.len()

@@ -14,6 +14,7 @@ pub mod psql;
 pub mod scram;
 pub mod setup;
 pub mod state;
+pub mod status;
 pub mod verify;
 
 /// Receives one human-readable progress line at a time (the xtask prints them to stderr).

@@ -486,7 +486,7 @@ fn signal_dir(name: &str, p: NodePaths) -> anyhow::Result<Option<Stopping>> {
 
 /// The node folders in the cluster's folder that are not among `cluster`'s nodes: workers an
 /// earlier `up --workers N` started beyond the count this run acts on.
-fn other_node_dirs(cluster: &Cluster) -> Vec<(String, NodePaths)> {
+pub(crate) fn other_node_dirs(cluster: &Cluster) -> Vec<(String, NodePaths)> {
     let Ok(entries) = fs::read_dir(state::cluster_dir(cluster)) else { return Vec::new() };
     let mut found: Vec<(String, NodePaths)> = entries
         .flatten()

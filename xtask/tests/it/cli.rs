@@ -30,7 +30,7 @@ fn a_missing_task_or_a_bad_flag_says_what_there_is() {
 fn help_explains_every_task() {
     let out = xtask(&["--help"]);
     let t = text(&out);
-    for task in ["up", "setup", "verify", "down", "test-env", "psql", "logs", "compose", "bench"] {
+    for task in ["up", "setup", "verify", "status", "down", "test-env", "psql", "logs", "compose", "bench"] {
         assert!(t.contains(&format!("xtask {task}\n")), "--help does not explain {task}: {t}");
     }
     let up = text(&xtask(&["up", "--help"]));

@@ -100,8 +100,16 @@ fn docker_stopped_worker_fails_verify_and_recovers() {
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out);
     assert!(t.lines().any(|l| l.starts_with("FAIL") && l.contains("citus_worker2") && l.contains(&format!("localhost:{}", c.port(2)))), "{t}");
+    // `status` names the stopped container and the volume that keeps its data.
+    let out = c.xtask(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    let w2 = t.lines().find(|l| l.starts_with("citus_worker2")).unwrap_or_else(|| panic!("{t}"));
+    assert!(w2.contains("stopped") && w2.contains(&id[..12]) && w2.contains(&format!("data kept in volume {}_citus_worker2_data", c.name)), "{t}");
+    assert_eq!(t.matches("login ok: citus ").count(), 2, "{t}");
     c.ok(&["up"]);
     c.ok(&["verify"]);
+    assert!(c.ok(&["status"]).contains("all 3 node(s)"));
 }
 
 fn project_containers(c: &TestCluster) -> Vec<String> {

@@ -494,3 +494,44 @@ fn settings_changed_under_running_nodes_are_named_by_up() {
     let fsync: String = c.connect(1, "postgres").query_one("SHOW fsync", &[]).unwrap().get(0);
     assert_eq!(fsync, "on");
 }
+
+#[test]
+fn status_names_each_node_running_stopped_or_absent_and_changes_nothing() {
+    if !citus("status_names_each_node_running_stopped_or_absent_and_changes_nothing") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    let line = |t: &str, node: &str| t.lines().find(|l| l.starts_with(node)).unwrap_or_else(|| panic!("no line for {node}: {t}")).to_string();
+    // Nothing made yet: every node absent, exit 1, and status makes nothing.
+    let out = c.xtask(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    for (i, n) in ["citus_master", "citus_worker1", "citus_worker2"].iter().enumerate() {
+        let l = line(&t, n);
+        assert!(l.contains(&format!("localhost:{}", c.port(i))) && l.contains("absent") && l.contains("no data directory"), "{t}");
+    }
+    assert!(t.contains("0 of 3 node(s)") && t.contains("`cargo xtask up` starts them"), "{t}");
+    assert!(!c.pgdata("citus_master").exists(), "status made a data directory: {t}");
+
+    c.ok(&["up"]);
+    let t = c.ok(&["status"]);
+    assert_eq!(t.matches("login ok: citus ").count(), 3, "{t}");
+    assert!(line(&t, "citus_worker1").contains(&format!("running  pid {}", c.pid("citus_worker1").unwrap())), "{t}");
+    assert!(t.contains("all 3 node(s)"), "{t}");
+
+    // A stopped worker: named with where its data is kept; the others still run.
+    c.kill("citus_worker2", libc::SIGINT);
+    let out = c.xtask(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(line(&t, "citus_worker2").contains(&format!("stopped  data kept in {}", c.pgdata("citus_worker2").display())), "{t}");
+    assert!(t.contains("2 of 3 node(s)") && t.contains("`cargo xtask up` starts the others"), "{t}");
+
+    // A login the nodes refuse: each running node says so, without the password.
+    c.ok(&["up"]);
+    let out = c.xtask_env(&["status"], &[("CITUS_IT_PASSWORD", "not-the-password")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert_eq!(t.matches("login FAILED: ").count(), 3, "{t}");
+    assert!(t.contains("authentication failed") && t.contains("see the failed logins above") && !t.contains("not-the-password"), "{t}");
+}

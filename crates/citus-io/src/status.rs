@@ -1,0 +1,139 @@
+//! `status`: per node, whether its server runs (a local process or a container) and whether it
+//! accepts the cluster's login, changing nothing: no server is started or stopped, no data
+//! directory or database is made.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use citus_config::{Backend, Cluster};
+
+use crate::{docker, local, pg};
+
+/// What runs for one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Server {
+    /// Its server runs: how it is known (`pid 1234`, `container 0a1b2c3d4e5f, Up 5 minutes`).
+    Running(String),
+    /// Its data is there but no server runs on it: where the data is, or the container's state.
+    Stopped(String),
+    /// Nothing of it: no data directory, or no container and no volume.
+    Absent(String),
+}
+
+/// One node's status.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub node: String,
+    /// Its client address, `host:port`.
+    pub client: String,
+    pub server: Server,
+    /// For a running server: `Ok` with what the login found (the citus version installed in
+    /// the cluster's database), `Err` with why it failed. `None` when nothing runs.
+    pub login: Option<Result<String, String>>,
+}
+
+/// Every node of the run, coordinator first, and what else of the cluster runs.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub nodes: Vec<NodeStatus>,
+    /// Servers of the same cluster that are not among this run's nodes (workers a larger
+    /// `up --workers N` started), one line each.
+    pub others: Vec<String>,
+}
+
+impl Status {
+    /// Every node runs and accepts the login.
+    pub fn all_ready(&self) -> bool {
+        self.nodes.iter().all(|n| matches!(n.login, Some(Ok(_))))
+    }
+}
+
+/// How long a login may take before the node is reported as not accepting it.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Reads the status of `cluster`'s nodes on `backend`; logs in (all nodes at once) to the
+/// ones that run.
+pub fn read(cluster: &Cluster, backend: Backend, creds: &pg::Credentials) -> anyhow::Result<Status> {
+    let mut status = match backend {
+        Backend::Local => local_servers(cluster),
+        Backend::Docker => docker_servers(cluster)?,
+    };
+    let logins: Vec<Option<Result<String, String>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = status
+            .nodes
+            .iter()
+            .zip(cluster.nodes())
+            .map(|(st, node)| {
+                let running = matches!(st.server, Server::Running(_));
+                s.spawn(move || running.then(|| login(node, creds, &cluster.database)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Some(Err("the login check panicked".into())))).collect()
+    });
+    for (st, l) in status.nodes.iter_mut().zip(logins) {
+        st.login = l;
+    }
+    Ok(status)
+}
+
+fn login(node: &citus_config::Node, creds: &pg::Credentials, database: &str) -> Result<String, String> {
+    let mut c = pg::connect(node, creds, database, LOGIN_TIMEOUT).map_err(|e| match e {
+        pg::ConnectError::NoDatabase { .. } => format!("no database {database:?} (`cargo xtask setup` creates it)"),
+        pg::ConnectError::Unreachable { detail, .. } => detail,
+        auth @ pg::ConnectError::Auth { .. } => auth.to_string(),
+    })?;
+    let row = c.query_one("SELECT (SELECT extversion FROM pg_extension WHERE extname = 'citus')", &[]).map_err(|e| pg::describe(&e))?;
+    let version: Option<String> = row.get(0);
+    Ok(match version {
+        Some(v) => format!("citus {v} in {database:?}"),
+        None => format!("no citus extension in {database:?} (`cargo xtask setup` creates it)"),
+    })
+}
+
+fn local_servers(cluster: &Cluster) -> Status {
+    let nodes = cluster
+        .nodes()
+        .map(|n| {
+            let p = local::paths(cluster, n);
+            let server = match local::running_pid(&p.pgdata) {
+                Some(pid) => Server::Running(format!("pid {pid}, data in {}", p.pgdata.display())),
+                None if p.pgdata.join("PG_VERSION").exists() => Server::Stopped(format!("data kept in {}", p.pgdata.display())),
+                None => Server::Absent(format!("no data directory ({})", p.pgdata.display())),
+            };
+            NodeStatus { node: n.name.clone(), client: n.client.to_string(), server, login: None }
+        })
+        .collect();
+    let others = local::other_node_dirs(cluster)
+        .into_iter()
+        .filter_map(|(name, p)| {
+            local::running_pid(&p.pgdata).map(|pid| format!("{name}: runs (pid {pid}), not one of this run's {} worker(s)", cluster.workers.len()))
+        })
+        .collect();
+    Status { nodes, others }
+}
+
+fn docker_servers(cluster: &Cluster) -> anyhow::Result<Status> {
+    let containers = docker::containers(cluster)?;
+    let volumes = docker::volumes(cluster).context("listing the cluster's docker volumes")?;
+    let project = docker::project_name(cluster);
+    let nodes = cluster
+        .nodes()
+        .map(|n| {
+            let volume = format!("{project}_{}", citus_compose::volume_name(n));
+            let data = if volumes.contains(&volume) { format!("data kept in volume {volume}") } else { format!("no volume {volume}") };
+            let server = match containers.iter().find(|c| c.service == n.name) {
+                Some(c) if c.state == "running" => Server::Running(format!("container {}, {}", c.id, c.status)),
+                Some(c) => Server::Stopped(format!("container {} {}; {data}", c.id, c.status)),
+                None if volumes.contains(&volume) => Server::Stopped(format!("no container; {data}")),
+                None => Server::Absent(format!("no container, no volume {volume}")),
+            };
+            NodeStatus { node: n.name.clone(), client: n.client.to_string(), server, login: None }
+        })
+        .collect();
+    let others = containers
+        .iter()
+        .filter(|c| c.state == "running" && !cluster.nodes().any(|n| n.name == c.service))
+        .map(|c| format!("{}: runs (container {}), not one of this run's {} worker(s)", c.service, c.id, cluster.workers.len()))
+        .collect();
+    Ok(Status { nodes, others })
+}
