@@ -100,8 +100,9 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
     }
     let missing_image = || {
         format!(
-            "\n    fix: image {image} is not available here and could not be pulled. Load or build it locally (`docker load`, `docker build`, `docker import`), or set [docker] image in {} to an image this machine has",
-            cluster.source.display()
+            "\n    fix: image {image} is not available here and could not be pulled. Load or build it locally (`docker load`, `docker build`, `docker import`), or set [docker] image in {} to an image this machine has{}",
+            cluster.source.display(),
+            local_alternative(cluster).unwrap_or_default()
         )
     };
     if !have_image {
@@ -149,6 +150,20 @@ pub struct Container {
     pub state: String,
     /// Human-readable status, e.g. `Exited (1) 2 seconds ago`.
     pub status: String,
+}
+
+/// When this machine's own PostgreSQL has Citus (its `citus.so` in the `lib` folder beside
+/// the server binaries, as in Debian's and a source build's layout), the hint that the
+/// local backend runs the same cluster without an image.
+fn local_alternative(cluster: &Cluster) -> Option<String> {
+    let local = crate::local::detect(cluster).ok()?;
+    let lib = local.bin_dir.parent()?.join("lib").join("citus.so");
+    lib.exists().then(|| {
+        format!(
+            "; or run the nodes as local processes of this machine's PostgreSQL, which has Citus ({}): `cargo xtask up --backend local`",
+            local.bin_dir.display()
+        )
+    })
 }
 
 /// The containers of `cluster`'s compose project. It asks the engine by compose's labels,

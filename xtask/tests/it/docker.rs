@@ -243,6 +243,8 @@ fn docker_image_that_cannot_be_pulled_fails_up_and_creates_nothing() {
     assert!(t.contains(&format!("image {image} is not on this machine: docker pull {image}")), "no progress line: {t}");
     assert!(t.contains(&format!("docker pull {image} failed")), "{t}");
     assert!(t.contains(&format!("fix: image {image} is not available here and could not be pulled")), "{t}");
+    // The local backend is offered exactly when this machine's PostgreSQL has Citus.
+    assert_eq!(t.contains("which has Citus") && t.contains("`cargo xtask up --backend local`"), env.has_citus, "{t}");
     assert_eq!(compose_project_objects(&name).unwrap(), Vec::<String>::new(), "a failed pull left docker objects behind");
 }
 
