@@ -535,3 +535,55 @@ fn status_names_each_node_running_stopped_or_absent_and_changes_nothing() {
     assert_eq!(t.matches("login FAILED: ").count(), 3, "{t}");
     assert!(t.contains("authentication failed") && t.contains("see the failed logins above") && !t.contains("not-the-password"), "{t}");
 }
+
+/// Developers run the tool as themselves, not as root: the servers then run as that same
+/// user, with no `postgres` OS user involved. The other tests here run as root on CI (where
+/// the tool runs the servers as `postgres`), so this one runs the tool itself as `postgres`.
+#[test]
+fn as_a_normal_user_the_tool_runs_the_servers_as_that_user() {
+    if !citus("as_a_normal_user_the_tool_runs_the_servers_as_that_user") {
+        return;
+    }
+    use std::os::unix::{fs::MetadataExt, process::CommandExt};
+    let c = TestCluster::new(Spec::default());
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let id = |flag: &str| -> u32 {
+        let out = std::process::Command::new("id").args([flag, "postgres"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("the postgres user exists (the PostgreSQL package makes it)")
+    };
+    // SAFETY: as above.
+    let (uid, gid) = if root { (id("-u"), id("-g")) } else { unsafe { (libc::geteuid(), libc::getegid()) } };
+    let folder = c.config.parent().unwrap();
+    if root {
+        assert!(std::process::Command::new("chown").args(["-R", &format!("{uid}:{gid}")]).arg(folder).status().unwrap().success());
+    }
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .arg("--config")
+            .arg(&c.config)
+            .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
+            .env("HOME", folder)
+            .env_remove("CITUS_CONFIG")
+            .env_remove("CI")
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(out.status.success(), "xtask {args:?} as uid {uid}: {t}");
+        t
+    };
+    run(&["up"]);
+    for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+        let pid = c.pid(node).unwrap_or_else(|| panic!("{node} has no postmaster.pid"));
+        let owner = std::fs::metadata(format!("/proc/{pid}")).unwrap().uid();
+        assert_eq!(owner, uid, "{node}'s server (pid {pid}) runs as uid {owner}");
+        assert_eq!(std::fs::metadata(c.pgdata(node)).unwrap().uid(), uid, "{node}'s data directory");
+    }
+    assert!(run(&["verify"]).contains("checks passed"));
+    assert!(run(&["status"]).contains("all 3 node(s)"));
+    run(&["down", "--purge"]);
+    assert!(!c.pgdata("citus_master").exists());
+}
