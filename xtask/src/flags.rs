@@ -141,6 +141,9 @@ xflags::xflags! {
             optional -n, --node name: String
             /// How many lines per node (default 50).
             optional -l, --lines n: usize
+            /// Keep printing new lines as the servers write them, each after its node's name,
+            /// until Ctrl-C.
+            optional -f, --follow
         }
         /// Print the docker compose file generated from the config.
         cmd compose {
@@ -248,6 +251,7 @@ pub struct Logs {
     pub workers: Option<usize>,
     pub node: Option<String>,
     pub lines: Option<usize>,
+    pub follow: bool,
 }
 
 #[derive(Debug)]

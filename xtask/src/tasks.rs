@@ -193,6 +193,9 @@ pub(crate) fn logs(f: flags::Logs) -> anyhow::Result<ExitCode> {
     };
     let lines = f.lines.unwrap_or(50);
     let containers = if backend == Backend::Docker { docker::containers(&cluster)? } else { Vec::new() };
+    if f.follow {
+        return follow_logs(&cluster, backend, &nodes, &containers, lines);
+    }
     for node in nodes {
         match backend {
             Backend::Local => match local::log_lines(&cluster, node, lines)? {
@@ -267,6 +270,59 @@ pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
     };
     println!("status: {ready} of {total} node(s) of cluster `{}` run and accept logins; {next}", cluster.name);
     Ok(ExitCode::FAILURE)
+}
+
+/// `logs --follow`: every line after its node's name (padded, as `docker compose logs`
+/// does), the last `lines` of each node first.
+fn follow_logs(
+    cluster: &citus_config::Cluster,
+    backend: Backend,
+    nodes: &[&citus_config::Node],
+    containers: &[docker::Container],
+    lines: usize,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let width = nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
+    let print = |node: &citus_config::Node, text: &str| {
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (`| head`) ends the follow like Ctrl-C would.
+        if writeln!(out, "{:width$} | {text}", node.name).and_then(|()| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+    };
+    match backend {
+        Backend::Local => {
+            let mut from = Vec::new();
+            for node in nodes {
+                let (log, tail, end) = local::log_lines_and_end(cluster, node, lines)?;
+                match tail {
+                    Some(tail) => tail.iter().for_each(|l| print(node, l)),
+                    None => progress(&format!("{}: no log yet at {} (this tool has not started this node here); waiting for one", node.name, log.display())),
+                }
+                from.push(end);
+            }
+            local::follow_logs(cluster, nodes, &from, &mut |n, l| print(n, l))?;
+        }
+        Backend::Docker => {
+            let mut followed = Vec::new();
+            for node in nodes {
+                match containers.iter().find(|c| c.service == node.name) {
+                    Some(c) => followed.push((*node, c.id.as_str())),
+                    None => progress(&format!(
+                        "{}: no container in project {}: not followed (start the cluster with `cargo xtask up`)",
+                        node.name,
+                        docker::project_name(cluster)
+                    )),
+                }
+            }
+            if followed.is_empty() {
+                anyhow::bail!("no container of project {} to follow: start the cluster with `cargo xtask up`", docker::project_name(cluster));
+            }
+            docker::follow_logs(&followed, lines, &print)?;
+            progress("every followed container's log has ended (its container was removed)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn compose(f: flags::Compose) -> anyhow::Result<ExitCode> {

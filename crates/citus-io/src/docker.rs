@@ -209,6 +209,36 @@ pub fn log_tail(id: &str, lines: usize) -> String {
     }
 }
 
+/// Follows the logs of `nodes`' containers (`docker logs --follow --tail <lines>`, one per
+/// container, all at once): `line` gets each node and line, the last `lines` first, then
+/// every new one, until every container's log ends (the container is removed) or the
+/// process is interrupted.
+pub fn follow_logs(nodes: &[(&Node, &str)], lines: usize, line: &(dyn Fn(&Node, &str) + Sync)) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let tail = lines.to_string();
+    std::thread::scope(|s| {
+        let followers: Vec<_> = nodes
+            .iter()
+            .map(|(node, id)| {
+                let tail = &tail;
+                s.spawn(move || -> anyhow::Result<()> {
+                    let reader = duct::cmd("docker", ["logs", "--follow", "--tail", tail.as_str(), id])
+                        .stderr_to_stdout()
+                        .unchecked()
+                        .reader()
+                        .with_context(|| format!("running docker logs --follow {id} ({})", node.name))?;
+                    for l in std::io::BufReader::new(reader).split(b'\n') {
+                        let l = l.with_context(|| format!("reading docker logs of {id} ({})", node.name))?;
+                        line(node, String::from_utf8_lossy(&l).trim_end_matches('\r'));
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        followers.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a log follower panicked"))))
+    })
+}
+
 /// The last `lines` lines of a container's log: its stdout and stderr through one pipe, so
 /// in the order docker writes them (`docker logs --tail`).
 pub fn logs(id: &str, lines: usize) -> anyhow::Result<String> {

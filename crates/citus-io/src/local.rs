@@ -810,6 +810,76 @@ pub fn log_lines(cluster: &Cluster, node: &Node, lines: usize) -> anyhow::Result
     }
 }
 
+/// [`log_lines`], and the length of the log they were read from: where
+/// [`follow_logs`] goes on without a line lost or repeated (0 when there is no log yet).
+pub fn log_lines_and_end(cluster: &Cluster, node: &Node, lines: usize) -> anyhow::Result<(PathBuf, Option<Vec<String>>, u64)> {
+    let log = paths(cluster, node).log;
+    let end = match fs::metadata(&log) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((log, None, 0)),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", log.display())),
+    };
+    let tail = tail_lines_between(&log, 0, end, lines).with_context(|| format!("reading {}", log.display()))?;
+    Ok((log, Some(tail), end))
+}
+
+/// How often [`follow_logs`] looks for new lines when none came.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Follows the server logs of `nodes`, each from byte `from[i]` on (see
+/// [`log_lines_and_end`]), calling `line` with the node and each whole line written since,
+/// until the process is interrupted. A log that is deleted (`down --purge`) or starts over
+/// is followed from the start of the new one; a node without a log is waited for.
+pub fn follow_logs(cluster: &Cluster, nodes: &[&Node], from: &[u64], line: &mut dyn FnMut(&Node, &str)) -> anyhow::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::MetadataExt;
+    struct Followed {
+        log: PathBuf,
+        pos: u64,
+        /// The file's inode: another one is a new log, read from its start.
+        inode: Option<u64>,
+        partial: Vec<u8>,
+    }
+    let mut files: Vec<Followed> = nodes
+        .iter()
+        .zip(from)
+        .map(|(n, f)| {
+            let log = paths(cluster, n).log;
+            let inode = fs::metadata(&log).ok().map(|m| m.ino());
+            Followed { log, pos: *f, inode, partial: Vec::new() }
+        })
+        .collect();
+    loop {
+        let mut read_any = false;
+        for (node, Followed { log, pos, inode, partial }) in nodes.iter().zip(files.iter_mut()) {
+            let Ok(mut f) = fs::File::open(&*log) else {
+                (*pos, *inode) = (0, None);
+                partial.clear();
+                continue;
+            };
+            let meta = f.metadata().with_context(|| format!("reading {}", log.display()))?;
+            let len = meta.len();
+            if len < *pos || *inode != Some(meta.ino()) {
+                (*pos, *inode) = (0, Some(meta.ino()));
+                partial.clear();
+            }
+            if len == *pos {
+                continue;
+            }
+            f.seek(SeekFrom::Start(*pos)).and_then(|_| f.take(len - *pos).read_to_end(partial)).with_context(|| format!("reading {}", log.display()))?;
+            *pos = len;
+            read_any = true;
+            while let Some(nl) = partial.iter().position(|b| *b == b'\n') {
+                let text: Vec<u8> = partial.drain(..=nl).collect();
+                line(node, String::from_utf8_lossy(&text[..nl]).trim_end_matches('\r'));
+            }
+        }
+        if !read_any {
+            std::thread::sleep(FOLLOW_POLL);
+        }
+    }
+}
+
 /// The last `lines` lines of the file at `path`, reading only as much of its end as they need
 /// (a server log grows for as long as the cluster lives).
 fn tail_lines(path: &Path, lines: usize) -> std::io::Result<Vec<String>> {
@@ -819,15 +889,20 @@ fn tail_lines(path: &Path, lines: usize) -> std::io::Result<Vec<String>> {
 /// Like [`tail_lines`], of the part of the file from byte `from` on (`from` is where a line
 /// starts: the log's length before a server start).
 fn tail_lines_from(path: &Path, from: u64, lines: usize) -> std::io::Result<Vec<String>> {
+    tail_lines_between(path, from, u64::MAX, lines)
+}
+
+/// Like [`tail_lines_from`], of the part of the file before byte `end` (where a line starts).
+fn tail_lines_between(path: &Path, from: u64, end: u64, lines: usize) -> std::io::Result<Vec<String>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = fs::File::open(path)?;
-    let len = f.metadata()?.len();
+    let len = f.metadata()?.len().min(end);
     let mut chunk: u64 = 64 << 10;
     loop {
         let start = len.saturating_sub(chunk).max(from);
         f.seek(SeekFrom::Start(start))?;
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
+        (&mut f).take(len - start).read_to_end(&mut buf)?;
         let text = String::from_utf8_lossy(&buf);
         let mut all: Vec<&str> = text.lines().collect();
         // A chunk that starts mid-file may start mid-line: that first piece is not a line.

@@ -587,3 +587,60 @@ fn as_a_normal_user_the_tool_runs_the_servers_as_that_user() {
     run(&["down", "--purge"]);
     assert!(!c.pgdata("citus_master").exists());
 }
+
+#[test]
+fn logs_follow_prints_each_new_line_after_its_node_also_across_a_purge() {
+    if !citus("logs_follow_prints_each_new_line_after_its_node_also_across_a_purge") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["logs", "--follow", "--lines", "1", "--config"])
+        .arg(&c.config)
+        .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
+        .env_remove("CITUS_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |want: &dyn Fn(&str) -> bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+                let hit = want(&l);
+                seen.push(l);
+                if hit {
+                    return;
+                }
+            }
+        }
+        panic!("no line {what} within 15 s: {seen:#?}");
+    };
+    // The last line of each node first, after its name.
+    for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+        let prefix = format!("{node:13} | ");
+        wait_for(&|l: &str| l.starts_with(&prefix), &format!("from {node}"));
+    }
+    let raise = |i: usize, marker: &str| c.connect(i, &c.database).batch_execute(&format!("DO $$ BEGIN RAISE LOG '{marker}'; END $$")).unwrap();
+    raise(2, "follow-marker-one");
+    wait_for(&|l: &str| l.starts_with("citus_worker2 | ") && l.ends_with("LOG:  follow-marker-one"), "with worker 2's marker");
+    // The logs deleted and made anew: followed from the start of the new ones.
+    c.ok(&["down", "--purge"]);
+    c.ok(&["up"]);
+    raise(0, "follow-marker-two");
+    wait_for(&|l: &str| l.starts_with("citus_master  | ") && l.ends_with("LOG:  follow-marker-two"), "with the coordinator's marker after the purge");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+}
