@@ -65,6 +65,18 @@ xflags::xflags! {
             /// Print the checks as JSON instead of a table.
             optional --json
         }
+        /// Show, per node, whether its server runs (a local process or a container) and
+        /// accepts the cluster's login, and where its data is. Changes nothing. Exits 0 only
+        /// when every node runs and accepts the login.
+        cmd status {
+            /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
+            optional -c, --config path: PathBuf
+            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
+            optional -b, --backend backend: Backend
+            /// Number of workers: the first N configured, then derived ones on the next ports
+            /// (default: the count the last `up --workers` started, else the config's).
+            optional -w, --workers n: usize
+        }
         /// Stop the nodes, and any worker a larger `up --workers` left running. The data
         /// (local data directories, docker volumes) is kept.
         cmd down {
@@ -115,18 +127,6 @@ xflags::xflags! {
             /// psql's own arguments (after `--`).
             repeated args: OsString
         }
-        /// Show, per node, whether its server runs (a local process or a container) and
-        /// accepts the cluster's login, and where its data is. Changes nothing. Exits 0 only
-        /// when every node runs and accepts the login.
-        cmd status {
-            /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
-            optional -c, --config path: PathBuf
-            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
-            optional -b, --backend backend: Backend
-            /// Number of workers: the first N configured, then derived ones on the next ports
-            /// (default: the count the last `up --workers` started, else the config's).
-            optional -w, --workers n: usize
-        }
         /// Print the last lines of each node's server log (or one node's), headed by the node
         /// and where its log is: the local data folder's `postgres.log`, or `docker logs`.
         cmd logs {
@@ -174,10 +174,10 @@ pub enum XtaskCmd {
     Up(Up),
     Setup(Setup),
     Verify(Verify),
+    Status(Status),
     Down(Down),
     TestEnv(TestEnv),
     Psql(Psql),
-    Status(Status),
     Logs(Logs),
     Compose(Compose),
     Bench(Bench),
@@ -210,6 +210,13 @@ pub struct Verify {
 }
 
 #[derive(Debug)]
+pub struct Status {
+    pub config: Option<PathBuf>,
+    pub backend: Option<Backend>,
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug)]
 pub struct Down {
     pub config: Option<PathBuf>,
     pub backend: Option<Backend>,
@@ -235,13 +242,6 @@ pub struct Psql {
     pub backend: Option<Backend>,
     pub workers: Option<usize>,
     pub node: Option<String>,
-}
-
-#[derive(Debug)]
-pub struct Status {
-    pub config: Option<PathBuf>,
-    pub backend: Option<Backend>,
-    pub workers: Option<usize>,
 }
 
 #[derive(Debug)]

@@ -122,7 +122,7 @@ fn docker_servers(cluster: &Cluster) -> anyhow::Result<Status> {
             let volume = format!("{project}_{}", citus_compose::volume_name(n));
             let data = if volumes.contains(&volume) { format!("data kept in volume {volume}") } else { format!("no volume {volume}") };
             let server = match containers.iter().find(|c| c.service == n.name) {
-                Some(c) if c.state == "running" => Server::Running(format!("container {}, {}", c.id, c.status)),
+                Some(c) if c.state == "running" => Server::Running(format!("container {}, {}; data in volume {volume}", c.id, c.status)),
                 Some(c) => Server::Stopped(format!("container {} {}; {data}", c.id, c.status)),
                 None if volumes.contains(&volume) => Server::Stopped(format!("no container; {data}")),
                 None => Server::Absent(format!("no container, no volume {volume}")),

@@ -11,7 +11,7 @@ fn xtask(args: &[&str]) -> std::process::Output {
 /// A missing or unknown task, or a bad flag: exit 2, and a line saying where to look.
 #[test]
 fn a_missing_task_or_a_bad_flag_says_what_there_is() {
-    let tasks = "the tasks: up, setup, verify, down, test-env, psql, logs, compose, bench (`cargo xtask --help` explains each)";
+    let tasks = "the tasks: up, setup, verify, status, down, test-env, psql, logs, compose, bench (`cargo xtask --help` explains each)";
     for args in [&[][..], &["upp"]] {
         let out = xtask(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
