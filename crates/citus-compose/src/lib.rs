@@ -16,7 +16,11 @@
 //!   citus extension in it then), so `setup` has less to do; `setup` creates whatever is
 //!   missing either way. `POSTGRES_PASSWORD` only as the compose
 //!   interpolation `${<password_env>:?...}`: the password is never written in the file, and
-//!   compose refuses to start when the variable is unset. No trust authentication anywhere;
+//!   compose refuses to start when the variable is unset. `POSTGRES_INITDB_ARGS` =
+//!   `--auth-local=scram-sha-256 --auth-host=scram-sha-256`: the official image's entrypoint
+//!   runs initdb without `--auth`, so its pg_hba.conf would trust every connection from inside
+//!   the container (Unix socket and loopback) and ask a password only of the others. No trust
+//!   authentication anywhere;
 //! - a named volume `<node>_data` at [`citus_config::DockerSettings::data_mount`]; `PGDATA`
 //!   is never set, so images built on PostgreSQL 18 and later keep their own default
 //!   (a versioned folder under the mount), older ones use the mount itself;
@@ -71,6 +75,10 @@ pub const CONTAINER_PORT: u16 = 5432;
 
 /// The private network every service is attached to.
 pub const NETWORK: &str = "citus";
+
+/// What every node's initdb gets (the official image's entrypoint passes
+/// `POSTGRES_INITDB_ARGS` on): passwords for connections from inside the container too.
+const INITDB_ARGS: &str = "--auth-local=scram-sha-256 --auth-host=scram-sha-256";
 
 /// The named volume holding `node`'s data.
 pub fn volume_name(node: &Node) -> String {
@@ -147,6 +155,7 @@ struct Environment {
     POSTGRES_USER: String,
     POSTGRES_DB: String,
     POSTGRES_PASSWORD: String,
+    POSTGRES_INITDB_ARGS: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -192,7 +201,12 @@ fn model(cluster: &Cluster) -> ComposeFile {
                 image: literal(&cluster.docker.image),
                 hostname: literal(&node.name),
                 command: quoted(&command),
-                environment: Environment { POSTGRES_USER: user.clone(), POSTGRES_DB: literal(&cluster.database), POSTGRES_PASSWORD: password.clone() },
+                environment: Environment {
+                    POSTGRES_USER: user.clone(),
+                    POSTGRES_DB: literal(&cluster.database),
+                    POSTGRES_PASSWORD: password.clone(),
+                    POSTGRES_INITDB_ARGS: INITDB_ARGS.into(),
+                },
                 ports: vec![DoubleQuoted(port_mapping(&cluster.docker.bind, node.client.port))],
                 volumes: vec![format!("{}:{}", literal(&volume_name(node)), cluster.docker.data_mount())],
                 networks: vec![NETWORK.to_string()],

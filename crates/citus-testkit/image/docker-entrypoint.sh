@@ -8,9 +8,12 @@
 #   POSTGRES_PASSWORD_FILE  a file holding it; one of the two is required
 #   POSTGRES_DB             database created on first start (default: the user)
 #   PGDATA                  data directory (default: /var/lib/postgresql/data)
-# On an empty PGDATA it runs initdb (scram-sha-256 for local and host
-# connections, all hosts allowed, listening on all addresses); on a non-empty
-# one it just starts. Arguments starting with '-' are options for postgres.
+#   POSTGRES_INITDB_ARGS    more initdb options, split on blanks
+# On an empty PGDATA it runs initdb as the official entrypoint does: without
+# --auth, so the trust it leaves for connections from inside the container
+# stays unless POSTGRES_INITDB_ARGS sets --auth-local/--auth-host (the
+# project's compose file does); other hosts need scram-sha-256; it listens on
+# all addresses. On a non-empty PGDATA it just starts. Arguments starting with '-' are options for postgres.
 # The server is exec'd as the postgres OS user, so it is PID 1 and gets the
 # container's signals. The password is never printed.
 set -eu
@@ -75,8 +78,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 	chmod 0600 "$pwfile"
 	own "$pwfile"
 	printf '%s\n' "$password" >"$pwfile"
-	if ! as_postgres initdb -D "$PGDATA" --username="$POSTGRES_USER" --pwfile="$pwfile" \
-		--auth-host=scram-sha-256 --auth-local=scram-sha-256; then
+	# shellcheck disable=SC2086 # split on blanks, as the official entrypoint's eval does
+	if ! as_postgres initdb -D "$PGDATA" --username="$POSTGRES_USER" --pwfile="$pwfile" ${POSTGRES_INITDB_ARGS:-}; then
 		rm -f "$pwfile"
 		die "initdb failed"
 	fi

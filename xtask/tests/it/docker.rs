@@ -88,6 +88,21 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
         !password_lines.is_empty() && password_lines.iter().all(|l| l.contains("${CITUS_IT_PASSWORD")),
         "the password must reach the containers by interpolation only: {password_lines:?}"
     );
+    // No node trusts a connection, not even one from inside its own container (the image's
+    // initdb would, without the compose file's POSTGRES_INITDB_ARGS).
+    for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+        let id = container(&a, node);
+        let out = std::process::Command::new("docker").args(["exec", &id, "sh", "-c", "cat \"$PGDATA/pg_hba.conf\""]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let hba = String::from_utf8_lossy(&out.stdout);
+        let rules: Vec<&str> = hba.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+        assert!(!rules.is_empty() && rules.iter().all(|l| l.ends_with("scram-sha-256")), "{node}: {rules:#?}");
+        let out = std::process::Command::new("docker")
+            .args(["exec", "-e", "PGPASSWORD=wrong", &id, "psql", "-h", "127.0.0.1", "-U", &a.user, "-d", "postgres", "-c", "SELECT 1"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("password authentication failed"), "{node}: {}", text(&out));
+    }
 }
 
 #[test]
