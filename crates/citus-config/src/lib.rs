@@ -51,7 +51,7 @@ pub const DEV_PASSWORD: &str = "commcarehq";
 pub enum Backend {
     /// One container per node, from a generated compose file.
     Docker,
-    /// `initdb` + `pg_ctl` per node on this machine.
+    /// `initdb` + `postgres` per node on this machine.
     Local,
 }
 

@@ -115,10 +115,10 @@ pub struct Policy {
 impl Policy {
     /// The decisions of `profile`.
     ///
-    /// Both profiles use the cluster's real database as `TEST.NAME`: the tests must hit the
-    /// database that exists on every node (Django's `test_` name exists on none of them
-    /// unless the run makes it). They differ in who prepares it: in CI `cargo xtask up` did,
-    /// and the run reuses it untouched; locally the run recreates and migrates it itself.
+    /// In CI the tests use the cluster's real database as `TEST.NAME`, the one `cargo xtask
+    /// up` made and set up on every node, and reuse it untouched. Locally they use Django's
+    /// `test_` database, which the run creates, migrates and drops itself, so the cluster's
+    /// own database and its data are never touched.
     pub fn new(profile: Profile) -> Policy {
         let d = |kind, value, reason| Decision { kind, value, reason };
         let decisions = match profile {
