@@ -68,6 +68,8 @@ fn no_secrets_no_socket_no_trust() {
         assert!(leaked.is_empty(), "the dev password is in the file: {leaked:?}");
         assert!(!text.contains("docker.sock"), "{text}");
         assert!(!text.contains("trust"), "{text}");
+        // The image's initdb would trust connections from inside the container without it.
+        assert_eq!(text.matches("POSTGRES_INITDB_ARGS: --auth-local=scram-sha-256 --auth-host=scram-sha-256\n").count(), cluster.nodes().count(), "{text}");
         assert!(!text.contains("container_name"), "{text}");
         assert!(!text.contains("PGDATA"), "{text}");
         assert!(text.contains("POSTGRES_PASSWORD: ${CITUS_PASSWORD:?set CITUS_PASSWORD (cargo xtask up sets it for you)}"), "{text}");
