@@ -76,6 +76,8 @@ xflags::xflags! {
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the count the last `up --workers` started, else the config's).
             optional -w, --workers n: usize
+            /// Print the status as JSON instead of a table.
+            optional --json
         }
         /// Stop the nodes, and any worker a larger `up --workers` left running. The data
         /// (local data directories, docker volumes) is kept.
@@ -214,6 +216,7 @@ pub struct Status {
     pub config: Option<PathBuf>,
     pub backend: Option<Backend>,
     pub workers: Option<usize>,
+    pub json: bool,
 }
 
 #[derive(Debug)]

@@ -231,6 +231,11 @@ pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
     let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend)?;
     let creds = pg::credentials(&cluster)?;
     let st = citus_io::status::read(&cluster, backend, &creds)?;
+    let code = if st.all_ready() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    if f.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": st.all_ready(), "nodes": st.nodes, "others": st.others }))?);
+        return Ok(code);
+    }
     let rows: Vec<[String; 4]> = st
         .nodes
         .iter()
@@ -248,8 +253,8 @@ pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
     for (r, n) in rows.iter().zip(&st.nodes) {
         println!("{:w0$}  {:w1$}  {:w2$}  {}", r[0], r[1], r[2], r[3]);
         match &n.login {
-            Some(Ok(found)) => println!("{:w0$}  {:w1$}  {:w2$}  login ok: {found}", "", "", ""),
-            Some(Err(e)) => println!("{:w0$}  {:w1$}  {:w2$}  login FAILED: {e}", "", "", ""),
+            Some(l) if l.ok => println!("{:w0$}  {:w1$}  {:w2$}  login ok: {}", "", "", "", l.detail),
+            Some(l) => println!("{:w0$}  {:w1$}  {:w2$}  login FAILED: {}", "", "", "", l.detail),
             None => {}
         }
     }
@@ -257,7 +262,7 @@ pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
         println!("also running: {o}");
     }
     let total = st.nodes.len();
-    let ready = st.nodes.iter().filter(|n| matches!(n.login, Some(Ok(_)))).count();
+    let ready = st.nodes.iter().filter(|n| n.login.as_ref().is_some_and(|l| l.ok)).count();
     let running = st.nodes.iter().filter(|n| matches!(n.server, Server::Running(_))).count();
     if st.all_ready() {
         println!("status: all {total} node(s) of cluster `{}` run and accept logins; `cargo xtask verify` checks the cluster", cluster.name);

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use citus_config::{Backend, Cluster};
+use serde::Serialize;
 
 use crate::{docker, local, pg};
 
-/// What runs for one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What runs for one node (as JSON: `{"state": "running", "detail": "..."}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "detail", rename_all = "lowercase")]
 pub enum Server {
     /// Its server runs: how it is known (`pid 1234`, `container 0a1b2c3d4e5f, Up 5 minutes`).
     Running(String),
@@ -20,20 +22,28 @@ pub enum Server {
     Absent(String),
 }
 
+/// What a login to a running node found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Login {
+    /// It logged in.
+    pub ok: bool,
+    /// The citus version installed in the cluster's database, or why the login failed.
+    pub detail: String,
+}
+
 /// One node's status.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
     pub node: String,
     /// Its client address, `host:port`.
     pub client: String,
     pub server: Server,
-    /// For a running server: `Ok` with what the login found (the citus version installed in
-    /// the cluster's database), `Err` with why it failed. `None` when nothing runs.
-    pub login: Option<Result<String, String>>,
+    /// For a running server, what the login found; `None` when nothing runs.
+    pub login: Option<Login>,
 }
 
 /// Every node of the run, coordinator first, and what else of the cluster runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub nodes: Vec<NodeStatus>,
     /// Servers of the same cluster that are not among this run's nodes (workers a larger
@@ -44,7 +54,7 @@ pub struct Status {
 impl Status {
     /// Every node runs and accepts the login.
     pub fn all_ready(&self) -> bool {
-        self.nodes.iter().all(|n| matches!(n.login, Some(Ok(_))))
+        self.nodes.iter().all(|n| n.login.as_ref().is_some_and(|l| l.ok))
     }
 }
 
@@ -58,17 +68,19 @@ pub fn read(cluster: &Cluster, backend: Backend, creds: &pg::Credentials) -> any
         Backend::Local => local_servers(cluster),
         Backend::Docker => docker_servers(cluster)?,
     };
-    let logins: Vec<Option<Result<String, String>>> = std::thread::scope(|s| {
+    let logins: Vec<Option<Login>> = std::thread::scope(|s| {
         let handles: Vec<_> = status
             .nodes
             .iter()
             .zip(cluster.nodes())
             .map(|(st, node)| {
                 let running = matches!(st.server, Server::Running(_));
-                s.spawn(move || running.then(|| login(node, creds, &cluster.database)))
+                s.spawn(move || {
+                    running.then(|| login(node, creds, &cluster.database).map_or_else(|e| Login { ok: false, detail: e }, |d| Login { ok: true, detail: d }))
+                })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Some(Err("the login check panicked".into())))).collect()
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Some(Login { ok: false, detail: "the login check panicked".into() }))).collect()
     });
     for (st, l) in status.nodes.iter_mut().zip(logins) {
         st.login = l;

@@ -526,6 +526,18 @@ fn status_names_each_node_running_stopped_or_absent_and_changes_nothing() {
     let t = text(&out);
     assert!(line(&t, "citus_worker2").contains(&format!("stopped  data kept in {}", c.pgdata("citus_worker2").display())), "{t}");
     assert!(t.contains("2 of 3 node(s)") && t.contains("`cargo xtask up` starts the others"), "{t}");
+    // The same as JSON, for scripts: exit 1 too.
+    let out = c.xtask(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(v["ok"], false, "{v}");
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.iter().map(|n| n["node"].as_str().unwrap()).collect::<Vec<_>>(), ["citus_master", "citus_worker1", "citus_worker2"], "{v}");
+    assert_eq!(nodes[2]["server"]["state"], "stopped", "{v}");
+    assert!(nodes[2]["login"].is_null(), "{v}");
+    assert_eq!(nodes[0]["server"]["state"], "running", "{v}");
+    assert_eq!(nodes[0]["login"]["ok"], true, "{v}");
+    assert!(nodes[0]["login"]["detail"].as_str().unwrap().starts_with("citus "), "{v}");
 
     // A login the nodes refuse: each running node says so, without the password.
     c.ok(&["up"]);
