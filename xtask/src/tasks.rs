@@ -236,18 +236,7 @@ pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": st.all_ready(), "nodes": st.nodes, "others": st.others }))?);
         return Ok(code);
     }
-    let rows: Vec<[String; 4]> = st
-        .nodes
-        .iter()
-        .map(|n| {
-            let (state, detail) = match &n.server {
-                Server::Running(d) => ("running", d),
-                Server::Stopped(d) => ("stopped", d),
-                Server::Absent(d) => ("absent", d),
-            };
-            [n.node.clone(), n.client.clone(), state.to_string(), detail.clone()]
-        })
-        .collect();
+    let rows: Vec<[&str; 4]> = st.nodes.iter().map(|n| [n.node.as_str(), n.client.as_str(), n.server.state(), n.server.detail()]).collect();
     let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
     let (w0, w1, w2) = (width(0), width(1), width(2));
     for (r, n) in rows.iter().zip(&st.nodes) {
@@ -266,7 +255,7 @@ pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
     let running = st.nodes.iter().filter(|n| matches!(n.server, Server::Running(_))).count();
     if st.all_ready() {
         println!("status: all {total} node(s) of cluster `{}` run and accept logins; `cargo xtask verify` checks the cluster", cluster.name);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     let next = match running {
         0 => "`cargo xtask up` starts them",
@@ -274,7 +263,7 @@ pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
         _ => "see the failed logins above",
     };
     println!("status: {ready} of {total} node(s) of cluster `{}` run and accept logins; {next}", cluster.name);
-    Ok(ExitCode::FAILURE)
+    Ok(code)
 }
 
 /// `logs --follow`: every line after its node's name (padded, as `docker compose logs`

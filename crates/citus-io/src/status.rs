@@ -22,6 +22,24 @@ pub enum Server {
     Absent(String),
 }
 
+impl Server {
+    /// `running`, `stopped` or `absent`, as in the JSON.
+    pub fn state(&self) -> &'static str {
+        match self {
+            Server::Running(_) => "running",
+            Server::Stopped(_) => "stopped",
+            Server::Absent(_) => "absent",
+        }
+    }
+
+    /// How it is known, or where the data is.
+    pub fn detail(&self) -> &str {
+        match self {
+            Server::Running(d) | Server::Stopped(d) | Server::Absent(d) => d,
+        }
+    }
+}
+
 /// What a login to a running node found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Login {
