@@ -802,12 +802,7 @@ pub fn exit_fix(cluster: &Cluster, bin_dir: &Path, node: &Node, log: &str) -> St
 /// `node`'s server log and its last `lines` lines, or `None` when it has no log (never
 /// started by this tool).
 pub fn log_lines(cluster: &Cluster, node: &Node, lines: usize) -> anyhow::Result<(PathBuf, Option<Vec<String>>)> {
-    let log = paths(cluster, node).log;
-    match tail_lines(&log, lines) {
-        Ok(l) => Ok((log, Some(l))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((log, None)),
-        Err(e) => Err(e).with_context(|| format!("reading {}", log.display())),
-    }
+    log_lines_and_end(cluster, node, lines).map(|(log, tail, _)| (log, tail))
 }
 
 /// [`log_lines`], and the length of the log they were read from: where

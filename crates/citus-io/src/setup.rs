@@ -327,17 +327,11 @@ pub fn run_with_early(t: &Target<'_>, mut conns: Conns<'_>, early: &[Early], all
         }
     }
     let plan = citus_plan::plan(t.cluster, t.backend, &observed, &t.creds.password)?;
-    let dropped = orphaned_shards(t, &mut conns, &observed, &plan, &allow.drop_orphaned_shards)?;
+    let (dropped, dropped_nothing) = orphaned_shards(t, &mut conns, &observed, &plan, &allow.drop_orphaned_shards)?;
     apply(t, &mut conns, &plan, progress)?;
     wait_metadata_synced(t, &mut conns.nodes[0], progress)?;
     let mut outcome = Outcome { changed: dropped, in_place: plan.in_place.clone(), left_alone: plan.left_alone.clone() };
-    for name in &allow.drop_orphaned_shards {
-        if !outcome.changed.iter().any(|l| l.starts_with(&format!("{name}: dropped "))) {
-            outcome.left_alone.push(format!(
-                "{name}: --drop-orphaned-shards dropped nothing: only a worker about to be registered that holds shards of an earlier cluster has any"
-            ));
-        }
-    }
+    outcome.left_alone.extend(dropped_nothing);
     if let Some((line, in_place)) = made_database {
         outcome.changed.push(line);
         outcome.in_place.retain(|l| *l != in_place);
@@ -369,8 +363,8 @@ const OWN_SHARDS: &str = "SELECT s.shardid, pg_catalog.shard_name(s.logicalrelid
 /// Before any membership change: a worker about to be registered that still holds shards of
 /// a cluster whose coordinator does not know it (its coordinator was made anew, its data
 /// directory or volume deleted while the worker's was kept, or it belonged to another
-/// cluster) is refused, unless `drop` names it: then those tables are dropped on it, and the
-/// returned lines say so.
+/// cluster) is refused, unless `drop` names it: then those tables are dropped on it. Returns
+/// a line per worker it dropped them on, and one per worker `drop` names that had none.
 ///
 /// Registering such a worker makes Citus sync the coordinator's metadata to it, which drops
 /// the worker's old metadata and shell tables but not its shards (`worker_drop_distributed_table`
@@ -381,7 +375,7 @@ const OWN_SHARDS: &str = "SELECT s.shardid, pg_catalog.shard_name(s.logicalrelid
 /// worker removed and added back), is not counted. Dropping them by hand is a trap of its own:
 /// `\dt` hides them and Citus refuses `DROP TABLE` on a shard it knows unless
 /// `citus.enable_manual_changes_to_shards` is on.
-fn orphaned_shards(t: &Target<'_>, conns: &mut Conns<'_>, observed: &Observed, plan: &Plan, drop: &[String]) -> anyhow::Result<Vec<String>> {
+fn orphaned_shards(t: &Target<'_>, conns: &mut Conns<'_>, observed: &Observed, plan: &Plan, drop: &[String]) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let candidates: Vec<&str> = plan
         .steps()
         .filter(|s| s.kind == StepKind::AddWorker)
@@ -390,6 +384,7 @@ fn orphaned_shards(t: &Target<'_>, conns: &mut Conns<'_>, observed: &Observed, p
         .collect();
     let coordinator_installed = observed.nodes.get(&t.cluster.coordinator.name).is_some_and(|st| st.installed.is_some());
     let mut dropped = Vec::new();
+    let mut dropped_on = Vec::new();
     for name in candidates {
         let Some(i) = conns.nodes.iter().position(|nc| nc.node.name == name) else { continue };
         let node = conns.nodes[i].node;
@@ -425,6 +420,7 @@ fn orphaned_shards(t: &Target<'_>, conns: &mut Conns<'_>, observed: &Observed, p
             tx.batch_execute(&format!("DROP TABLE {}", names.join(", "))).with_context(ctx)?;
             tx.commit().with_context(ctx)?;
             dropped.push(format!("{name}: dropped {} shard table(s) of an earlier cluster ({}; --drop-orphaned-shards)", names.len(), shortened(&names)));
+            dropped_on.push(name);
             continue;
         }
         bail!(
@@ -442,7 +438,12 @@ fn orphaned_shards(t: &Target<'_>, conns: &mut Conns<'_>, observed: &Observed, p
             node.name,
         );
     }
-    Ok(dropped)
+    let nothing = drop
+        .iter()
+        .filter(|d| !dropped_on.contains(&d.as_str()))
+        .map(|d| format!("{d}: --drop-orphaned-shards dropped nothing: only a worker about to be registered that holds shards of an earlier cluster has any"))
+        .collect();
+    Ok((dropped, nothing))
 }
 
 /// The first three names, then how many more.
