@@ -214,11 +214,41 @@ pub struct Cluster {
     /// The server's `shared_preload_libraries`, in order. `citus` must come first when it is
     /// present; without it the nodes are plain PostgreSQL and `setup` refuses to run.
     pub shared_preload_libraries: Vec<String>,
+    /// Server settings of every node from `[settings]`, by lower-cased name, each once. The
+    /// backends give them to the servers after their own, so they win over the tool's defaults.
+    pub settings: Vec<Setting>,
     /// How long to wait for nodes to accept a login.
     pub ready_timeout_secs: u64,
     /// The file this came from, for messages.
     pub source: PathBuf,
 }
+
+/// One PostgreSQL server setting of `[settings]`, given to every node at its start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The setting's name, lower-cased (PostgreSQL's names are case-insensitive); a dotted name
+    /// such as `citus.shard_count` for an extension's setting.
+    pub name: String,
+    /// Its value as PostgreSQL reads it: a TOML string as written, a boolean as `on`/`off`, a
+    /// number in decimal. The backends quote it where their syntax needs it.
+    pub value: String,
+}
+
+/// Settings the tool sets itself from other keys, or that would move what it manages, with
+/// what to use instead. `[settings]` refuses them.
+pub const RESERVED_SETTINGS: &[(&str, &str)] = &[
+    ("port", "the node's `port` sets it (a container always listens on 5432)"),
+    ("listen_addresses", "the node's `host` sets it on the local backend; on Docker the server listens on every container address and `[docker] bind` decides where the port is published"),
+    ("unix_socket_directories", "the backends set it: no socket for local servers, the image's own in a container"),
+    ("shared_preload_libraries", "use the top-level `shared_preload_libraries` key, which both backends and `verify` read"),
+    ("data_directory", "the data lives where `[local] data_dir` or the node's Docker volume puts it"),
+    ("config_file", "the data directory's own postgresql.conf is read; put settings here instead"),
+    ("hba_file", "the tool writes pg_hba.conf in the data directory (SCRAM for every connection)"),
+    ("ident_file", "the tool uses the data directory's own pg_ident.conf"),
+    ("include", "`include` is a configuration-file directive, not a setting"),
+    ("include_dir", "`include_dir` is a configuration-file directive, not a setting"),
+    ("include_if_exists", "`include_if_exists` is a configuration-file directive, not a setting"),
+];
 
 /// A config that could not be read or is invalid.
 #[derive(Debug)]
@@ -266,6 +296,8 @@ struct RawCluster {
     local: RawLocal,
     #[serde(default)]
     wait: RawWait,
+    #[serde(default)]
+    settings: BTreeMap<String, Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -479,6 +511,12 @@ impl Cluster {
         if *raw.local.scram_iterations.get_ref() == 0 {
             err(raw.local.scram_iterations.span(), "local.scram_iterations must be at least 1 (PostgreSQL's own default is 4096)".into());
         }
+        let mut settings = BTreeMap::new();
+        let mut in_file_order: Vec<_> = raw.settings.iter().collect();
+        in_file_order.sort_by_key(|(_, v)| v.span().start);
+        for (name, value) in in_file_order {
+            flatten_setting(name, value.get_ref(), value.span(), &mut settings, &mut err);
+        }
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors.join("\n")));
         }
@@ -501,6 +539,7 @@ impl Cluster {
                 scram_iterations: raw.local.scram_iterations.into_inner(),
             },
             shared_preload_libraries: raw.shared_preload_libraries.into_inner().into_iter().map(Spanned::into_inner).collect(),
+            settings: settings.into_iter().map(|(name, value)| Setting { name, value }).collect(),
             ready_timeout_secs: raw.wait.timeout_secs,
             source: path.to_path_buf(),
         })
@@ -584,6 +623,39 @@ fn check_identifier(what: &str, value: &Spanned<String>, err: &mut impl FnMut(Ra
         );
     } else if v.chars().any(char::is_control) {
         err(value.span(), format!("{what} {v:?} contains a control character (a newline, tab or NUL): use printable characters only"));
+    }
+}
+
+/// Adds the setting `name` of `[settings]` (a nested table, as TOML makes of a dotted key such
+/// as `citus.shard_count = 4`, adds one setting per leaf, its name joined with dots) to `out`.
+fn flatten_setting(name: &str, value: &toml::Value, span: Range<usize>, out: &mut BTreeMap<String, String>, err: &mut impl FnMut(Range<usize>, String)) {
+    let text = match value {
+        toml::Value::Table(table) => {
+            for (part, v) in table {
+                flatten_setting(&format!("{name}.{part}"), v, span.clone(), out, err);
+            }
+            return;
+        }
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => (if *b { "on" } else { "off" }).to_string(),
+        toml::Value::Array(_) | toml::Value::Datetime(_) => {
+            err(span, format!("settings.{name}: a setting's value is a string, a number or a boolean (a list setting is one string: \"a,b\")"));
+            return;
+        }
+    };
+    let lower = name.to_ascii_lowercase();
+    let identifier =
+        |part: &str| part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+    if !lower.split('.').all(identifier) {
+        err(span, format!("settings: `{name}` is not a PostgreSQL setting name (ASCII letters, digits, `_` and `$`, not starting with a digit; an extension's settings as `prefix.name`)"));
+    } else if let Some((_, why)) = RESERVED_SETTINGS.iter().find(|(n, _)| *n == lower) {
+        err(span, format!("settings.{name} is not accepted: {why}"));
+    } else if text.chars().any(char::is_control) {
+        err(span, format!("settings.{name}: the value {text:?} contains a control character (a newline, tab or NUL)"));
+    } else if out.insert(lower.clone(), text).is_some() {
+        err(span, format!("settings: `{name}` sets `{lower}` a second time (PostgreSQL's setting names are case-insensitive)"));
     }
 }
 

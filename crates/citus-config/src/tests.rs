@@ -164,3 +164,23 @@ fn scram_iterations_default_to_16_and_refuse_zero() {
     let e = check_error(&format!("{MINIMAL}[local]\nscram_iterations = -1\n"));
     assert!(e.contains("scram_iterations"), "{e}");
 }
+
+#[test]
+fn settings_flatten_dotted_names_and_render_values() {
+    let src =
+        MINIMAL.to_string() + "[settings]\nmax_connections = 300\nWork_Mem = \"64MB\"\nlog_connections = true\nrandom_page_cost = 1.5\ncitus.shard_count = 4\n";
+    let c = parse(&src).unwrap();
+    let s: Vec<_> = c.settings.iter().map(|s| format!("{}={}", s.name, s.value)).collect();
+    assert_eq!(s, ["citus.shard_count=4", "log_connections=on", "max_connections=300", "random_page_cost=1.5", "work_mem=64MB"]);
+    assert!(parse(MINIMAL).unwrap().settings.is_empty());
+    // The same as a table of its own.
+    let c = parse(&(MINIMAL.to_string() + "[settings.citus]\nshard_replication_factor = 1\n")).unwrap();
+    assert_eq!(c.settings, [Setting { name: "citus.shard_replication_factor".into(), value: "1".into() }]);
+}
+
+#[test]
+fn settings_refused() {
+    let src = MINIMAL.to_string()
+        + "[settings]\nport = 6000\nshared_preload_libraries = \"citus\"\n\"1bad\" = 1\nsearch_path = [\"a\", \"b\"]\nwork_mem = \"1MB\"\nWORK_MEM = \"2MB\"\napplication_name = \"a\\nb\"\n";
+    insta::assert_snapshot!(check_error(&src));
+}
