@@ -10,7 +10,8 @@
 //! - the image of `[docker] image`, started as
 //!   `postgres -c shared_preload_libraries=citus -c listen_addresses=*` (the libraries are
 //!   those of the config's `shared_preload_libraries`, `citus` first; with an empty list the
-//!   setting is left out and the nodes are plain PostgreSQL);
+//!   setting is left out and the nodes are plain PostgreSQL), then `-c name=value` for each of
+//!   the config's `[settings]`;
 //! - `POSTGRES_USER` = `user`, `POSTGRES_DB` = `database`: the image creates the target
 //!   database on every node at its first start (the official Citus image also creates the
 //!   citus extension in it then), so `setup` has less to do; `setup` creates whatever is
@@ -194,6 +195,12 @@ fn model(cluster: &Cluster) -> ComposeFile {
         command.extend(["-c", &preload]);
     }
     command.extend(["-c", "listen_addresses=*"]);
+    // The server reads `-c name=value` as written (no quotes to strip); later ones win, but
+    // `[settings]` cannot name those above.
+    let settings: Vec<String> = cluster.settings.iter().map(|s| literal(&format!("{}={}", s.name, s.value))).collect();
+    for s in &settings {
+        command.extend(["-c", s]);
+    }
     let services = cluster
         .nodes()
         .map(|node| {

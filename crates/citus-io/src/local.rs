@@ -572,7 +572,7 @@ pub fn running_pid(pgdata: &Path) -> Option<i32> {
 
 /// The file in each data directory that `up` writes the server's settings to on every start
 /// (included by its postgresql.conf).
-const SETTINGS_FILE: &str = "citus-xtask.conf";
+pub(crate) const SETTINGS_FILE: &str = "citus-xtask.conf";
 
 /// The settings `up` gives `node`'s server from the config (what [`SETTINGS_FILE`] holds).
 fn settings(cluster: &Cluster, node: &Node) -> String {
@@ -593,6 +593,13 @@ fn settings(cluster: &Cluster, node: &Node) -> String {
         text.push_str(
             "# dev_speed = true: a killed server loses nothing, but a machine (OS) crash can corrupt the data\nfsync = off\nfull_page_writes = off\n",
         );
+    }
+    if !cluster.settings.is_empty() {
+        // PostgreSQL uses the last line of a setting given twice: these win over the above.
+        text.push_str("# [settings] of the config\n");
+        for s in &cluster.settings {
+            text.push_str(&format!("{} = {}\n", s.name, conf_quote(&s.value)));
+        }
     }
     text
 }
@@ -769,7 +776,11 @@ fn log_since(cluster: &Cluster, node: &Node, from: u64, lines: usize) -> (String
 pub fn exit_fix(cluster: &Cluster, bin_dir: &Path, node: &Node, log: &str) -> String {
     let source = cluster.source.display();
     let bin = bin_dir.display();
-    match crate::StartFailure::read(log) {
+    let failure = crate::StartFailure::read(log);
+    if let Some(fix) = failure.as_ref().and_then(|f| f.settings_fix(cluster)) {
+        return fix;
+    }
+    match failure {
         Some(crate::StartFailure::MissingLibrary("citus")) => format!(
             "the PostgreSQL in {bin} has no Citus: install Citus built for it (its citus.so goes in that PostgreSQL's `pg_config --pkglibdir`), \
              or set [local] bin_dir in {source} to a PostgreSQL that has it; for plain PostgreSQL nodes, set shared_preload_libraries = [] and use `cargo xtask up --no-setup`"
@@ -792,7 +803,7 @@ pub fn exit_fix(cluster: &Cluster, bin_dir: &Path, node: &Node, log: &str) -> St
             "another program took port {} while {} started: stop it (`ss -ltnp` names it), or change `port` of {} in {source}",
             node.client.port, node.name, node.name
         ),
-        None => format!(
+        Some(crate::StartFailure::BadSetting(_)) | None => format!(
             "the log lines above say why. Fix that, then run `cargo xtask up` again (the data is kept); `cargo xtask logs --node {}` shows more",
             node.name
         ),
@@ -1255,6 +1266,18 @@ mod tests {
         let fix = exit_fix(&c, bin, w, "LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use");
         assert!(fix.starts_with("another program took port 7001 while w1 started"), "{fix}");
         assert!(exit_fix(&c, bin, w, "PANIC:  something else").contains("`cargo xtask logs --node w1` shows more"));
+        // A setting of [settings] the server does not know: the fix names it and the config.
+        let c = Cluster::parse(
+            "database = \"d\"\n[coordinator]\nname = \"m\"\nport = 7000\n[[workers]]\nname = \"w1\"\nport = 7001\n[settings]\nMax_Conections = 4\n",
+            Path::new("/w/citus.toml"),
+        )
+        .unwrap();
+        let log = "LOG:  unrecognized configuration parameter \"max_conections\" in file \"/d/pgdata/citus-xtask.conf\" line 17\nFATAL:  configuration file \"/d/pgdata/citus-xtask.conf\" contains errors";
+        let fix = exit_fix(&c, bin, &c.workers[0], log);
+        assert_eq!(
+            fix,
+            "the server refuses `max_conections = \"4\"` of [settings] in /w/citus.toml (the log lines above say why): correct or remove it, then run `cargo xtask up` again (the data is kept)"
+        );
     }
 
     #[test]
