@@ -259,7 +259,11 @@ pub fn logs(id: &str, lines: usize) -> anyhow::Result<String> {
 pub fn exit_fix(cluster: &Cluster, node: &Node, log: &str) -> String {
     let source = cluster.source.display();
     let image = &cluster.docker.image;
-    match crate::StartFailure::read(log) {
+    let failure = crate::StartFailure::read(log);
+    if let Some(fix) = failure.as_ref().and_then(|f| f.settings_fix(cluster)) {
+        return fix;
+    }
+    match failure {
         Some(crate::StartFailure::MissingLibrary("citus")) => format!(
             "image {image} has no Citus extension. Set [docker] image in {source} to an image with Citus (e.g. {}), \
              or, for plain PostgreSQL nodes, set shared_preload_libraries = [] and use `cargo xtask up --no-setup`",
@@ -273,7 +277,7 @@ pub fn exit_fix(cluster: &Cluster, node: &Node, log: &str) -> String {
              Set [docker] image (and pg_major) in {source} back to that version, or delete this cluster's data with `cargo xtask down --purge` (it is lost)",
             node.name
         ),
-        Some(crate::StartFailure::PortTaken) | None => {
+        Some(crate::StartFailure::PortTaken | crate::StartFailure::BadSetting(_)) | None => {
             "the log above says why. Fix that, then run `cargo xtask up` again (the data volumes are kept); `docker logs <id>` shows the whole log".to_string()
         }
     }
@@ -404,5 +408,13 @@ mod tests {
         assert!(fix.contains("data volume of citus_worker1 was created by another PostgreSQL major version"), "{fix}");
         assert!(fix.contains("`cargo xtask down --purge` (it is lost)"), "{fix}");
         assert!(exit_fix(&c, w, "something else").contains("the log above says why"));
+        let with_settings =
+            Cluster::parse(&format!("{}\n[settings]\nwork_mem = \"64XB\"\n", include_str!("../../../citus.toml")), std::path::Path::new("/w/citus.toml"))
+                .unwrap();
+        let fix = exit_fix(&with_settings, w, "FATAL:  invalid value for parameter \"work_mem\": \"64XB\"");
+        assert!(fix.starts_with("the server refuses `work_mem = \"64XB\"` of [settings] in /w/citus.toml"), "{fix}");
+        // A setting the config does not give (ALTER SYSTEM, say): the log says why.
+        let fix = exit_fix(&with_settings, w, "FATAL:  unrecognized configuration parameter \"max_conections\"");
+        assert!(fix.contains("the log above says why"), "{fix}");
     }
 }

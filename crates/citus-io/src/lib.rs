@@ -8,6 +8,7 @@
 //! as values. Errors name the node, its address and the likely fix.
 
 pub mod docker;
+pub mod guc;
 pub mod local;
 pub mod pg;
 pub mod psql;
@@ -60,6 +61,9 @@ pub(crate) enum StartFailure<'a> {
     OtherMajor(Option<&'a str>),
     /// The server could not listen on its port (another program took it).
     PortTaken,
+    /// The server refused a setting: `unrecognized configuration parameter "NAME"`, `invalid
+    /// value for parameter "NAME"` and the like, with the setting's name.
+    BadSetting(&'a str),
 }
 
 impl<'a> StartFailure<'a> {
@@ -78,7 +82,27 @@ impl<'a> StartFailure<'a> {
         if log.contains("Address already in use") || log.contains("could not create any TCP/IP sockets") {
             return Some(StartFailure::PortTaken);
         }
+        // `unrecognized configuration parameter "x"`, `invalid value for parameter "x": ...`,
+        // `parameter "x" requires a Boolean value`, `... is outside the valid range for parameter "x" ...`.
+        if let Some(name) = log.split("parameter \"").nth(1).and_then(|r| r.split('"').next()).filter(|n| !n.is_empty()) {
+            return Some(StartFailure::BadSetting(name));
+        }
         None
+    }
+
+    /// For a setting the server refused, what to do when it is one of the config's
+    /// `[settings]` (`None` otherwise: the setting came from elsewhere).
+    pub(crate) fn settings_fix(&self, cluster: &citus_config::Cluster) -> Option<String> {
+        let StartFailure::BadSetting(name) = self else { return None };
+        let lower = name.to_ascii_lowercase();
+        cluster.settings.iter().find(|s| s.name == lower).map(|s| {
+            format!(
+                "the server refuses `{} = {:?}` of [settings] in {} (the log lines above say why): correct or remove it, then run `cargo xtask up` again (the data is kept)",
+                s.name,
+                s.value,
+                cluster.source.display()
+            )
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use citus_plan::Version;
 use postgres::types::Type;
 use serde::Serialize;
 
-use crate::{pg, setup::Target, Progress};
+use crate::{guc, pg, setup::Target, Progress};
 
 /// One check's result.
 #[derive(Debug, Clone, Serialize)]
@@ -86,7 +86,8 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     // Each thread also reads its node's settings and, on a worker, its own metadata: two round
     // trips per node, all nodes at once, instead of the workers' metadata one after another
     // later. Every query goes with its parameter types (`query_typed*`): one round trip, not two.
-    type Reached = Result<(postgres::Client, Result<postgres::Row, postgres::Error>, Option<Result<postgres::Row, postgres::Error>>), String>;
+    type Seen = Option<Result<Vec<guc::Seen>, postgres::Error>>;
+    type Reached = Result<(postgres::Client, Result<postgres::Row, postgres::Error>, Option<Result<postgres::Row, postgres::Error>>, Seen), String>;
     let conns: Vec<Reached> = std::thread::scope(|s| {
         let hs: Vec<_> = nodes
             .iter()
@@ -96,7 +97,8 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
                     let mut client = pg::connect(n, t.creds, db, VERIFY_CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
                     let settings = client.query_typed_one(SETTINGS_QUERY, &[]);
                     let metadata = (i > 0).then(|| client.query_typed_one(METADATA_QUERY, &[]));
-                    Ok((client, settings, metadata))
+                    let configured = (!cluster.settings.is_empty()).then(|| guc::read(&mut client, &cluster.settings));
+                    Ok((client, settings, metadata, configured))
                 })
             })
             .collect();
@@ -108,9 +110,17 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     let mut versions: Vec<(String, Option<Version>)> = Vec::new();
     for (node, c) in nodes.iter().zip(conns) {
         match c {
-            Ok((client, settings, meta)) => {
+            Ok((client, settings, meta, configured)) => {
                 report.push(node, "reachable", true, format!("login to {db} as {}", t.creds.user), String::new);
                 node_checks(&mut report, node, settings, &mut versions);
+                match configured {
+                    None => {}
+                    Some(Ok(seen)) => {
+                        let (ok, detail, fix) = guc::judge(&seen, &node.name, &cluster.coordinator.name, db, &cluster.user);
+                        report.push(node, "config settings", ok, detail, || fix.unwrap_or_default());
+                    }
+                    Some(Err(e)) => report.push(node, "config settings", false, pg::describe(&e), || "see the server's message".into()),
+                }
                 if let Some(m) = meta {
                     metadata.insert(node.name.clone(), m);
                 }
