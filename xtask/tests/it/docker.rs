@@ -43,10 +43,23 @@ fn container(c: &TestCluster, service: &str) -> String {
 fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     let Some((a, _ga)) = docker_cluster("docker_up_verify_down_up_keeps_data_and_clusters_coexist", &format!("itda{}", std::process::id())) else { return };
     let Some((b, _gb)) = docker_cluster("docker_up_verify_down_up_keeps_data_and_clusters_coexist", &format!("itdb{}", std::process::id())) else { return };
+    // b's nodes get server settings of the config's own, one with a `$` that compose must
+    // pass on as it is.
+    let settings = "\n[settings]\nmax_connections = 150\nlog_line_prefix = \"%m [%p] $x \"\ncitus.shard_count = 4\n";
+    std::fs::write(&b.config, std::fs::read_to_string(&b.config).unwrap() + settings).unwrap();
     a.ok(&["up"]);
     b.ok(&["up"]);
     a.ok(&["verify"]);
+    let report = b.ok(&["verify"]);
+    assert_eq!(report.matches("all settings as the config sets them: citus.shard_count, log_line_prefix, max_connections").count(), 3, "{report}");
+    let row = b.connect(2, &b.database).query_one("SELECT current_setting('log_line_prefix'), current_setting('max_connections')", &[]).unwrap();
+    assert_eq!((row.get::<_, String>(0).as_str(), row.get::<_, String>(1).as_str()), ("%m [%p] $x ", "150"));
+    // A changed setting: `up` recreates the containers with it (their volumes stay).
+    std::fs::write(&b.config, std::fs::read_to_string(&b.config).unwrap().replace("max_connections = 150", "max_connections = 160")).unwrap();
+    b.ok(&["up"]);
     b.ok(&["verify"]);
+    let n: String = b.connect(1, &b.database).query_one("SHOW max_connections", &[]).unwrap().get(0);
+    assert_eq!(n, "160");
     // The coordinator reaches the workers by their cluster addresses (service name, 5432).
     let names: Vec<String> = a
         .connect(0, &a.database)

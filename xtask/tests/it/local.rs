@@ -656,3 +656,78 @@ fn logs_follow_prints_each_new_line_after_its_node_also_across_a_purge() {
     follow.kill().unwrap();
     follow.wait().unwrap();
 }
+
+/// Waits until new sessions on the worker see `log_min_duration_statement` = `want`: the
+/// postmaster reloads its configuration when it gets to the signal, not at once.
+fn reloaded(c: &TestCluster, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let have: String = c.connect(1, "postgres").query_one("SHOW log_min_duration_statement", &[]).unwrap().get(0);
+        if have == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the worker still has log_min_duration_statement = {have} 10 s after its reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `[settings]` reach every node's server, and `verify` proves it: each node passes "config
+/// settings" while it runs with them, and fails, naming the node, what it runs with, where that
+/// comes from and the fix, when an `ALTER SYSTEM` overrides one or the config changed under the
+/// running servers. A setting the server refuses fails `up` at once with a fix that names it.
+#[test]
+fn settings_reach_every_node_and_verify_names_any_that_is_not_in_effect() {
+    let test = "settings_reach_every_node_and_verify_names_any_that_is_not_in_effect";
+    if !citus(test) {
+        return;
+    }
+    let extra = "\n[settings]\nmax_connections = 150\nwork_mem = \"65536kB\"\ncitus.shard_count = 4\nlog_min_duration_statement = \"2s\"\n";
+    let c = TestCluster::new(Spec { workers: 1, extra, ..Spec::default() });
+    c.ok(&["up"]);
+    for i in 0..2 {
+        let mut db = c.connect(i, &c.database);
+        for (name, want) in [("max_connections", "150"), ("work_mem", "64MB"), ("citus.shard_count", "4"), ("log_min_duration_statement", "2s")] {
+            let have: String = db.query_one("SELECT current_setting($1)", &[&name]).unwrap().get(0);
+            assert_eq!(have, want, "node {i}: {name}");
+        }
+    }
+    let report = c.ok(&["verify"]);
+    assert_eq!(report.matches("config settings").count(), 2, "{report}");
+    assert!(report.contains("all settings as the config sets them: citus.shard_count, log_min_duration_statement, max_connections, work_mem"), "{report}");
+
+    // An ALTER SYSTEM on the worker wins over the config after a reload: verify names it.
+    let mut worker = c.connect(1, "postgres");
+    worker.batch_execute("ALTER SYSTEM SET log_min_duration_statement = '5s'").unwrap();
+    worker.batch_execute("SELECT pg_reload_conf()").unwrap();
+    reloaded(&c, "5s");
+    let out = c.xtask(&["verify"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("FAIL  citus_worker1") && t.contains("log_min_duration_statement = 5s (config: 2s; set by ALTER SYSTEM in"), "{t}");
+    assert!(t.contains("fix: on citus_worker1: ALTER SYSTEM RESET log_min_duration_statement; SELECT pg_reload_conf();"), "{t}");
+    worker.batch_execute("ALTER SYSTEM RESET log_min_duration_statement").unwrap();
+    worker.batch_execute("SELECT pg_reload_conf()").unwrap();
+    drop(worker);
+    reloaded(&c, "2s");
+    c.ok(&["verify"]);
+
+    // The config changed under running servers: `up` and `verify` both say so; down and up apply it.
+    std::fs::write(&c.config, std::fs::read_to_string(&c.config).unwrap().replace("max_connections = 150", "max_connections = 160")).unwrap();
+    let out = c.xtask(&["verify"]);
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("max_connections = 150 (config: 160; from "), "{t}");
+    assert!(t.contains("fix: `cargo xtask down`, then `cargo xtask up`, restarts the nodes with the config's settings"), "{t}");
+    assert!(text(&c.xtask(&["up"])).contains("citus_master: runs with settings the config has changed since it started (max_connections)"));
+    c.ok(&["down"]);
+    c.ok(&["up"]);
+    c.ok(&["verify"]);
+
+    // A value the server refuses: `up` fails at once, naming the setting and the config file.
+    c.ok(&["down"]);
+    std::fs::write(&c.config, std::fs::read_to_string(&c.config).unwrap().replace("\"65536kB\"", "\"64XB\"")).unwrap();
+    let out = c.xtask(&["up"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("invalid value for parameter \"work_mem\": \"64XB\""), "{t}");
+    assert!(t.contains(&format!("fix: the server refuses `work_mem = \"64XB\"` of [settings] in {}", c.config.display())), "{t}");
+}
