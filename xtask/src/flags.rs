@@ -28,6 +28,11 @@ xflags::xflags! {
             /// Only start the nodes; do not run `setup` (also the way to start plain PostgreSQL
             /// nodes, configured with `shared_preload_libraries = []`).
             optional --no-setup
+            /// Restart each running local node whose settings (`[settings]`, `dev_speed`,
+            /// `shared_preload_libraries`) or client address changed in the config since it
+            /// started, with a clean shutdown; the data is kept. Without it such a node is named
+            /// and left running. On Docker, `up` recreates such containers either way.
+            optional --restart
         }
         /// Create the database and the citus extension on every node, register the workers on
         /// the coordinator, and repair what a re-run finds broken. Idempotent; safe to run twice
@@ -50,7 +55,7 @@ xflags::xflags! {
             repeated --drop-orphaned-shards worker: String
         }
         /// Check the cluster: every node reachable with citus preloaded and installed at one
-        /// version, the coordinator host and exactly the configured workers registered and
+        /// version and the config's [settings] in effect, the coordinator host and exactly the configured workers registered and
         /// active, metadata in sync, every shard placement present on its node, all-pairs
         /// health, and a distributed round trip.
         /// Exits 0 only when every check passes.
@@ -191,6 +196,7 @@ pub struct Up {
     pub backend: Option<Backend>,
     pub workers: Option<usize>,
     pub no_setup: bool,
+    pub restart: bool,
 }
 
 #[derive(Debug)]

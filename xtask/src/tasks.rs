@@ -54,7 +54,7 @@ pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
         Ok(ready)
     };
     let ready = match backend {
-        Backend::Local => local::up(&cluster, &creds, (!f.no_setup).then_some(&first as citus_io::OnStarted<'_>), &progress)?,
+        Backend::Local => local::up(&cluster, &creds, (!f.no_setup).then_some(&first as citus_io::OnStarted<'_>), f.restart, &progress)?,
         Backend::Docker => docker::up(&cluster, &creds, &progress)?,
     };
     if f.no_setup {

@@ -646,10 +646,13 @@ fn flatten_setting(name: &str, value: &toml::Value, span: Range<usize>, out: &mu
         }
     };
     let lower = name.to_ascii_lowercase();
+    // What PostgreSQL's configuration-file reader takes (the local backend writes them there):
+    // an identifier, or two joined by one dot.
     let identifier =
-        |part: &str| part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
-    if !lower.split('.').all(identifier) {
-        err(span, format!("settings: `{name}` is not a PostgreSQL setting name (ASCII letters, digits, `_` and `$`, not starting with a digit; an extension's settings as `prefix.name`)"));
+        |part: &str| part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let parts: Vec<&str> = lower.split('.').collect();
+    if parts.len() > 2 || !parts.iter().all(|p| identifier(p)) {
+        err(span, format!("settings: `{name}` is not a PostgreSQL setting name (ASCII letters, digits and `_`, not starting with a digit; an extension's settings as `prefix.name`, one dot)"));
     } else if let Some((_, why)) = RESERVED_SETTINGS.iter().find(|(n, _)| *n == lower) {
         err(span, format!("settings.{name} is not accepted: {why}"));
     } else if text.chars().any(char::is_control) {

@@ -181,6 +181,6 @@ fn settings_flatten_dotted_names_and_render_values() {
 #[test]
 fn settings_refused() {
     let src = MINIMAL.to_string()
-        + "[settings]\nport = 6000\nshared_preload_libraries = \"citus\"\n\"1bad\" = 1\nsearch_path = [\"a\", \"b\"]\nwork_mem = \"1MB\"\nWORK_MEM = \"2MB\"\napplication_name = \"a\\nb\"\n";
+        + "[settings]\nport = 6000\nshared_preload_libraries = \"citus\"\n\"1bad\" = 1\nsearch_path = [\"a\", \"b\"]\nwork_mem = \"1MB\"\nWORK_MEM = \"2MB\"\napplication_name = \"a\\nb\"\napp.sub.key = 1\n\"x$y\" = 1\n";
     insta::assert_snapshot!(check_error(&src));
 }

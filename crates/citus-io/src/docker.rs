@@ -412,7 +412,11 @@ mod tests {
             Cluster::parse(&format!("{}\n[settings]\nwork_mem = \"64XB\"\n", include_str!("../../../citus.toml")), std::path::Path::new("/w/citus.toml"))
                 .unwrap();
         let fix = exit_fix(&with_settings, w, "FATAL:  invalid value for parameter \"work_mem\": \"64XB\"");
-        assert!(fix.starts_with("the server refuses `work_mem = \"64XB\"` of [settings] in /w/citus.toml"), "{fix}");
+        assert!(fix.starts_with("the server refuses `work_mem = '64XB'` of [settings] in /w/citus.toml"), "{fix}");
+        // A reload's note about a setting is no refusal; nor is a bad value in ALTER SYSTEM's file.
+        assert!(exit_fix(&with_settings, w, "LOG:  parameter \"work_mem\" changed to \"4MB\"\nFATAL:  something else").contains("the log above says why"));
+        let auto = "LOG:  invalid value for parameter \"work_mem\": \"64XB\"\nFATAL:  configuration file \"/d/postgresql.auto.conf\" contains errors";
+        assert!(exit_fix(&with_settings, w, auto).contains("the log above says why"));
         // A setting the config does not give (ALTER SYSTEM, say): the log says why.
         let fix = exit_fix(&with_settings, w, "FATAL:  unrecognized configuration parameter \"max_conections\"");
         assert!(fix.contains("the log above says why"), "{fix}");

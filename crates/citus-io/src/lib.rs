@@ -82,10 +82,17 @@ impl<'a> StartFailure<'a> {
         if log.contains("Address already in use") || log.contains("could not create any TCP/IP sockets") {
             return Some(StartFailure::PortTaken);
         }
-        // `unrecognized configuration parameter "x"`, `invalid value for parameter "x": ...`,
-        // `parameter "x" requires a Boolean value`, `... is outside the valid range for parameter "x" ...`.
-        if let Some(name) = log.split("parameter \"").nth(1).and_then(|r| r.split('"').next()).filter(|n| !n.is_empty()) {
-            return Some(StartFailure::BadSetting(name));
+        // The server's phrases for a setting it refuses (and not the same name in ALTER SYSTEM's
+        // file, which the log then names: the generic fix points there).
+        if !log.contains("postgresql.auto.conf") {
+            let after = |phrase: &str| log.split(phrase).nth(1).and_then(|r| r.split('"').next()).filter(|n| !n.is_empty());
+            let name = after("unrecognized configuration parameter \"")
+                .or_else(|| after("invalid value for parameter \""))
+                .or_else(|| after("is outside the valid range for parameter \""))
+                .or_else(|| log.lines().find(|l| l.contains("\" requires a ")).and_then(|l| l.split("parameter \"").nth(1)?.split('"').next()));
+            if let Some(name) = name {
+                return Some(StartFailure::BadSetting(name));
+            }
         }
         None
     }
@@ -97,7 +104,7 @@ impl<'a> StartFailure<'a> {
         let lower = name.to_ascii_lowercase();
         cluster.settings.iter().find(|s| s.name == lower).map(|s| {
             format!(
-                "the server refuses `{} = {:?}` of [settings] in {} (the log lines above say why): correct or remove it, then run `cargo xtask up` again (the data is kept)",
+                "the server refuses `{} = '{}'` of [settings] in {} (the log lines above say why): correct or remove it, then run `cargo xtask up` again (the data is kept)",
                 s.name,
                 s.value,
                 cluster.source.display()

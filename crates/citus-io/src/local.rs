@@ -994,8 +994,17 @@ impl Mode0600 for fs::OpenOptions {
 /// parallel, and waits until each accepts a login. A server that exits while starting fails
 /// at once with the tail of its log. Returns each node's ready connection (see [`crate::Ready`]).
 /// `on_started` runs on each node's thread as soon as a server this call started is ready.
+/// A running server started with other settings or at another client address than the config
+/// now gives it is named and left running, or, with `restart`, stopped (a clean, fast
+/// shutdown) and started again with them.
 /// Holds the cluster's [`state::UpLock`] throughout: a concurrent `up` of it waits.
-pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::OnStarted<'_>>, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
+pub fn up(
+    cluster: &Cluster,
+    creds: &pg::Credentials,
+    on_started: Option<crate::OnStarted<'_>>,
+    restart: bool,
+    progress: Progress<'_>,
+) -> anyhow::Result<crate::Ready> {
     let local = detect(cluster)?;
     if let Some((uid, gid, user)) = &local.run_as {
         let data_dir = std::path::absolute(&cluster.local.data_dir).unwrap_or_else(|_| cluster.local.data_dir.clone());
@@ -1013,15 +1022,20 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::
     let nodes: Vec<&Node> = cluster.nodes().collect();
     // Refuse before starting anything when a port is taken by something else, or when a node's
     // server already runs at another address than the config now gives it (it would never
-    // answer there: the wait would run out).
+    // answer there: the wait would run out), unless told to restart it.
+    let mut to_restart: Vec<(&Node, String)> = Vec::new();
     for n in &nodes {
         let pgdata = paths(cluster, n).pgdata;
         match running_pid(&pgdata) {
             None => check_port_free(cluster, n)?,
             Some(pid) => {
                 if let Some((host, port)) = running_address(&pgdata).filter(|(h, p)| *p != n.client.port || (!h.is_empty() && *h != n.client.host)) {
+                    if restart {
+                        to_restart.push((n, format!("it listens on {host}:{port}, the config gives it {}", n.client)));
+                        continue;
+                    }
                     bail!(
-                        "node {}: its server (pid {pid}) already runs, listening on {host}:{port}, but {} now gives it {}.\n    fix: restart it at the new address: `cargo xtask down`, then `cargo xtask up` (the data is kept)",
+                        "node {}: its server (pid {pid}) already runs, listening on {host}:{port}, but {} now gives it {}.\n    fix: restart it at the new address: `cargo xtask up --restart` (the data is kept)",
                         n.name,
                         cluster.source.display(),
                         n.client
@@ -1029,15 +1043,32 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, on_started: Option<crate::
                 }
                 let started = fs::read_to_string(pgdata.join(SETTINGS_FILE)).unwrap_or_default();
                 let changed = changed_settings(&started, &settings(cluster, n));
-                if !changed.is_empty() {
+                if changed.is_empty() {
+                } else if restart {
+                    to_restart.push((n, format!("the config changed {}", changed.join(", "))));
+                } else {
                     progress(&format!(
-                        "{}: runs with settings the config has changed since it started ({}): `cargo xtask down`, then `cargo xtask up`, applies them",
+                        "{}: runs with settings the config has changed since it started ({}): `cargo xtask up --restart` applies them",
                         n.name,
                         changed.join(", ")
                     ));
                 }
             }
         }
+    }
+    // Every node to restart is signalled before any is waited for, as in `down`.
+    let stopping: Vec<(&Node, anyhow::Result<Option<Stopping>>)> = to_restart
+        .iter()
+        .map(|(n, why)| {
+            progress(&format!("{}: restarting: {why}", n.name));
+            (*n, signal_stop(cluster, n))
+        })
+        .collect();
+    for (n, s) in stopping {
+        if let Some(s) = s? {
+            s.wait(Duration::from_secs(60))?;
+        }
+        check_port_free(cluster, n)?;
     }
     let missing: Vec<&Node> = nodes.iter().copied().filter(|n| !paths(cluster, n).pgdata.join("PG_VERSION").exists()).collect();
     state::record_backend(cluster, citus_config::Backend::Local)?;
@@ -1276,7 +1307,7 @@ mod tests {
         let fix = exit_fix(&c, bin, &c.workers[0], log);
         assert_eq!(
             fix,
-            "the server refuses `max_conections = \"4\"` of [settings] in /w/citus.toml (the log lines above say why): correct or remove it, then run `cargo xtask up` again (the data is kept)"
+            "the server refuses `max_conections = '4'` of [settings] in /w/citus.toml (the log lines above say why): correct or remove it, then run `cargo xtask up` again (the data is kept)"
         );
     }
 

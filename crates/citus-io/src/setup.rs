@@ -551,7 +551,7 @@ pub fn check_preload(cluster: &Cluster) -> anyhow::Result<()> {
     }
     bail!(
         "shared_preload_libraries in {} is [{}], without citus: these nodes are plain PostgreSQL, and CREATE EXTENSION citus needs citus preloaded first. \
-         Fix: put \"citus\" first in shared_preload_libraries and restart the nodes (`cargo xtask down`, then `cargo xtask up`); \
+         Fix: put \"citus\" first in shared_preload_libraries and restart the nodes (`cargo xtask up --restart`); \
          to start plain PostgreSQL nodes on purpose, use `cargo xtask up --no-setup`",
         cluster.source.display(),
         cluster.shared_preload_libraries.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>().join(", ")

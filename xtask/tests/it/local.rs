@@ -449,12 +449,10 @@ fn a_port_changed_under_a_running_node_is_refused_with_the_fix() {
     let t = text(&out);
     let pid = c.pid("citus_worker2").unwrap();
     assert!(t.contains(&format!("node citus_worker2: its server (pid {pid}) already runs, listening on localhost:{old}, but ")), "{t}");
-    assert!(
-        t.contains(&format!("now gives it localhost:{new}")) && t.contains("fix: restart it at the new address: `cargo xtask down`, then `cargo xtask up`"),
-        "{t}"
-    );
-    c.ok(&["down"]);
-    c.ok(&["up", "--no-setup"]);
+    assert!(t.contains(&format!("now gives it localhost:{new}")) && t.contains("fix: restart it at the new address: `cargo xtask up --restart`"), "{t}");
+    // `up --restart` stops it at its old address and starts it at the new one.
+    let t = text(&c.xtask(&["up", "--no-setup", "--restart"]));
+    assert!(t.contains(&format!("citus_worker2: restarting: it listens on localhost:{old}, the config gives it localhost:{new}")), "{t}");
     let mut moved = postgres::Config::new()
         .host("localhost")
         .port(new)
@@ -483,7 +481,8 @@ fn settings_changed_under_running_nodes_are_named_by_up() {
     let out = c.xtask(&["up", "--no-setup"]);
     assert!(out.status.success(), "{}", text(&out));
     for node in ["citus_master", "citus_worker1", "citus_worker2"] {
-        let line = format!("{node}: runs with settings the config has changed since it started (fsync, full_page_writes): `cargo xtask down`, then `cargo xtask up`, applies them");
+        let line =
+            format!("{node}: runs with settings the config has changed since it started (fsync, full_page_writes): `cargo xtask up --restart` applies them");
         assert!(text(&out).contains(&line), "{node}: {}", text(&out));
     }
     let fsync: String = c.connect(1, "postgres").query_one("SHOW fsync", &[]).unwrap().get(0);
@@ -703,8 +702,8 @@ fn settings_reach_every_node_and_verify_names_any_that_is_not_in_effect() {
     let out = c.xtask(&["verify"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("FAIL  citus_worker1") && t.contains("log_min_duration_statement = 5s (config: 2s; set by ALTER SYSTEM in"), "{t}");
-    assert!(t.contains("fix: on citus_worker1: ALTER SYSTEM RESET log_min_duration_statement; SELECT pg_reload_conf();"), "{t}");
+    assert!(t.contains("FAIL  citus_worker1") && t.contains("log_min_duration_statement = '5s' (config: '2s'; set by ALTER SYSTEM in"), "{t}");
+    assert!(t.contains("fix: on citus_worker1: ALTER SYSTEM RESET log_min_duration_statement, then SELECT pg_reload_conf();"), "{t}");
     worker.batch_execute("ALTER SYSTEM RESET log_min_duration_statement").unwrap();
     worker.batch_execute("SELECT pg_reload_conf()").unwrap();
     drop(worker);
@@ -715,12 +714,24 @@ fn settings_reach_every_node_and_verify_names_any_that_is_not_in_effect() {
     std::fs::write(&c.config, std::fs::read_to_string(&c.config).unwrap().replace("max_connections = 150", "max_connections = 160")).unwrap();
     let out = c.xtask(&["verify"]);
     let t = text(&out);
-    assert!(!out.status.success() && t.contains("max_connections = 150 (config: 160; from "), "{t}");
-    assert!(t.contains("fix: `cargo xtask down`, then `cargo xtask up`, restarts the nodes with the config's settings"), "{t}");
+    assert!(!out.status.success() && t.contains("max_connections = '150' (config: '160'; from "), "{t}");
+    assert!(t.contains("fix: `cargo xtask up --restart` restarts the nodes with the config's settings"), "{t}");
     assert!(text(&c.xtask(&["up"])).contains("citus_master: runs with settings the config has changed since it started (max_connections)"));
-    c.ok(&["down"]);
-    c.ok(&["up"]);
+    // `up --restart` restarts both nodes, keeps their data, and verify passes.
+    c.connect(0, &c.database)
+        .batch_execute("CREATE TABLE kept (id int); SELECT create_distributed_table('kept', 'id'); INSERT INTO kept VALUES (1), (2)")
+        .unwrap();
+    let out = c.xtask(&["up", "--restart"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for node in ["citus_master", "citus_worker1"] {
+        assert!(t.contains(&format!("{node}: restarting: the config changed max_connections")), "{t}");
+    }
     c.ok(&["verify"]);
+    let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM kept", &[]).unwrap().get(0);
+    assert_eq!(n, 2);
+    let out = c.xtask(&["up", "--restart"]);
+    assert!(out.status.success() && !text(&out).contains("restarting"), "nothing changed, nothing restarted: {}", text(&out));
 
     // A value the server refuses: `up` fails at once, naming the setting and the config file.
     c.ok(&["down"]);
@@ -729,5 +740,5 @@ fn settings_reach_every_node_and_verify_names_any_that_is_not_in_effect() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("invalid value for parameter \"work_mem\": \"64XB\""), "{t}");
-    assert!(t.contains(&format!("fix: the server refuses `work_mem = \"64XB\"` of [settings] in {}", c.config.display())), "{t}");
+    assert!(t.contains(&format!("fix: the server refuses `work_mem = '64XB'` of [settings] in {}", c.config.display())), "{t}");
 }
