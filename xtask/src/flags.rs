@@ -55,9 +55,9 @@ xflags::xflags! {
             repeated --drop-orphaned-shards worker: String
         }
         /// Check the cluster: every node reachable with citus preloaded and installed at one
-        /// version and the config's [settings] in effect, the coordinator host and exactly the configured workers registered and
-        /// active, metadata in sync, every shard placement present on its node, all-pairs
-        /// health, and a distributed round trip.
+        /// version and the config's [settings] in effect, the coordinator host and exactly
+        /// the configured workers registered and active, metadata in sync, every shard
+        /// placement present on its node, all-pairs health, and a distributed round trip.
         /// Exits 0 only when every check passes.
         cmd verify {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).

@@ -37,7 +37,12 @@ fn main() -> ExitCode {
     let flags = match flags::Xtask::from_env() {
         Ok(f) => f,
         Err(e) if e.is_help() => {
-            println!("{e}");
+            let full = e.to_string();
+            let task = args.first().and_then(|a| a.to_str()).filter(|a| TASKS.contains(a));
+            match task.and_then(|t| task_help(&full, t)) {
+                Some(section) => println!("{section}\n\n`cargo xtask --help` explains every task."),
+                None => println!("{full}"),
+            }
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -74,6 +79,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The section of xflags' help text (which describes every task, whichever asked) about `task`:
+/// from its `xtask <task>` line to the next task's.
+fn task_help(full: &str, task: &str) -> Option<String> {
+    let head = format!("xtask {task}");
+    let mut lines = full.lines().skip_while(|l| *l != head);
+    let first = lines.next()?;
+    let rest: Vec<&str> = lines.take_while(|l| !l.starts_with("xtask")).collect();
+    Some(format!("{first}\n{}", rest.join("\n")).trim_end().to_string())
 }
 
 /// `cargo xtask bench ARGS`: `cargo run -p citus-bench -- --xtask <this binary> ARGS`, so the

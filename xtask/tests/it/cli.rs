@@ -33,8 +33,15 @@ fn help_explains_every_task() {
     for task in ["up", "setup", "verify", "status", "down", "test-env", "psql", "logs", "compose", "bench"] {
         assert!(t.contains(&format!("xtask {task}\n")), "--help does not explain {task}: {t}");
     }
-    let up = text(&xtask(&["up", "--help"]));
-    assert!(up.contains("--backend") && up.contains("--workers") && up.contains("--no-setup"), "{up}");
+    // A task's --help is about that task only.
+    let out = xtask(&["up", "--help"]);
+    let up = text(&out);
+    assert!(out.status.success(), "{up}");
+    assert!(up.starts_with("xtask up\n  Start every node"), "{up}");
+    assert!(up.contains("--backend") && up.contains("--workers") && up.contains("--no-setup") && up.contains("--restart"), "{up}");
+    assert!(!up.contains("xtask setup") && !up.contains("--purge") && up.ends_with("`cargo xtask --help` explains every task.\n"), "{up}");
+    let psql = text(&xtask(&["psql", "-h"]));
+    assert!(psql.starts_with("xtask psql\n") && psql.contains("<args>...") && !psql.contains("xtask logs"), "{psql}");
 }
 
 #[test]
