@@ -1043,10 +1043,9 @@ pub fn up(
                 }
                 let started = fs::read_to_string(pgdata.join(SETTINGS_FILE)).unwrap_or_default();
                 let changed = changed_settings(&started, &settings(cluster, n));
-                if changed.is_empty() {
-                } else if restart {
+                if !changed.is_empty() && restart {
                     to_restart.push((n, format!("the config changed {}", changed.join(", "))));
-                } else {
+                } else if !changed.is_empty() {
                     progress(&format!(
                         "{}: runs with settings the config has changed since it started ({}): `cargo xtask up --restart` applies them",
                         n.name,
