@@ -246,6 +246,9 @@ pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
             Some(l) => println!("{:w0$}  {:w1$}  {:w2$}  login FAILED: {}", "", "", "", l.detail),
             None => {}
         }
+        if !n.restart_pending.is_empty() {
+            println!("{:w0$}  {:w1$}  {:w2$}  restart pending: {} (`cargo xtask up --restart` applies it)", "", "", "", n.restart_pending.join(", "));
+        }
     }
     for o in &st.others {
         println!("also running: {o}");

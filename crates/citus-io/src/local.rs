@@ -619,6 +619,34 @@ fn changed_settings(started: &str, now: &str) -> Vec<String> {
     keys.into_iter().cloned().collect()
 }
 
+/// The address a running server of `node` listens on (its postmaster.pid), when it is not the
+/// node's client address in the config.
+fn moved_address(pgdata: &Path, node: &Node) -> Option<(String, u16)> {
+    running_address(pgdata).filter(|(h, p)| *p != node.client.port || (!h.is_empty() && *h != node.client.host))
+}
+
+/// The settings `node`'s running server lacks: those whose values in the settings file it
+/// started with differ from what the config gives it now, by name.
+fn settings_changed(cluster: &Cluster, node: &Node) -> Vec<String> {
+    let started = fs::read_to_string(paths(cluster, node).pgdata.join(SETTINGS_FILE)).unwrap_or_default();
+    changed_settings(&started, &settings(cluster, node))
+}
+
+/// What `node`'s running server lacks of the config, which `up --restart` would apply: the
+/// settings changed since it started, and its client address when it listens elsewhere.
+/// Empty when it runs as configured, or does not run.
+pub fn changed_since_start(cluster: &Cluster, node: &Node) -> Vec<String> {
+    let pgdata = paths(cluster, node).pgdata;
+    if running_pid(&pgdata).is_none() {
+        return Vec::new();
+    }
+    let mut changed = settings_changed(cluster, node);
+    if let Some((host, port)) = moved_address(&pgdata, node) {
+        changed.insert(0, format!("client address (it listens on {host}:{port}, the config gives {})", node.client));
+    }
+    changed
+}
+
 /// Says, per node whose data directory this tool made and that no server runs on, that
 /// `cargo xtask up` starts it: at once, not only when a wait for it runs out (`setup` still
 /// waits, since a node may be starting).
@@ -1029,7 +1057,7 @@ pub fn up(
         match running_pid(&pgdata) {
             None => check_port_free(cluster, n)?,
             Some(pid) => {
-                if let Some((host, port)) = running_address(&pgdata).filter(|(h, p)| *p != n.client.port || (!h.is_empty() && *h != n.client.host)) {
+                if let Some((host, port)) = moved_address(&pgdata, n) {
                     if restart {
                         to_restart.push((n, format!("it listens on {host}:{port}, the config gives it {}", n.client)));
                         continue;
@@ -1041,8 +1069,7 @@ pub fn up(
                         n.client
                     );
                 }
-                let started = fs::read_to_string(pgdata.join(SETTINGS_FILE)).unwrap_or_default();
-                let changed = changed_settings(&started, &settings(cluster, n));
+                let changed = settings_changed(cluster, n);
                 if !changed.is_empty() && restart {
                     to_restart.push((n, format!("the config changed {}", changed.join(", "))));
                 } else if !changed.is_empty() {

@@ -717,6 +717,11 @@ fn settings_reach_every_node_and_verify_names_any_that_is_not_in_effect() {
     assert!(!out.status.success() && t.contains("max_connections = '150' (config: '160'; from "), "{t}");
     assert!(t.contains("fix: `cargo xtask up --restart` restarts the nodes with the config's settings"), "{t}");
     assert!(text(&c.xtask(&["up"])).contains("citus_master: runs with settings the config has changed since it started (max_connections)"));
+    // `status` names what each running node lacks, still exits 0 (the nodes run and log in).
+    let st = c.ok(&["status"]);
+    assert_eq!(st.matches("restart pending: max_connections (`cargo xtask up --restart` applies it)").count(), 2, "{st}");
+    let json: serde_json::Value = serde_json::from_str(&c.ok(&["status", "--json"])).unwrap();
+    assert_eq!(json["nodes"][1]["restart_pending"], serde_json::json!(["max_connections"]), "{json}");
     // `up --restart` restarts both nodes, keeps their data, and verify passes.
     c.connect(0, &c.database)
         .batch_execute("CREATE TABLE kept (id int); SELECT create_distributed_table('kept', 'id'); INSERT INTO kept VALUES (1), (2)")
@@ -732,6 +737,7 @@ fn settings_reach_every_node_and_verify_names_any_that_is_not_in_effect() {
     assert_eq!(n, 2);
     let out = c.xtask(&["up", "--restart"]);
     assert!(out.status.success() && !text(&out).contains("restarting"), "nothing changed, nothing restarted: {}", text(&out));
+    assert!(!c.ok(&["status"]).contains("restart pending"));
 
     // A value the server refuses: `up` fails at once, naming the setting and the config file.
     c.ok(&["down"]);
