@@ -517,6 +517,12 @@ impl Cluster {
         for (name, value) in in_file_order {
             flatten_setting(name, value.get_ref(), value.span(), &mut settings, &mut err);
         }
+        if let Some(span) = ssl_off_under_required_tls(&settings, &raw.settings) {
+            err(
+                span,
+                "settings.ssl = off: Citus connects between the nodes with `sslmode=require` (its default citus.node_conninfo), so setup would fail with \"server does not support SSL, but SSL was required\"; leave ssl on, or also set citus.node_conninfo = \"sslmode=prefer\" (or \"sslmode=disable\")".into(),
+            );
+        }
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors.join("\n")));
         }
@@ -660,6 +666,19 @@ fn flatten_setting(name: &str, value: &toml::Value, span: Range<usize>, out: &mu
     } else if out.insert(lower.clone(), text).is_some() {
         err(span, format!("settings: `{name}` sets `{lower}` a second time (PostgreSQL's setting names are case-insensitive)"));
     }
+}
+
+/// Where `ssl` is turned off while Citus's connections between the nodes still require TLS
+/// (no `citus.node_conninfo`, or one that asks for `sslmode` require or verify-*, or none, whose
+/// default in Citus is require).
+fn ssl_off_under_required_tls(settings: &BTreeMap<String, String>, raw: &BTreeMap<String, Spanned<toml::Value>>) -> Option<Range<usize>> {
+    let off = settings.get("ssl").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "off" | "false" | "no" | "0" | "f" | "n" | "of"));
+    let conninfo = settings.get("citus.node_conninfo").map(|c| c.to_ascii_lowercase());
+    let required = conninfo.as_deref().is_none_or(|c| {
+        let mode = c.split_whitespace().find_map(|kv| kv.strip_prefix("sslmode="));
+        mode.is_none_or(|m| m == "require" || m.starts_with("verify"))
+    });
+    (off && required).then(|| raw.iter().find(|(k, _)| k.eq_ignore_ascii_case("ssl")).map_or(0..0, |(_, v)| v.span()))
 }
 
 /// Library names go into a server setting and a command line: no quotes, commas or spaces.

@@ -184,3 +184,15 @@ fn settings_refused() {
         + "[settings]\nport = 6000\nshared_preload_libraries = \"citus\"\n\"1bad\" = 1\nsearch_path = [\"a\", \"b\"]\nwork_mem = \"1MB\"\nWORK_MEM = \"2MB\"\napplication_name = \"a\\nb\"\napp.sub.key = 1\n\"x$y\" = 1\n";
     insta::assert_snapshot!(check_error(&src));
 }
+
+#[test]
+fn ssl_off_needs_a_node_conninfo_without_required_tls() {
+    let off = MINIMAL.to_string() + "[settings]\nssl = false\n";
+    let e = check_error(&off);
+    assert!(e.contains("conf/citus.toml:9:7: settings.ssl = off: Citus connects between the nodes with `sslmode=require`"), "{e}");
+    assert!(e.contains("server does not support SSL, but SSL was required"), "{e}");
+    assert!(check_error(&(off.clone() + "citus.node_conninfo = \"sslmode=require\"\n")).contains("settings.ssl = off"));
+    assert!(parse(&(off.clone() + "citus.node_conninfo = \"sslmode=prefer\"\n")).is_ok());
+    assert!(parse(&(off + "citus.node_conninfo = \"sslmode=disable connect_timeout=5\"\n")).is_ok());
+    assert!(parse(&(MINIMAL.to_string() + "[settings]\nssl = true\n")).is_ok());
+}
