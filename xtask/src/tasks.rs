@@ -246,8 +246,8 @@ pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
             Some(l) => println!("{:w0$}  {:w1$}  {:w2$}  login FAILED: {}", "", "", "", l.detail),
             None => {}
         }
-        if !n.restart_pending.is_empty() {
-            println!("{:w0$}  {:w1$}  {:w2$}  restart pending: {} (`cargo xtask up --restart` applies it)", "", "", "", n.restart_pending.join(", "));
+        if let Some(pending) = n.restart_pending.as_ref().filter(|p| !p.is_empty()) {
+            println!("{:w0$}  {:w1$}  {:w2$}  restart pending: the config changed {}; `cargo xtask up --restart` applies it", "", "", "", pending.join(", "));
         }
     }
     for o in &st.others {

@@ -520,7 +520,7 @@ impl Cluster {
         if let Some(span) = ssl_off_under_required_tls(&settings, &raw.settings) {
             err(
                 span,
-                "settings.ssl = off: Citus connects between the nodes with `sslmode=require` (its default citus.node_conninfo), so setup would fail with \"server does not support SSL, but SSL was required\"; leave ssl on, or also set citus.node_conninfo = \"sslmode=prefer\" (or \"sslmode=disable\")".into(),
+                "settings.ssl = off: Citus connects between the nodes with `sslmode=require` (its default citus.node_conninfo): its CREATE EXTENSION turns ssl back on with ALTER SYSTEM, and a server without it fails every connection from the other nodes (\"server does not support SSL, but SSL was required\"); leave ssl on, or also set citus.node_conninfo = \"sslmode=prefer\" (or \"sslmode=disable\")".into(),
             );
         }
         if !errors.is_empty() {
@@ -668,16 +668,37 @@ fn flatten_setting(name: &str, value: &toml::Value, span: Range<usize>, out: &mu
     }
 }
 
-/// Where `ssl` is turned off while Citus's connections between the nodes still require TLS
-/// (no `citus.node_conninfo`, or one that asks for `sslmode` require or verify-*, or none, whose
-/// default in Citus is require).
+/// A boolean as PostgreSQL reads one (its `parse_bool`): `on`/`off`, `1`/`0`, and any unique
+/// prefix of `true`, `false`, `yes`, `no` (`o` alone is not one), without regard to case.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    let v = value.trim().to_ascii_lowercase();
+    let prefix_of = |word: &str, min: usize| v.len() >= min && word.starts_with(&v);
+    if prefix_of("true", 1) || prefix_of("yes", 1) || prefix_of("on", 2) || v == "1" {
+        Some(true)
+    } else if prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0" {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Where `ssl` is turned off while Citus's connections between the nodes still require TLS:
+/// `citus.node_conninfo` unset (Citus's default is `sslmode=require`) or set with `sslmode`
+/// `require` or `verify-*`. A conninfo without `sslmode` gets libpq's `prefer`.
 fn ssl_off_under_required_tls(settings: &BTreeMap<String, String>, raw: &BTreeMap<String, Spanned<toml::Value>>) -> Option<Range<usize>> {
-    let off = settings.get("ssl").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "off" | "false" | "no" | "0" | "f" | "n" | "of"));
-    let conninfo = settings.get("citus.node_conninfo").map(|c| c.to_ascii_lowercase());
-    let required = conninfo.as_deref().is_none_or(|c| {
-        let mode = c.split_whitespace().find_map(|kv| kv.strip_prefix("sslmode="));
-        mode.is_none_or(|m| m == "require" || m.starts_with("verify"))
-    });
+    let off = settings.get("ssl").and_then(|v| parse_bool(v)) == Some(false);
+    let required = match settings.get("citus.node_conninfo") {
+        None => true,
+        Some(conninfo) => {
+            // libpq's `keyword = value` pairs, spaces around `=` allowed, values maybe quoted.
+            let mut tidy = conninfo.to_ascii_lowercase();
+            while tidy.contains(" =") || tidy.contains("= ") {
+                tidy = tidy.replace(" =", "=").replace("= ", "=");
+            }
+            let mode = tidy.split_whitespace().find_map(|kv| kv.strip_prefix("sslmode=")).map(|m| m.trim_matches('\''));
+            mode.is_some_and(|m| m == "require" || m.starts_with("verify"))
+        }
+    };
     (off && required).then(|| raw.iter().find(|(k, _)| k.eq_ignore_ascii_case("ssl")).map_or(0..0, |(_, v)| v.span()))
 }
 

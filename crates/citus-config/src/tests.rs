@@ -186,6 +186,18 @@ fn settings_refused() {
 }
 
 #[test]
+fn booleans_as_postgresql_reads_them() {
+    for t in ["on", "TRUE", "t", "yes", "y", "1"] {
+        assert_eq!(parse_bool(t), Some(true), "{t}");
+    }
+    for f in ["off", "false", "f", "fals", "no", "n", "0", "of"] {
+        assert_eq!(parse_bool(f), Some(false), "{f}");
+    }
+    assert_eq!(parse_bool("o"), None);
+    assert_eq!(parse_bool("maybe"), None);
+}
+
+#[test]
 fn ssl_off_needs_a_node_conninfo_without_required_tls() {
     let off = MINIMAL.to_string() + "[settings]\nssl = false\n";
     let e = check_error(&off);
@@ -193,6 +205,10 @@ fn ssl_off_needs_a_node_conninfo_without_required_tls() {
     assert!(e.contains("server does not support SSL, but SSL was required"), "{e}");
     assert!(check_error(&(off.clone() + "citus.node_conninfo = \"sslmode=require\"\n")).contains("settings.ssl = off"));
     assert!(parse(&(off.clone() + "citus.node_conninfo = \"sslmode=prefer\"\n")).is_ok());
-    assert!(parse(&(off + "citus.node_conninfo = \"sslmode=disable connect_timeout=5\"\n")).is_ok());
+    assert!(parse(&(off.clone() + "citus.node_conninfo = \"sslmode=disable connect_timeout=5\"\n")).is_ok());
+    assert!(parse(&(off.clone() + "citus.node_conninfo = \"connect_timeout=5\"\n")).is_ok(), "no sslmode: libpq's prefer");
+    assert!(parse(&(off.clone() + "citus.node_conninfo = \"sslmode = 'disable'\"\n")).is_ok());
+    assert!(check_error(&(off + "citus.node_conninfo = \"sslmode = verify-full\"\n")).contains("settings.ssl = off"));
+    assert!(check_error(&(MINIMAL.to_string() + "[settings]\nssl = \"fals\"\n")).contains("settings.ssl = off"));
     assert!(parse(&(MINIMAL.to_string() + "[settings]\nssl = true\n")).is_ok());
 }

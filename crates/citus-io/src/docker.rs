@@ -417,6 +417,9 @@ mod tests {
         assert!(exit_fix(&with_settings, w, "LOG:  parameter \"work_mem\" changed to \"4MB\"\nFATAL:  something else").contains("the log above says why"));
         let auto = "LOG:  invalid value for parameter \"work_mem\": \"64XB\"\nFATAL:  configuration file \"/d/postgresql.auto.conf\" contains errors";
         assert!(exit_fix(&with_settings, w, auto).contains("the log above says why"));
+        // An extension's warning about its own setting is no refusal either.
+        let warned = "WARNING:  invalid value for parameter \"work_mem\": \"64XB\"\nFATAL:  something else";
+        assert!(exit_fix(&with_settings, w, warned).contains("the log above says why"));
         // A setting the config does not give (ALTER SYSTEM, say): the log says why.
         let fix = exit_fix(&with_settings, w, "FATAL:  unrecognized configuration parameter \"max_conections\"");
         assert!(fix.contains("the log above says why"), "{fix}");

@@ -204,7 +204,10 @@ fn origin(s: &Seen) -> String {
 
 fn fix(s: &Seen, node: &str, coordinator: &str, database: &str, user: &str) -> String {
     let name = &s.name;
+    // `up --restart` restarts a node whose settings in the config changed since it started;
+    // a change made elsewhere needs a restart of its own.
     let restart = "`cargo xtask up --restart` restarts the nodes with the config's settings";
+    let restart_any = "`cargo xtask down`, then `cargo xtask up`, restarts the nodes";
     if s.current.is_none() {
         return format!("check the spelling of `{name}` in [settings] (an extension's setting needs its library in shared_preload_libraries)");
     }
@@ -226,12 +229,12 @@ fn fix(s: &Seen, node: &str, coordinator: &str, database: &str, user: &str) -> S
         return format!("`{name} = '{}'` is not {kind}, as the server needs: correct it in [settings], then {restart}", s.want);
     }
     // A setting read at start needs a restart; the others a reload.
-    let apply = if s.context.as_deref() == Some("postmaster") { format!("then {restart}") } else { "then SELECT pg_reload_conf();".to_string() };
+    let apply = if s.context.as_deref() == Some("postmaster") { format!("then {restart_any}") } else { "then SELECT pg_reload_conf();".to_string() };
     let db = postgres_protocol::escape::escape_identifier(database);
     let role = postgres_protocol::escape::escape_identifier(user);
     match (s.source.as_deref(), s.sourcefile.as_deref()) {
         (Some("configuration file"), Some(f)) if f.ends_with("/postgresql.auto.conf") => format!("on {node}: ALTER SYSTEM RESET {name}, {apply}"),
-        (Some("configuration file"), Some(f)) if !f.ends_with(crate::local::SETTINGS_FILE) => format!("remove {name} from {f}, then {restart}"),
+        (Some("configuration file"), Some(f)) if !f.ends_with(crate::local::SETTINGS_FILE) => format!("remove {name} from {f}, then {restart_any}"),
         // Citus refuses these on a worker and passes them on from the coordinator.
         (Some("database"), _) => format!("on the coordinator ({coordinator}): ALTER DATABASE {db} RESET {name}"),
         (Some("user"), _) => format!("on the coordinator ({coordinator}): ALTER ROLE {role} RESET {name}"),
@@ -241,18 +244,7 @@ fn fix(s: &Seen, node: &str, coordinator: &str, database: &str, user: &str) -> S
     }
 }
 
-/// PostgreSQL's boolean spellings (`parse_bool`: any unique prefix of these words, and 1/0).
-fn parse_bool(v: &str) -> Option<bool> {
-    let v = v.trim().to_ascii_lowercase();
-    let prefix_of = |word: &str, min: usize| v.len() >= min && word.starts_with(&v);
-    if prefix_of("true", 1) || prefix_of("yes", 1) || prefix_of("on", 2) || v == "1" {
-        Some(true)
-    } else if prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0" {
-        Some(false)
-    } else {
-        None
-    }
-}
+use citus_config::parse_bool;
 
 /// PostgreSQL's memory and time units, largest first, in bytes and microseconds.
 const MEMORY_UNITS: [(&str, f64); 5] = [("TB", 1_099_511_627_776.0), ("GB", 1_073_741_824.0), ("MB", 1_048_576.0), ("kB", 1024.0), ("B", 1.0)];
@@ -415,7 +407,7 @@ mod tests {
         let (ok, detail, fix) = judge(std::slice::from_ref(&s), "citus_worker1", "c", "db", "u");
         assert!(!ok);
         assert_eq!(detail, "x = '500' (config: '300'; set by ALTER SYSTEM in /d/postgresql.auto.conf:3)");
-        assert!(fix.unwrap().starts_with("on citus_worker1: ALTER SYSTEM RESET x, then `cargo xtask up --restart`"));
+        assert_eq!(fix.unwrap(), "on citus_worker1: ALTER SYSTEM RESET x, then `cargo xtask down`, then `cargo xtask up`, restarts the nodes");
         s.context = Some("sighup".into());
         assert_eq!(judge(std::slice::from_ref(&s), "w1", "c", "db", "u").2.unwrap(), "on w1: ALTER SYSTEM RESET x, then SELECT pg_reload_conf();");
         s.source = Some("database".into());
@@ -433,17 +425,5 @@ mod tests {
         s.source = Some("default".into());
         let fix = judge(&[s], "c", "c", "db", "u").2.unwrap();
         assert!(fix.starts_with("`x = 'abc'` is not an integer (with one of its units), as the server needs: correct it in [settings]"), "{fix}");
-    }
-
-    #[test]
-    fn booleans_as_postgresql_reads_them() {
-        for t in ["on", "TRUE", "t", "yes", "y", "1"] {
-            assert_eq!(parse_bool(t), Some(true), "{t}");
-        }
-        for f in ["off", "false", "f", "no", "n", "0", "of"] {
-            assert_eq!(parse_bool(f), Some(false), "{f}");
-        }
-        assert_eq!(parse_bool("o"), None);
-        assert_eq!(parse_bool("maybe"), None);
     }
 }

@@ -85,13 +85,16 @@ impl<'a> StartFailure<'a> {
         // The server's phrases for a setting it refuses (and not the same name in ALTER SYSTEM's
         // file, which the log then names: the generic fix points there).
         if !log.contains("postgresql.auto.conf") {
-            let after = |phrase: &str| log.split(phrase).nth(1).and_then(|r| r.split('"').next()).filter(|n| !n.is_empty());
-            let name = after("unrecognized configuration parameter \"")
-                .or_else(|| after("invalid value for parameter \""))
-                .or_else(|| after("is outside the valid range for parameter \""))
-                .or_else(|| log.lines().find(|l| l.contains("\" requires a ")).and_then(|l| l.split("parameter \"").nth(1)?.split('"').next()));
-            if let Some(name) = name {
-                return Some(StartFailure::BadSetting(name));
+            // An extension only warns about its own settings: those lines are no refusal.
+            for line in log.lines().filter(|l| !l.contains("WARNING:")) {
+                let after = |phrase: &str| line.split(phrase).nth(1).and_then(|r| r.split('"').next()).filter(|n| !n.is_empty());
+                let name = after("unrecognized configuration parameter \"")
+                    .or_else(|| after("invalid value for parameter \""))
+                    .or_else(|| after("is outside the valid range for parameter \""))
+                    .or_else(|| if line.contains("\" requires a ") { after("parameter \"") } else { None });
+                if let Some(name) = name {
+                    return Some(StartFailure::BadSetting(name));
+                }
             }
         }
         None

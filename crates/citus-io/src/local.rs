@@ -628,23 +628,28 @@ fn moved_address(pgdata: &Path, node: &Node) -> Option<(String, u16)> {
 /// The settings `node`'s running server lacks: those whose values in the settings file it
 /// started with differ from what the config gives it now, by name.
 fn settings_changed(cluster: &Cluster, node: &Node) -> Vec<String> {
-    let started = fs::read_to_string(paths(cluster, node).pgdata.join(SETTINGS_FILE)).unwrap_or_default();
-    changed_settings(&started, &settings(cluster, node))
+    let pgdata = paths(cluster, node).pgdata;
+    let started = fs::read_to_string(pgdata.join(SETTINGS_FILE)).unwrap_or_default();
+    let mut changed = changed_settings(&started, &settings(cluster, node));
+    // Without `openssl`, a server starts without TLS settings and Citus's CREATE EXTENSION
+    // then makes the certificate and turns TLS on itself (ALTER SYSTEM, reload): the server
+    // already runs with what the next start's TLS settings would give it.
+    let citus_tls = fs::read_to_string(pgdata.join("postgresql.auto.conf")).is_ok_and(|t| t.lines().any(|l| l.trim_start().starts_with("ssl = 'on'")));
+    if citus_tls && !started.contains("\nssl = on") {
+        let tls_keys: Vec<&str> = TLS_SETTINGS.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once('=')).map(|(k, _)| k.trim()).collect();
+        changed.retain(|k| !tls_keys.contains(&k.as_str()));
+    }
+    changed
 }
 
 /// What `node`'s running server lacks of the config, which `up --restart` would apply: the
-/// settings changed since it started, and its client address when it listens elsewhere.
-/// Empty when it runs as configured, or does not run.
+/// settings changed since it started, by name (a new client address shows as `port` or
+/// `listen_addresses`). Empty when it runs as configured, or does not run.
 pub fn changed_since_start(cluster: &Cluster, node: &Node) -> Vec<String> {
-    let pgdata = paths(cluster, node).pgdata;
-    if running_pid(&pgdata).is_none() {
+    if running_pid(&paths(cluster, node).pgdata).is_none() {
         return Vec::new();
     }
-    let mut changed = settings_changed(cluster, node);
-    if let Some((host, port)) = moved_address(&pgdata, node) {
-        changed.insert(0, format!("client address (it listens on {host}:{port}, the config gives {})", node.client));
-    }
-    changed
+    settings_changed(cluster, node)
 }
 
 /// Says, per node whose data directory this tool made and that no server runs on, that
@@ -1082,7 +1087,14 @@ pub fn up(
             }
         }
     }
-    // Every node to restart is signalled before any is waited for, as in `down`.
+    // A node moving to another address needs that address free: checked before any node is
+    // stopped. Then every node to restart is signalled before any is waited for, as in `down`,
+    // and each is waited for even when another fails (they start again below).
+    for (n, _) in &to_restart {
+        if moved_address(&paths(cluster, n).pgdata, n).is_some() {
+            check_port_free(cluster, n)?;
+        }
+    }
     let stopping: Vec<(&Node, anyhow::Result<Option<Stopping>>)> = to_restart
         .iter()
         .map(|(n, why)| {
@@ -1090,12 +1102,18 @@ pub fn up(
             (*n, signal_stop(cluster, n))
         })
         .collect();
-    for (n, s) in stopping {
-        if let Some(s) = s? {
-            s.wait(Duration::from_secs(60))?;
-        }
-        check_port_free(cluster, n)?;
-    }
+    let stopped: Vec<anyhow::Result<()>> = stopping
+        .into_iter()
+        .map(|(n, s)| {
+            s.and_then(|s| s.map_or(Ok(()), |s| s.wait(Duration::from_secs(60)))).with_context(|| {
+                format!(
+                    "restarting node {}: its server did not stop; `cargo xtask down` stops it, then `cargo xtask up` starts it with the config's settings",
+                    n.name
+                )
+            })
+        })
+        .collect();
+    crate::all_nodes(stopped)?;
     let missing: Vec<&Node> = nodes.iter().copied().filter(|n| !paths(cluster, n).pgdata.join("PG_VERSION").exists()).collect();
     state::record_backend(cluster, citus_config::Backend::Local)?;
     fs::set_permissions(state::cluster_dir(cluster), fs::Permissions::from_mode(0o755)).ok();

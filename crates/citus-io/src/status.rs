@@ -58,10 +58,11 @@ pub struct NodeStatus {
     pub server: Server,
     /// For a running server, what the login found; `None` when nothing runs.
     pub login: Option<Login>,
-    /// What a running local server lacks of the config (settings changed since it started, by
-    /// name, or its client address), which `up --restart` applies; empty on Docker, where `up`
-    /// recreates such containers.
-    pub restart_pending: Vec<String>,
+    /// The settings a running local server lacks of the config (changed since it started, by
+    /// name; a new client address shows as `port` or `listen_addresses`), which `up --restart`
+    /// applies. `None` (left out of the JSON) on Docker, where `up` recreates such containers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_pending: Option<Vec<String>>,
 }
 
 /// Every node of the run, coordinator first, and what else of the cluster runs.
@@ -134,7 +135,13 @@ fn local_servers(cluster: &Cluster) -> Status {
                 None if p.pgdata.join("PG_VERSION").exists() => Server::Stopped(format!("data kept in {}", p.pgdata.display())),
                 None => Server::Absent(format!("no data directory ({})", p.pgdata.display())),
             };
-            NodeStatus { node: n.name.clone(), client: n.client.to_string(), server, login: None, restart_pending: local::changed_since_start(cluster, n) }
+            NodeStatus {
+                node: n.name.clone(),
+                client: n.client.to_string(),
+                server,
+                login: None,
+                restart_pending: Some(local::changed_since_start(cluster, n)),
+            }
         })
         .collect();
     let others = local::other_node_dirs(cluster)
@@ -161,7 +168,7 @@ fn docker_servers(cluster: &Cluster) -> anyhow::Result<Status> {
                 None if volumes.contains(&volume) => Server::Stopped(format!("no container; {data}")),
                 None => Server::Absent(format!("no container, no volume {volume}")),
             };
-            NodeStatus { node: n.name.clone(), client: n.client.to_string(), server, login: None, restart_pending: Vec::new() }
+            NodeStatus { node: n.name.clone(), client: n.client.to_string(), server, login: None, restart_pending: None }
         })
         .collect();
     let others = containers

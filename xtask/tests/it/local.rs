@@ -289,6 +289,11 @@ fn without_openssl_citus_makes_the_certificates_and_the_cluster_still_verifies()
     }
     let verified = c.xtask_env(&["verify"], &[("PATH", bin.path().to_str().unwrap())]);
     assert!(verified.status.success(), "{}", text(&verified));
+    // The servers run with the TLS Citus turned on: nothing for a restart to apply.
+    let st = c.xtask_env(&["status"], &[("PATH", bin.path().to_str().unwrap())]);
+    assert!(st.status.success() && !text(&st).contains("restart pending"), "{}", text(&st));
+    let up = c.xtask_env(&["up"], &[("PATH", bin.path().to_str().unwrap())]);
+    assert!(up.status.success() && !text(&up).contains("runs with settings"), "{}", text(&up));
 }
 
 #[test]
@@ -450,9 +455,13 @@ fn a_port_changed_under_a_running_node_is_refused_with_the_fix() {
     let pid = c.pid("citus_worker2").unwrap();
     assert!(t.contains(&format!("node citus_worker2: its server (pid {pid}) already runs, listening on localhost:{old}, but ")), "{t}");
     assert!(t.contains(&format!("now gives it localhost:{new}")) && t.contains("fix: restart it at the new address: `cargo xtask up --restart`"), "{t}");
-    // `up --restart` stops it at its old address and starts it at the new one.
+    // `up --restart` stops it at its old address and starts it at the new one, and restarts
+    // no other node.
+    let master = c.pid("citus_master");
     let t = text(&c.xtask(&["up", "--no-setup", "--restart"]));
     assert!(t.contains(&format!("citus_worker2: restarting: it listens on localhost:{old}, the config gives it localhost:{new}")), "{t}");
+    assert!(!t.contains("citus_master: restarting") && !t.contains("citus_worker1: restarting"), "{t}");
+    assert_eq!(c.pid("citus_master"), master, "a node whose config did not change was restarted");
     let mut moved = postgres::Config::new()
         .host("localhost")
         .port(new)
@@ -467,7 +476,7 @@ fn a_port_changed_under_a_running_node_is_refused_with_the_fix() {
 
 /// A setting changed in the config while the servers run (here `dev_speed`) is not applied
 /// behind the user's back: `up` says, per node, which settings the running server lacks and
-/// that `down` and `up` apply them; after those the servers run with them, and `up` says
+/// that `up --restart` applies them; after `down` and `up` the servers run with them, and `up` says
 /// nothing more. Plain PostgreSQL nodes: no Citus needed.
 #[test]
 fn settings_changed_under_running_nodes_are_named_by_up() {
@@ -710,7 +719,7 @@ fn settings_reach_every_node_and_verify_names_any_that_is_not_in_effect() {
     reloaded(&c, "2s");
     c.ok(&["verify"]);
 
-    // The config changed under running servers: `up` and `verify` both say so; down and up apply it.
+    // The config changed under running servers: `up`, `status` and `verify` say so; `up --restart` applies it.
     std::fs::write(&c.config, std::fs::read_to_string(&c.config).unwrap().replace("max_connections = 150", "max_connections = 160")).unwrap();
     let out = c.xtask(&["verify"]);
     let t = text(&out);
@@ -719,7 +728,7 @@ fn settings_reach_every_node_and_verify_names_any_that_is_not_in_effect() {
     assert!(text(&c.xtask(&["up"])).contains("citus_master: runs with settings the config has changed since it started (max_connections)"));
     // `status` names what each running node lacks, still exits 0 (the nodes run and log in).
     let st = c.ok(&["status"]);
-    assert_eq!(st.matches("restart pending: max_connections (`cargo xtask up --restart` applies it)").count(), 2, "{st}");
+    assert_eq!(st.matches("restart pending: the config changed max_connections; `cargo xtask up --restart` applies it").count(), 2, "{st}");
     let json: serde_json::Value = serde_json::from_str(&c.ok(&["status", "--json"])).unwrap();
     assert_eq!(json["nodes"][1]["restart_pending"], serde_json::json!(["max_connections"]), "{json}");
     // `up --restart` restarts both nodes, keeps their data, and verify passes.
