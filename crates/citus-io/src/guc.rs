@@ -8,7 +8,8 @@
 //! `shared_buffers`, `wal_level`) are compared as PostgreSQL reads them: numbers in their base
 //! unit (`pg_settings.unit`), rounded as the server rounds them, octal and hex integers
 //! included; booleans in any of PostgreSQL's spellings; enums without regard to case; strings
-//! as written (without regard to case when they hold no `%` escapes, which are case-sensitive).
+//! as written, less a trailing `/` (without regard to case when they hold no `%` escapes, which
+//! are case-sensitive).
 //! A custom setting no loaded library defines passes when the server holds the config's text,
 //! and is named as such (a misspelt extension prefix looks the same); one that verify's own
 //! connection sets (`application_name`, `client_encoding`) is named as not checked.
