@@ -260,7 +260,7 @@ pub fn exit_fix(cluster: &Cluster, node: &Node, log: &str) -> String {
     let source = cluster.source.display();
     let image = &cluster.docker.image;
     let failure = crate::StartFailure::read(log);
-    if let Some(fix) = failure.as_ref().and_then(|f| f.settings_fix(cluster)) {
+    if let Some(fix) = failure.as_ref().and_then(|f| f.settings_fix(cluster, "cargo xtask up")) {
         return fix;
     }
     match failure {

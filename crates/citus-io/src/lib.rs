@@ -101,13 +101,14 @@ impl<'a> StartFailure<'a> {
     }
 
     /// For a setting the server refused, what to do when it is one of the config's
-    /// `[settings]` (`None` otherwise: the setting came from elsewhere).
-    pub(crate) fn settings_fix(&self, cluster: &citus_config::Cluster) -> Option<String> {
+    /// `[settings]` (`None` otherwise: the setting came from elsewhere); `again` is the command
+    /// to run once it is corrected.
+    pub(crate) fn settings_fix(&self, cluster: &citus_config::Cluster, again: &str) -> Option<String> {
         let StartFailure::BadSetting(name) = self else { return None };
         let lower = name.to_ascii_lowercase();
         cluster.settings.iter().find(|s| s.name == lower).map(|s| {
             format!(
-                "the server refuses `{} = '{}'` of [settings] in {} (the log lines above say why): correct or remove it, then run `cargo xtask up` again (the data is kept)",
+                "the server refuses `{} = '{}'` of [settings] in {} (the log lines above say why): correct or remove it, then run `{again}` again (the data is kept)",
                 s.name,
                 s.value,
                 cluster.source.display()

@@ -413,6 +413,40 @@ impl Local {
         })
     }
 
+    /// Fails, naming the entry and the fix, when the server would refuse a value of the
+    /// config's `[settings]`, without starting a server: `postgres -C port` with each of them as
+    /// `-c name=value` parses them as a start does (and then reads `node`'s config files) and
+    /// exits before it looks at the data directory's lock, so it also runs beside the node's
+    /// server. An extension's own settings are only checked once it loads: not here.
+    fn check_settings(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
+        if cluster.settings.is_empty() {
+            return Ok(());
+        }
+        let pgdata = paths(cluster, node).pgdata;
+        let mut c = self.command(self.bin_dir.join("postgres"));
+        c.arg("-D").arg(&pgdata).args(["-C", "port"]);
+        for s in &cluster.settings {
+            c.arg("-c").arg(format!("{}={}", s.name, s.value));
+        }
+        let out = c.stdin(std::process::Stdio::null()).output().context("starting postgres -C to check the config's [settings]")?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        let fix = crate::StartFailure::read(&err).and_then(|f| f.settings_fix(cluster, "cargo xtask up --restart")).unwrap_or_else(|| {
+            format!(
+                "correct what the lines above name in {} or in {}'s config files, then run `cargo xtask up --restart` again",
+                cluster.source.display(),
+                pgdata.display()
+            )
+        });
+        bail!(
+            "node {}: its server would not start with the config's settings, so no node was restarted (they run as before); `postgres -C` said:\n{}\n    fix: {fix}",
+            node.name,
+            err.trim().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+        );
+    }
+
     fn write_settings(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
         let file = paths(cluster, node).pgdata.join(SETTINGS_FILE);
         fs::write(&file, settings(cluster, node)).with_context(|| format!("writing {}", file.display()))?;
@@ -810,7 +844,7 @@ pub fn exit_fix(cluster: &Cluster, bin_dir: &Path, node: &Node, log: &str) -> St
     let source = cluster.source.display();
     let bin = bin_dir.display();
     let failure = crate::StartFailure::read(log);
-    if let Some(fix) = failure.as_ref().and_then(|f| f.settings_fix(cluster)) {
+    if let Some(fix) = failure.as_ref().and_then(|f| f.settings_fix(cluster, "cargo xtask up")) {
         return fix;
     }
     match failure {
@@ -1094,6 +1128,10 @@ pub fn up(
         if moved_address(&paths(cluster, n).pgdata, n).is_some() {
             check_port_free(cluster, n)?;
         }
+    }
+    // The values are checked too: one the server refuses would leave its node stopped.
+    if let Some((n, _)) = to_restart.first() {
+        local.check_settings(cluster, n)?;
     }
     let stopping: Vec<(&Node, anyhow::Result<Option<Stopping>>)> = to_restart
         .iter()

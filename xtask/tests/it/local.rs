@@ -748,6 +748,24 @@ fn settings_reach_every_node_and_verify_names_any_that_is_not_in_effect() {
     assert!(out.status.success() && !text(&out).contains("restarting"), "nothing changed, nothing restarted: {}", text(&out));
     assert!(!c.ok(&["status"]).contains("restart pending"));
 
+    // A value the server would refuse is found before `up --restart` stops anything: every node
+    // keeps running, started when it was, with its old settings.
+    let started = |c: &TestCluster| -> Vec<String> {
+        (0..2).map(|i| c.connect(i, "postgres").query_one("SELECT pg_postmaster_start_time()::text", &[]).unwrap().get(0)).collect()
+    };
+    let before = started(&c);
+    let good = std::fs::read_to_string(&c.config).unwrap();
+    std::fs::write(&c.config, good.replace("max_connections = 160", "max_connections = 170").replace("\"65536kB\"", "\"64XB\"")).unwrap();
+    let out = c.xtask(&["up", "--restart"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("its server would not start with the config's settings, so no node was restarted"), "{t}");
+    assert!(t.contains("invalid value for parameter \"work_mem\": \"64XB\""), "{t}");
+    assert!(t.contains("correct or remove it, then run `cargo xtask up --restart` again"), "{t}");
+    assert_eq!(started(&c), before, "no node was restarted");
+    std::fs::write(&c.config, good).unwrap();
+    c.ok(&["verify"]);
+
     // A value the server refuses: `up` fails at once, naming the setting and the config file.
     c.ok(&["down"]);
     std::fs::write(&c.config, std::fs::read_to_string(&c.config).unwrap().replace("\"65536kB\"", "\"64XB\"")).unwrap();
