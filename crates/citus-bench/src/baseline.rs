@@ -3,7 +3,8 @@
 //! `initdb --no-sync --auth=trust`, citus in `shared_preload_libraries` and `fsync = off`
 //! appended to postgresql.conf, `pg_ctl -w start`, `psql -c 'CREATE EXTENSION citus'`; then
 //! one `psql` on the coordinator with one `citus_add_node` per worker. Stop: `pg_ctl -m
-//! immediate -w stop` per node, in parallel.
+//! immediate -w stop` per node, in parallel, once every node's Citus maintenance daemon has
+//! connected to every node ([`daemons_connected`], untimed), as before the tool's `down`.
 //!
 //! The docker baseline ([`docker_cycle`]) is the same work on the tool's own generated
 //! compose file: `compose up -d` (with `--wait` where compose v2 offers it), `pg_isready`
@@ -33,6 +34,8 @@ pub(crate) struct Sample {
     pub(crate) up: f64,
     /// `pg_ctl -m immediate stop` of every node.
     pub(crate) stop: f64,
+    /// The untimed wait before the stop ([`daemons_connected`]); None for docker cycles.
+    pub(crate) daemons: Option<Daemons>,
     /// `SELECT citus_version()` on the coordinator, when asked for (not timed).
     pub(crate) citus_version: Option<String>,
 }
@@ -77,6 +80,7 @@ pub(crate) fn cycle(ctx: &Ctx, workers: usize, label: &str, want_version: bool) 
     let up = t0.elapsed().as_secs_f64();
 
     let citus_version = if want_version { psql(ctx, nodes[0].port, &["SELECT citus_version()".to_string()]).ok().map(|s| s.trim().to_string()) } else { None };
+    let daemons = daemons_connected(ctx, &ports, &ctx.run_as.name, "postgres", None)?;
 
     let t1 = Instant::now();
     let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
@@ -94,7 +98,69 @@ pub(crate) fn cycle(ctx: &Ctx, workers: usize, label: &str, want_version: bool) 
     });
     let stop = t1.elapsed().as_secs_f64();
     citus_io::all_nodes(results).with_context(|| format!("baseline 1+{workers}"))?;
-    Ok(Sample { up, stop, citus_version })
+    Ok(Sample { up, stop, citus_version, daemons: Some(daemons) })
+}
+
+/// The untimed wait of [`daemons_connected`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Daemons {
+    /// Seconds waited.
+    pub(crate) secs: f64,
+    /// False when the wait ran out first (the stop then went ahead).
+    pub(crate) connected: bool,
+}
+
+impl Daemons {
+    /// For a progress line.
+    pub(crate) fn describe(&self) -> String {
+        if self.connected {
+            format!("maintenance daemons connected to every node after {:.2} s", self.secs)
+        } else {
+            format!("maintenance daemons not all connected after {:.1} s; stopping anyway", self.secs)
+        }
+    }
+}
+
+/// How long [`daemons_connected`] waits at most. Citus's distributed deadlock detection, whose
+/// connections these are, runs every 2 s by default.
+const DAEMONS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits, untimed, until every node in the coordinator's `pg_dist_node` has a connection from
+/// each other node's Citus maintenance daemon (client backends named `citus_internal gpid=…`),
+/// or [`DAEMONS_TIMEOUT`] has passed; polls every 50 ms. `ports[0]` is the coordinator.
+///
+/// A new cluster has none of them right after its last `citus_add_node`; each daemon opens
+/// them to the nodes in its metadata at its first distributed deadlock detection after that
+/// (every 2 s by default) and keeps them. A stop has to end those backends too: on the tool's
+/// 1 + 8, 72 of them (81 once the servers have been restarted, when each daemon also connects
+/// to its own node); on the baseline's, 64, as its coordinator is not in `pg_dist_node` (it
+/// does not run `citus_set_coordinator_host`), so no daemon connects to it. The baseline used
+/// to stop its cluster before they existed, and the tool's `down` (after `verify`, `setup` and
+/// the bare check) after most of them did, so the two stopped different clusters
+/// (docs/performance.md). Both sides wait for them now.
+pub(crate) fn daemons_connected(ctx: &Ctx, ports: &[u16], user: &str, database: &str, password: Option<&str>) -> anyhow::Result<Daemons> {
+    let sql = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name LIKE 'citus\\_internal gpid=%'";
+    let t0 = Instant::now();
+    let listed: Vec<u16> = run_psql(ctx, ports[0], user, database, password, &["SELECT nodeport FROM pg_dist_node WHERE isactive"])?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let mut waiting: Vec<u16> = ports.iter().copied().filter(|p| listed.contains(p)).collect();
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for &port in &waiting {
+            let out = run_psql(ctx, port, user, database, password, &[sql])?;
+            if out.trim().parse::<usize>().unwrap_or(0) + 1 < listed.len() {
+                still.push(port);
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() || t0.elapsed() > DAEMONS_TIMEOUT {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(Daemons { secs: t0.elapsed().as_secs_f64(), connected: waiting.is_empty() })
 }
 
 fn node_up(ctx: &Ctx, n: &NodeDir) -> anyhow::Result<()> {
@@ -195,7 +261,7 @@ pub(crate) fn docker_cycle(ctx: &Ctx, cluster: &citus_config::Cluster, dir: &Pat
     guard.1 = false;
     run(&["down", "-v", "--remove-orphans"])?;
     let stop = t1.elapsed().as_secs_f64();
-    Ok(Sample { up, stop, citus_version: None })
+    Ok(Sample { up, stop, citus_version: None, daemons: None })
 }
 
 /// The all-pairs check alone, as a bare script does it on a ready cluster: one `psql` per node,

@@ -15,6 +15,10 @@
 //! ([`baseline::all_pairs`]), between the tool's `setup` and its `down`: the part of `verify`
 //! no implementation can do without, reported against verify's budget.
 //!
+//! Before each local stop (the baseline's and the tool's `down`) both sides wait, untimed,
+//! until every node's Citus maintenance daemon has connected to every node
+//! ([`baseline::daemons_connected`]), so that both stop a cluster in the same state.
+//!
 //! The tool runs as a child process (the xtask binary) with a generated config on free
 //! loopback ports; its own peak memory is sampled from /proc. One warm-up cycle of the
 //! baseline and of the cached tool precedes each worker count and is not counted.
@@ -197,6 +201,8 @@ pub(crate) struct ToolSample {
     /// Local cycles: the bare all-pairs check ([`baseline::all_pairs`]) on the ready cluster,
     /// after the tool's `setup` and before its `down` (not a phase of the tool).
     pub(crate) all_pairs: Option<f64>,
+    /// Local cycles: the untimed wait before `down` ([`baseline::daemons_connected`]).
+    pub(crate) daemons: Option<baseline::Daemons>,
 }
 
 impl ToolSample {
@@ -298,7 +304,8 @@ fn run(f: flags::CitusBench, input: Input, root_ws: &Path) -> anyhow::Result<()>
                 match (i + k) % 3 {
                     0 => {
                         let s = baseline::cycle(&ctx, n, &format!("w{n}_c{i}"), false)?;
-                        progress(&format!("bench: [{tag} baseline] up {:.2} s, stop {:.2} s", s.up, s.stop));
+                        let waited = s.daemons.map_or(String::new(), |d| format!(" (before it, untimed: {})", d.describe()));
+                        progress(&format!("bench: [{tag} baseline] up {:.2} s, stop {:.2} s{waited}", s.up, s.stop));
                         r.baseline.push(s);
                     }
                     1 => r.first_run.push(tool_cycle(&ctx, n, Series::FirstRun, &format!("w{n}_c{i}_first"), &tag)?),
@@ -531,12 +538,16 @@ fn tool_cycle(ctx: &Ctx, workers: usize, series: Series, label: &str, tag: &str)
         let mut phases = Vec::new();
         let mut up_lines = Vec::new();
         let mut all_pairs = None;
+        let mut daemons = None;
         let commands = [&["up", "--backend", backend][..], &["verify"], &["setup"], &["down"], &["down", "--purge"]];
         for (phase, args) in TOOL_PHASES.iter().zip(commands).take(if keep { 4 } else { 5 }) {
             if *phase == "down" && series != Series::Docker {
                 let secs = baseline::all_pairs(ctx, &ports, USER, DATABASE)?;
                 progress(&format!("bench: [{tag} {short}] bare all-pairs check {secs:.2} s (not the tool)"));
                 all_pairs = Some(secs);
+                let d = baseline::daemons_connected(ctx, &ports, USER, DATABASE, Some(PASSWORD))?;
+                progress(&format!("bench: [{tag} {short}] {} (untimed)", d.describe()));
+                daemons = Some(d);
             }
             let m = ctx.tool(args, &cfg)?;
             progress(&format!("bench: [{tag} {short}] {phase} {:.2} s{}", m.secs, m.peak_kib.map_or(String::new(), |k| format!(", peak {k} KiB"))));
@@ -545,7 +556,7 @@ fn tool_cycle(ctx: &Ctx, workers: usize, series: Series, label: &str, tag: &str)
             }
             phases.push(Phase { name: phase, secs: m.secs, peak_kib: m.peak_kib });
         }
-        Ok(ToolSample { phases, up_lines, all_pairs })
+        Ok(ToolSample { phases, up_lines, all_pairs, daemons })
     };
     let result = run();
     if result.is_err() {

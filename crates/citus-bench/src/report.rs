@@ -5,7 +5,7 @@ use std::{fmt::Write as _, path::Path, time::SystemTime};
 
 use serde_json::{json, Value};
 
-use super::{build::BuildTimes, procs, ConfigResult, Ctx, Series, ToolSample, TOOL_PHASES};
+use super::{baseline, build::BuildTimes, procs, ConfigResult, Ctx, Series, ToolSample, TOOL_PHASES};
 
 /// Median, min and max of some samples.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +31,16 @@ fn stats_json(samples: &[f64]) -> Value {
     let s = stats(samples.iter().copied());
     json!({ "median_s": round(s.median), "min_s": round(s.min), "max_s": round(s.max), "n": s.n, "samples_s": samples.iter().map(|x| round(*x)).collect::<Vec<_>>() })
 }
+
+/// The untimed waits before the stops, with how many ran out.
+fn waits_json(waits: &[baseline::Daemons]) -> Value {
+    let mut v = stats_json(&waits.iter().map(|d| d.secs).collect::<Vec<_>>());
+    v["ran_out"] = json!(waits.iter().filter(|d| !d.connected).count());
+    v
+}
+
+/// The phase-table row of the untimed wait before each local stop.
+const WAIT_ROW: &str = "wait before the stop until every maintenance daemon has connected (untimed)";
 
 fn round(x: f64) -> Value {
     if x.is_finite() {
@@ -227,6 +237,11 @@ fn all_pairs_secs<'a>(samples: impl IntoIterator<Item = &'a ToolSample>) -> Vec<
     samples.into_iter().filter_map(|s| s.all_pairs).collect()
 }
 
+/// The untimed waits for the maintenance daemons before the stops of these cycles.
+fn daemon_waits(waits: impl IntoIterator<Item = Option<baseline::Daemons>>) -> Vec<baseline::Daemons> {
+    waits.into_iter().flatten().collect()
+}
+
 fn median(v: &[f64]) -> f64 {
     stats(v.iter().copied()).median
 }
@@ -343,6 +358,16 @@ impl Report {
         t
     }
 
+    /// How many stops went ahead before every maintenance daemon had connected.
+    fn daemons_ran_out(&self) -> usize {
+        self.configs
+            .iter()
+            .flat_map(|c| c.baseline.iter().map(|s| s.daemons).chain(c.first_run.iter().chain(c.cached.iter()).map(|s| s.daemons)))
+            .flatten()
+            .filter(|d| !d.connected)
+            .count()
+    }
+
     fn phases_table(&self, c: &ConfigResult) -> String {
         let mut t = String::from("| side | phase | median s | min s | max s | n | tool's peak memory (max) |\n|---|---|---:|---:|---:|---:|---:|\n");
         let mut row = |side: &str, phase: &str, v: &[f64], mem: String| {
@@ -351,6 +376,10 @@ impl Report {
         };
         row("baseline", "up", &c.baseline.iter().map(|s| s.up).collect::<Vec<_>>(), "".into());
         row("baseline", "stop (immediate)", &c.baseline.iter().map(|s| s.stop).collect::<Vec<_>>(), "".into());
+        let waits = daemon_waits(c.baseline.iter().map(|s| s.daemons));
+        if !waits.is_empty() {
+            row("baseline", WAIT_ROW, &waits.iter().map(|d| d.secs).collect::<Vec<_>>(), "".into());
+        }
         if !c.docker_baseline.is_empty() {
             row("docker baseline", "up", &c.docker_baseline.iter().map(|s| s.up).collect::<Vec<_>>(), "".into());
             row("docker baseline", "stop (`down -v`)", &c.docker_baseline.iter().map(|s| s.stop).collect::<Vec<_>>(), "".into());
@@ -371,6 +400,10 @@ impl Report {
             let pairs = all_pairs_secs(samples);
             if !pairs.is_empty() {
                 row(series.title(), "bare all-pairs check (psql, not the tool)", &pairs, "".into());
+            }
+            let waits = daemon_waits(samples.iter().map(|s| s.daemons));
+            if !waits.is_empty() {
+                row(series.title(), WAIT_ROW, &waits.iter().map(|d| d.secs).collect::<Vec<_>>(), "".into());
             }
         }
         t
@@ -494,6 +527,13 @@ impl Report {
         let failed = self.targets().iter().filter(|x| x.pass() == Some(false)).count();
         let total = self.targets().iter().filter(|x| x.pass().is_some()).count();
         let _ = writeln!(t, "\n{} of {total} targets met.\n", total - failed);
+        let ran_out = self.daemons_ran_out();
+        if ran_out > 0 {
+            let _ = writeln!(
+                t,
+                "In {ran_out} local cycle(s) the Citus maintenance daemons had not all connected to every node within 10 s; those stops went ahead, on a cluster with fewer backends to end than the others'.\n"
+            );
+        }
         t.push_str(&self.all_pairs_section());
         for c in &self.configs {
             let _ = writeln!(t, "## Phases, 1 coordinator + {} workers (seconds)\n", c.workers);
@@ -543,7 +583,8 @@ impl Report {
              `initdb --no-sync --auth=trust`, `shared_preload_libraries = 'citus'` and `fsync = off` appended to postgresql.conf, \
              `pg_ctl -w start`, `psql -c 'CREATE EXTENSION citus'`; then one `psql` on the coordinator with one `citus_add_node` \
              per worker. Its `CREATE EXTENSION citus` finds `ssl` off, so Citus turns it on and makes the node an RSA-2048 \
-             certificate, as it does on any such server. Its stop is `pg_ctl -m immediate -w stop` per node, in parallel.\n\
+             certificate, as it does on any such server. Its stop is `pg_ctl -m immediate -w stop` per node, in parallel \
+             (after the untimed wait below).\n\
              - **tool, first run (no template)**: `up --backend local`, then `verify`, `setup` again on the ready cluster, and \
              `down`, in a fresh data folder, so that `up` first creates its initdb template, as on the first run ever on a machine.\n\
              - **tool, template cached**: the same in a data folder shared by the cycles (a new cluster each cycle), so that \
@@ -558,6 +599,15 @@ impl Report {
              target compares `up` + `verify` with the baseline's up. One tool warm-up cycle per size is not counted.\n\n\
              In each local tool cycle, between the tool's `setup` and its `down`, the benchmark also times the all-pairs \
              check alone as a bare script does it (\"What `verify` cannot do without\" below); it is not a phase of the tool.\n\n\
+             Before each local stop, the baseline's and the tool's `down`, the benchmark waits (untimed) until every node \
+             in the coordinator's `pg_dist_node` has a connection from each other node's Citus maintenance daemon (client \
+             backends named `citus_internal gpid=…`, polled every 50 ms, at most 10 s). A new cluster has none of them right \
+             after its last `citus_add_node`; each daemon opens them at its first distributed deadlock detection after that \
+             (every 2 s by default) and keeps them, and a stop, clean or immediate, has to end them too: on 1 + 8, 72 \
+             backends in the tool's cluster and 64 in the baseline's, whose coordinator is not in `pg_dist_node` (it runs no \
+             `citus_set_coordinator_host`), so that no daemon connects to it. Without the wait the baseline \
+             stopped its cluster before they existed and the tool's `down`, after `verify`, `setup` and the bare check, \
+             after most of them did: two different clusters (docs/performance.md).\n\n\
              Every tool cycle starts from nothing. ",
         );
         match &self.kept_spent_data {
@@ -622,6 +672,7 @@ impl Report {
                     json!({
                         "up": stats_json(&c.baseline.iter().map(|s| s.up).collect::<Vec<_>>()),
                         "stop": stats_json(&c.baseline.iter().map(|s| s.stop).collect::<Vec<_>>()),
+                        "daemons_wait": waits_json(&daemon_waits(c.baseline.iter().map(|s| s.daemons))),
                     }),
                 );
                 if !c.docker_baseline.is_empty() {
@@ -652,6 +703,10 @@ impl Report {
                     let pairs = all_pairs_secs(samples);
                     if !pairs.is_empty() {
                         s.insert("bare_all_pairs_check".into(), stats_json(&pairs));
+                    }
+                    let waits = daemon_waits(samples.iter().map(|s| s.daemons));
+                    if !waits.is_empty() {
+                        s.insert("daemons_wait".into(), waits_json(&waits));
                     }
                     o.insert(series.key().into(), Value::Object(s));
                 }
@@ -745,6 +800,21 @@ mod tests {
     fn builds(xtask: f64, postgres_only: f64) -> Option<Result<BuildTimes, String>> {
         let b = |secs| Build { samples: vec![secs, secs], crates: 1 };
         Some(Ok(BuildTimes { xtask: b(xtask), postgres_only: b(postgres_only), postgres_version: "0.19".into(), jobs: 2 }))
+    }
+
+    /// Both sides' untimed waits for the maintenance daemons are in the phase tables, and a
+    /// stop that went ahead before every daemon had connected is named under the targets.
+    #[test]
+    fn the_wait_before_each_stop_is_shown_and_a_wait_that_ran_out_is_named() {
+        let sample = |secs, connected| baseline::Sample { up: 1.0, stop: 0.1, citus_version: None, daemons: Some(baseline::Daemons { secs, connected }) };
+        let mut r = report(None);
+        r.configs.push(ConfigResult { workers: 2, baseline: vec![sample(0.5, true), sample(10.2, false), sample(0.7, true)], ..ConfigResult::default() });
+        let md = r.markdown_results();
+        assert!(md.contains(&format!("| baseline | {WAIT_ROW} | 0.700 | 0.500 | 10.200 | 3 |  |")), "{md}");
+        assert!(md.contains("In 1 local cycle(s) the Citus maintenance daemons had not all connected to every node within 10 s"), "{md}");
+        assert_eq!(r.json()["configs"][0]["baseline"]["daemons_wait"]["ran_out"], 1);
+        r.configs[0].baseline.remove(1);
+        assert!(!r.markdown_results().contains("had not all connected"));
     }
 
     /// The clean build is one of the issue's targets: a run that measured it judges it, counts
