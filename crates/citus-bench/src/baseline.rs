@@ -123,11 +123,19 @@ impl Daemons {
 
 /// How long [`daemons_connected`] waits at most. Citus's distributed deadlock detection, whose
 /// connections these are, runs every 2 s by default.
-const DAEMONS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const DAEMONS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Waits, untimed, until every node in the coordinator's `pg_dist_node` has a connection from
-/// each other node's Citus maintenance daemon (client backends named `citus_internal gpid=…`),
-/// or [`DAEMONS_TIMEOUT`] has passed; polls every 50 ms. `ports[0]` is the coordinator.
+/// each other node's Citus maintenance daemon and no other of Citus's inter-node connections
+/// (client backends named `citus_internal gpid=…`, such as those the bare all-pairs check
+/// leaves while its sessions end), or [`DAEMONS_TIMEOUT`] has passed. Each round asks every
+/// node once (one `psql` each, one after another), then sleeps 50 ms; it ends when every node
+/// passes in the same round. `ports[0]` is the coordinator.
+///
+/// A connection's gpid is the node id × 10¹⁰ plus the pid of the process that opened it (the
+/// node id is 99999999 when that node's daemon started before the node was registered), and
+/// every node is a process of this machine, so a connection comes from a daemon when its pid
+/// is one of the nodes' `Citus Maintenance Daemon` pids.
 ///
 /// A new cluster has none of them right after its last `citus_add_node`; each daemon opens
 /// them to the nodes in its metadata at its first distributed deadlock detection after that
@@ -139,28 +147,39 @@ const DAEMONS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// the bare check) after most of them did, so the two stopped different clusters
 /// (docs/performance.md). Both sides wait for them now.
 pub(crate) fn daemons_connected(ctx: &Ctx, ports: &[u16], user: &str, database: &str, password: Option<&str>) -> anyhow::Result<Daemons> {
-    let sql = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name LIKE 'citus\\_internal gpid=%'";
+    let sql = "SELECT coalesce(string_agg(pid::text, ',') FILTER (WHERE backend_type LIKE 'Citus Maintenance Daemon%'), ''), \
+               coalesce(string_agg((substring(application_name FROM 'gpid=([0-9]+)')::bigint % 10000000000)::text, ',') \
+               FILTER (WHERE backend_type = 'client backend' AND application_name LIKE 'citus\\_internal gpid=%'), '') \
+               FROM pg_stat_activity";
     let t0 = Instant::now();
     let listed: Vec<u16> = run_psql(ctx, ports[0], user, database, password, &["SELECT nodeport FROM pg_dist_node WHERE isactive"])?
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect();
-    let mut waiting: Vec<u16> = ports.iter().copied().filter(|p| listed.contains(p)).collect();
-    while !waiting.is_empty() {
-        let mut still = Vec::new();
-        for &port in &waiting {
+    if let Some(missing) = ports[1..].iter().find(|p| !listed.contains(p)) {
+        bail!("waiting for the maintenance daemons: the coordinator's pg_dist_node lists ports {listed:?}, not worker port {missing}");
+    }
+    let pids = |list: &str| -> Vec<u32> { list.split(',').filter_map(|p| p.trim().parse().ok()).collect() };
+    loop {
+        let mut daemons: Vec<u32> = Vec::new();
+        let mut sources: Vec<(u16, Vec<u32>)> = Vec::new();
+        for &port in ports {
             let out = run_psql(ctx, port, user, database, password, &[sql])?;
-            if out.trim().parse::<usize>().unwrap_or(0) + 1 < listed.len() {
-                still.push(port);
+            let (own, from) = out.trim().split_once('|').unwrap_or(("", ""));
+            daemons.extend(pids(own));
+            if listed.contains(&port) {
+                sources.push((port, pids(from)));
             }
         }
-        waiting = still;
-        if waiting.is_empty() || t0.elapsed() > DAEMONS_TIMEOUT {
-            break;
+        let settled = sources.iter().all(|(_, from)| {
+            let by_daemons = from.iter().filter(|p| daemons.contains(p)).count();
+            by_daemons + 1 >= ports.len() && by_daemons == from.len()
+        });
+        if settled || t0.elapsed() > DAEMONS_TIMEOUT {
+            return Ok(Daemons { secs: t0.elapsed().as_secs_f64(), connected: settled });
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    Ok(Daemons { secs: t0.elapsed().as_secs_f64(), connected: waiting.is_empty() })
 }
 
 fn node_up(ctx: &Ctx, n: &NodeDir) -> anyhow::Result<()> {

@@ -531,7 +531,8 @@ impl Report {
         if ran_out > 0 {
             let _ = writeln!(
                 t,
-                "In {ran_out} local cycle(s) the Citus maintenance daemons had not all connected to every node within 10 s; those stops went ahead, on a cluster with fewer backends to end than the others'.\n"
+                "In {ran_out} local cycle(s) the Citus maintenance daemons had not all connected to every node within {} s; those stops went ahead, on a cluster in another state than the others'.\n",
+                baseline::DAEMONS_TIMEOUT.as_secs()
             );
         }
         t.push_str(&self.all_pairs_section());
@@ -599,16 +600,23 @@ impl Report {
              target compares `up` + `verify` with the baseline's up. One tool warm-up cycle per size is not counted.\n\n\
              In each local tool cycle, between the tool's `setup` and its `down`, the benchmark also times the all-pairs \
              check alone as a bare script does it (\"What `verify` cannot do without\" below); it is not a phase of the tool.\n\n\
-             Before each local stop, the baseline's and the tool's `down`, the benchmark waits (untimed) until every node \
-             in the coordinator's `pg_dist_node` has a connection from each other node's Citus maintenance daemon (client \
-             backends named `citus_internal gpid=…`, polled every 50 ms, at most 10 s). A new cluster has none of them right \
+             ",
+        );
+        let _ = write!(
+            t,
+            "Before each local stop, the baseline's and the tool's `down`, the benchmark waits (untimed) until every node \
+             in the coordinator's `pg_dist_node` has a connection from each other node's Citus maintenance daemon and no other \
+             of Citus's inter-node connections (client backends named `citus_internal gpid=…`; each round asks every node once, \
+             then sleeps 50 ms; at most {} s). A new cluster has none of them right \
              after its last `citus_add_node`; each daemon opens them at its first distributed deadlock detection after that \
              (every 2 s by default) and keeps them, and a stop, clean or immediate, has to end them too: on 1 + 8, 72 \
              backends in the tool's cluster and 64 in the baseline's, whose coordinator is not in `pg_dist_node` (it runs no \
              `citus_set_coordinator_host`), so that no daemon connects to it. Without the wait the baseline \
              stopped its cluster before they existed and the tool's `down`, after `verify`, `setup` and the bare check, \
-             after most of them did: two different clusters (docs/performance.md).\n\n\
+             after most of them did, and while the bare check's sessions were still ending: two different clusters \
+             (docs/performance.md).\n\n\
              Every tool cycle starts from nothing. ",
+            baseline::DAEMONS_TIMEOUT.as_secs()
         );
         match &self.kept_spent_data {
             Ok(()) => t.push_str(
@@ -802,18 +810,29 @@ mod tests {
         Some(Ok(BuildTimes { xtask: b(xtask), postgres_only: b(postgres_only), postgres_version: "0.19".into(), jobs: 2 }))
     }
 
-    /// Both sides' untimed waits for the maintenance daemons are in the phase tables, and a
-    /// stop that went ahead before every daemon had connected is named under the targets.
+    /// Both sides' untimed waits for the maintenance daemons are in the phase tables and the
+    /// JSON, and a stop that went ahead before every daemon had connected is named under the targets.
     #[test]
     fn the_wait_before_each_stop_is_shown_and_a_wait_that_ran_out_is_named() {
         let sample = |secs, connected| baseline::Sample { up: 1.0, stop: 0.1, citus_version: None, daemons: Some(baseline::Daemons { secs, connected }) };
         let mut r = report(None);
         r.configs.push(ConfigResult { workers: 2, baseline: vec![sample(0.5, true), sample(10.2, false), sample(0.7, true)], ..ConfigResult::default() });
+        let tool = |secs, connected| ToolSample {
+            phases: vec![crate::Phase { name: "down", secs: 0.2, peak_kib: None }],
+            up_lines: Vec::new(),
+            all_pairs: Some(0.1),
+            daemons: Some(baseline::Daemons { secs, connected }),
+        };
+        r.configs[0].cached = vec![tool(0.4, true), tool(10.1, false)];
         let md = r.markdown_results();
         assert!(md.contains(&format!("| baseline | {WAIT_ROW} | 0.700 | 0.500 | 10.200 | 3 |  |")), "{md}");
-        assert!(md.contains("In 1 local cycle(s) the Citus maintenance daemons had not all connected to every node within 10 s"), "{md}");
-        assert_eq!(r.json()["configs"][0]["baseline"]["daemons_wait"]["ran_out"], 1);
+        assert!(md.contains(&format!("| tool, template cached | {WAIT_ROW} | 5.250 | 0.400 | 10.100 | 2 |  |")), "{md}");
+        assert!(md.contains("In 2 local cycle(s) the Citus maintenance daemons had not all connected to every node within 10 s"), "{md}");
+        let json = r.json();
+        assert_eq!(json["configs"][0]["baseline"]["daemons_wait"]["ran_out"], 1);
+        assert_eq!(json["configs"][0]["tool_cached"]["daemons_wait"]["ran_out"], 1, "{json}");
         r.configs[0].baseline.remove(1);
+        r.configs[0].cached.remove(1);
         assert!(!r.markdown_results().contains("had not all connected"));
     }
 
