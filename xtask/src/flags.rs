@@ -30,9 +30,10 @@ xflags::xflags! {
             optional --no-setup
             /// Restart each running local node whose settings (`[settings]`, `dev_speed`,
             /// `shared_preload_libraries`) or client address changed in the config since it
-            /// started, with a clean shutdown; the data is kept. The new values are checked
-            /// first: one the server refuses fails it before any node stops. Without it such a
-            /// node is named and left running. On Docker, `up` recreates such containers either way.
+            /// started, with a clean shutdown; the data is kept. `postgres -C` parses the
+            /// `[settings]` first: an unknown name or a value the server refuses fails it before
+            /// any node stops. Without it such a node is named and left running. On Docker, `up`
+            /// recreates such containers either way.
             optional --restart
         }
         /// Create the database and the citus extension on every node, register the workers on

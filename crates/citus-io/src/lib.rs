@@ -108,7 +108,7 @@ impl<'a> StartFailure<'a> {
         let lower = name.to_ascii_lowercase();
         cluster.settings.iter().find(|s| s.name == lower).map(|s| {
             format!(
-                "the server refuses `{} = '{}'` of [settings] in {} (the log lines above say why): correct or remove it, then run `{again}` again (the data is kept)",
+                "the server refuses `{} = '{}'` of [settings] in {} (the lines above say why): correct or remove it, then run `{again}` again (the data is kept)",
                 s.name,
                 s.value,
                 cluster.source.display()

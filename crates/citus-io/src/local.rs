@@ -413,11 +413,14 @@ impl Local {
         })
     }
 
-    /// Fails, naming the entry and the fix, when the server would refuse a value of the
+    /// Fails, naming the entry and the fix, when the server would refuse a name or value of the
     /// config's `[settings]`, without starting a server: `postgres -C port` with each of them as
     /// `-c name=value` parses them as a start does (and then reads `node`'s config files) and
     /// exits before it looks at the data directory's lock, so it also runs beside the node's
-    /// server. An extension's own settings are only checked once it loads: not here.
+    /// server. Not checked here: an extension's own settings (only once it loads), and what the
+    /// server checks later in its start (combinations such as `wal_level = minimal` with
+    /// `max_wal_senders` > 0, shared memory, preloaded libraries). As `-c` options the values
+    /// also win over postgresql.auto.conf, where at a start that file wins over them.
     fn check_settings(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
         if cluster.settings.is_empty() {
             return Ok(());
@@ -1129,10 +1132,13 @@ pub fn up(
             check_port_free(cluster, n)?;
         }
     }
-    // The values are checked too: one the server refuses would leave its node stopped.
-    if let Some((n, _)) = to_restart.first() {
-        local.check_settings(cluster, n)?;
-    }
+    // The settings are checked too, on every node to restart (each has its own config files):
+    // a name or value the server refuses would leave them all stopped.
+    let checked: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = to_restart.iter().map(|(n, _)| s.spawn(|| local.check_settings(cluster, n))).collect();
+        hs.into_iter().map(|h| h.join().expect("settings check thread panicked")).collect()
+    });
+    crate::all_nodes(checked)?;
     let stopping: Vec<(&Node, anyhow::Result<Option<Stopping>>)> = to_restart
         .iter()
         .map(|(n, why)| {
@@ -1389,7 +1395,7 @@ mod tests {
         let fix = exit_fix(&c, bin, &c.workers[0], log);
         assert_eq!(
             fix,
-            "the server refuses `max_conections = '4'` of [settings] in /w/citus.toml (the log lines above say why): correct or remove it, then run `cargo xtask up` again (the data is kept)"
+            "the server refuses `max_conections = '4'` of [settings] in /w/citus.toml (the lines above say why): correct or remove it, then run `cargo xtask up` again (the data is kept)"
         );
     }
 
