@@ -431,7 +431,10 @@ impl Local {
         for s in &cluster.settings {
             c.arg("-c").arg(format!("{}={}", s.name, s.value));
         }
-        let out = c.stdin(std::process::Stdio::null()).output().context("starting postgres -C to check the config's [settings]")?;
+        let out = c
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("node {}: starting postgres -C to check the config's [settings]", node.name))?;
         if out.status.success() {
             return Ok(());
         }
