@@ -33,7 +33,7 @@ xflags::xflags! {
             /// started, with a clean shutdown; the data is kept. `postgres -C` parses the
             /// `[settings]` first: an unknown name or a value the server refuses fails it before
             /// any node stops. Without it such a node is named and left running. On Docker, `up`
-            /// recreates such containers either way.
+            /// recreates such containers either way, after the same `postgres -C` check.
             optional --restart
         }
         /// Create the database and the citus extension on every node, register the workers on
@@ -73,8 +73,9 @@ xflags::xflags! {
             optional --json
         }
         /// Show, per node, whether its server runs (a local process or a container) and
-        /// accepts the cluster's login, and where its data is. Changes nothing. Exits 0 only
-        /// when every node runs and accepts the login.
+        /// accepts the cluster's login, where its data is, and the settings of the config a
+        /// running server still lacks (`up --restart` applies them to a local node, `up` to a
+        /// container). Changes nothing. Exits 0 only when every node runs and accepts the login.
         cmd status {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf

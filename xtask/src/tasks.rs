@@ -247,7 +247,11 @@ pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
             None => {}
         }
         if let Some(pending) = n.restart_pending.as_ref().filter(|p| !p.is_empty()) {
-            println!("{:w0$}  {:w1$}  {:w2$}  restart pending: the config changed {}; `cargo xtask up --restart` applies it", "", "", "", pending.join(", "));
+            let applies = match backend {
+                Backend::Local => "`cargo xtask up --restart` applies it",
+                Backend::Docker => "`cargo xtask up` recreates the container with it (the volume stays)",
+            };
+            println!("{:w0$}  {:w1$}  {:w2$}  restart pending: the config changed {}; {applies}", "", "", "", pending.join(", "));
         }
     }
     for o in &st.others {

@@ -183,24 +183,31 @@ fn port_mapping(bind: &str, port: u16) -> String {
     format!("{bind}:{port}:{CONTAINER_PORT}")
 }
 
+/// The command every node's container runs, as the server receives it (the compose file
+/// writes each `$` of it as `$$`): `postgres`, the preloaded libraries (left out when the
+/// list is empty), `listen_addresses=*`, then each of the config's `[settings]` as
+/// `-c name=value`. The server reads each value as written (no quotes to strip); later
+/// options win, but `[settings]` cannot name those before them.
+pub fn server_command(cluster: &Cluster) -> Vec<String> {
+    let mut command = vec!["postgres".to_string()];
+    if !cluster.shared_preload_libraries.is_empty() {
+        command.extend(["-c".to_string(), format!("shared_preload_libraries={}", cluster.shared_preload_libraries.join(","))]);
+    }
+    command.extend(["-c".to_string(), "listen_addresses=*".to_string()]);
+    for s in &cluster.settings {
+        command.extend(["-c".to_string(), format!("{}={}", s.name, s.value)]);
+    }
+    command
+}
+
 fn model(cluster: &Cluster) -> ComposeFile {
     let user = literal(&cluster.user);
     let maintenance_db = literal(&cluster.maintenance_database);
     let env = &cluster.password.env;
     let password = format!("${{{env}:?set {env} (cargo xtask up sets it for you)}}");
     let container_port = CONTAINER_PORT.to_string();
-    let preload = format!("shared_preload_libraries={}", literal(&cluster.shared_preload_libraries.join(",")));
-    let mut command = vec!["postgres"];
-    if !cluster.shared_preload_libraries.is_empty() {
-        command.extend(["-c", &preload]);
-    }
-    command.extend(["-c", "listen_addresses=*"]);
-    // The server reads `-c name=value` as written (no quotes to strip); later ones win, but
-    // `[settings]` cannot name those above.
-    let settings: Vec<String> = cluster.settings.iter().map(|s| literal(&format!("{}={}", s.name, s.value))).collect();
-    for s in &settings {
-        command.extend(["-c", s]);
-    }
+    let command: Vec<String> = server_command(cluster).iter().map(|a| literal(a)).collect();
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let services = cluster
         .nodes()
         .map(|node| {

@@ -122,6 +122,7 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
             );
         }
     }
+    check_settings(cluster, progress)?;
     progress(&format!("docker compose: starting project {} from {}", project_name(cluster), file.display()));
     let out = compose(&sh, cluster, creds, &["up", "-d"])?;
     if !out.status.success() {
@@ -138,6 +139,141 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
     }
     let deadline = Instant::now() + Duration::from_secs(cluster.ready_timeout_secs);
     wait_ready(cluster, creds, deadline, progress)
+}
+
+/// What `docker inspect` says of a container's config: the command it runs and its
+/// environment (where the image's `PGDATA` is).
+#[derive(Debug, serde::Deserialize)]
+pub struct ContainerConfig {
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+}
+
+/// The config of each of `ids` (one `docker inspect`), in their order; `None` when one of
+/// them is gone (removed meanwhile).
+pub fn inspect(ids: &[&str]) -> anyhow::Result<Option<Vec<ContainerConfig>>> {
+    if ids.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let out = std::process::Command::new("docker").args(["inspect", "--format", "{{json .Config}}"]).args(ids).output().context("running docker inspect")?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    let configs: Vec<ContainerConfig> =
+        String::from_utf8_lossy(&out.stdout).lines().map(serde_json::from_str).collect::<Result<_, _>>().context("reading docker inspect's output")?;
+    Ok((configs.len() == ids.len()).then_some(configs))
+}
+
+/// What a container started with `old` lacks of `new` (both as the server receives them,
+/// see [`citus_compose::server_command`]): the names of the `-c` options whose value differs,
+/// is new or is gone, sorted; `["command"]` when the commands differ otherwise; empty when
+/// they are the same.
+pub fn changed_options(old: &[String], new: &[String]) -> Vec<String> {
+    if old == new {
+        return Vec::new();
+    }
+    fn options(cmd: &[String]) -> (std::collections::BTreeMap<&str, &str>, Vec<&str>) {
+        let (mut opts, mut rest) = (std::collections::BTreeMap::new(), Vec::new());
+        let mut args = cmd.iter();
+        while let Some(a) = args.next() {
+            match (a.as_str(), a.strip_prefix("-c")) {
+                ("-c", _) => {
+                    if let Some((name, value)) = args.next().and_then(|o| o.split_once('=')) {
+                        opts.insert(name, value);
+                    }
+                }
+                (_, Some(o)) if o.contains('=') => {
+                    let (name, value) = o.split_once('=').expect("checked");
+                    opts.insert(name, value);
+                }
+                _ => rest.push(a.as_str()),
+            }
+        }
+        (opts, rest)
+    }
+    let ((o, o_rest), (n, n_rest)) = (options(old), options(new));
+    let mut names: Vec<String> = o.keys().chain(n.keys()).filter(|k| o.get(*k) != n.get(*k)).map(|k| k.to_string()).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() || o_rest != n_rest {
+        names.push("command".into());
+    }
+    names
+}
+
+/// Before `docker compose up` recreates running containers because the config's `[settings]`
+/// (or libraries) changed their command, has each such node's server parse the new command
+/// without starting: `postgres -D <its data> -C port` with the new `-c` options, in a
+/// throwaway container of the config's image (no network) with the node's volumes mounted
+/// read-only, beside the running server, all such nodes at once. An unknown name or a refused
+/// value then fails `up` while every container still runs as before. Not checked, as on the
+/// local backend: an extension's own settings and what the server checks later in its start
+/// (combinations, shared memory, preloaded libraries). Without `[settings]` there is nothing
+/// `-C` could refuse, and nothing runs.
+fn check_settings(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<()> {
+    if cluster.settings.is_empty() {
+        return Ok(());
+    }
+    let running: Vec<(&Node, Container)> = {
+        let found = containers(cluster)?;
+        cluster.nodes().filter_map(|n| found.iter().find(|c| c.service == n.name && c.state == "running").map(|c| (n, c.clone()))).collect()
+    };
+    if running.is_empty() {
+        return Ok(());
+    }
+    let command = citus_compose::server_command(cluster);
+    let ids: Vec<&str> = running.iter().map(|(_, c)| c.id.as_str()).collect();
+    // A container removed meanwhile: compose creates it anew, and its start says the rest.
+    let Some(configs) = inspect(&ids)? else { return Ok(()) };
+    let changed: Vec<(&Node, &Container, String)> = running
+        .iter()
+        .zip(&configs)
+        .filter(|(_, cfg)| cfg.cmd.as_deref() != Some(command.as_slice()))
+        .map(|((node, c), cfg)| {
+            let pgdata = cfg.env.iter().flatten().find_map(|e| e.strip_prefix("PGDATA=")).unwrap_or(cluster.docker.data_mount());
+            progress(&format!(
+                "{}: the config changed {}, so compose recreates its container; `postgres -C` checks the new command first",
+                node.name,
+                changed_options(cfg.cmd.as_deref().unwrap_or_default(), &command).join(", ")
+            ));
+            (*node, c, pgdata.to_string())
+        })
+        .collect();
+    let check = |node: &Node, c: &Container, pgdata: &str| -> anyhow::Result<()> {
+        let volumes = format!("{}:ro", c.id);
+        let mut args = vec!["run", "--rm", "--network", "none", "--volumes-from", &volumes, "--user", "postgres", "--entrypoint", "postgres"];
+        args.extend([cluster.docker.image.as_str(), "-D", pgdata, "-C", "port"]);
+        args.extend(command[1..].iter().map(String::as_str));
+        let out = duct::cmd("docker", &args).stdout_null().stderr_capture().unchecked().run().context("running docker run")?;
+        match out.status.code() {
+            Some(0) => Ok(()),
+            // docker's own failures (125) and a command it could not run (126, 127): no
+            // verdict on the settings, so the recreate goes ahead and its start says the rest.
+            Some(125..=127) | None => {
+                progress(&format!(
+                    "{}: could not check the settings ({}: {}); recreating it anyway",
+                    node.name,
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+                Ok(())
+            }
+            Some(_) => Err(crate::settings_refused(
+                cluster,
+                node,
+                &String::from_utf8_lossy(&out.stderr),
+                "no container was recreated (they run as before)",
+                "cargo xtask up",
+                &format!("the node's config files in its volume (`{pgdata}` in the container)"),
+            )),
+        }
+    };
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        changed.iter().map(|(n, c, d)| s.spawn(|| check(n, c, d))).collect::<Vec<_>>().into_iter().map(|h| h.join().expect("no panic")).collect()
+    });
+    crate::all_nodes(results).map(drop)
 }
 
 /// One container of a compose project, as `docker ps -a` reports it.
@@ -382,6 +518,23 @@ mod tests {
 
     fn cluster() -> Cluster {
         Cluster::parse(include_str!("../../../citus.toml"), std::path::Path::new("/w/citus.toml")).unwrap()
+    }
+
+    #[test]
+    fn changed_options_name_what_differs() {
+        let cmd = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        let old = cmd("postgres -c shared_preload_libraries=citus -c listen_addresses=* -c max_connections=150 -c work_mem=4MB");
+        assert!(changed_options(&old, &old).is_empty());
+        let new = cmd("postgres -c shared_preload_libraries=citus -c listen_addresses=* -c max_connections=160 -c log_line_prefix=%m");
+        assert_eq!(changed_options(&old, &new), ["log_line_prefix", "max_connections", "work_mem"]);
+        // The same options in another order, or `-cname=value`, are no change of options.
+        let reordered = cmd("postgres -c listen_addresses=* -cshared_preload_libraries=citus -c work_mem=4MB -c max_connections=150");
+        assert_eq!(changed_options(&old, &reordered), ["command"]);
+        assert_eq!(
+            changed_options(&old, &cmd("docker-entrypoint.sh postgres")),
+            ["listen_addresses", "max_connections", "shared_preload_libraries", "work_mem", "command"]
+        );
+        assert_eq!(changed_options(&cmd("postgres"), &cmd("postgres -D /x")), ["command"]);
     }
 
     #[test]

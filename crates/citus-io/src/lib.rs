@@ -117,5 +117,27 @@ impl<'a> StartFailure<'a> {
     }
 }
 
+/// The error of a settings check that the server failed (`postgres -C` with the config's
+/// `[settings]`, before any node stops): the node, what was left alone (`kept`), the server's
+/// lines indented, and the fix: [`StartFailure::settings_fix`] when the server names one of
+/// the config's settings, else to correct what the lines name in the config or in `files`.
+pub(crate) fn settings_refused(
+    cluster: &citus_config::Cluster,
+    node: &citus_config::Node,
+    stderr: &str,
+    kept: &str,
+    again: &str,
+    files: &str,
+) -> anyhow::Error {
+    let fix = StartFailure::read(stderr)
+        .and_then(|f| f.settings_fix(cluster, again))
+        .unwrap_or_else(|| format!("correct what the lines above name in {} or in {files}, then run `{again}` again", cluster.source.display()));
+    anyhow::anyhow!(
+        "node {}: its server would not start with the config's settings, so {kept}; `postgres -C` said:\n{}\n    fix: {fix}",
+        node.name,
+        stderr.trim().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    )
+}
+
 /// A progress sink that drops every line.
 pub fn quiet(_: &str) {}

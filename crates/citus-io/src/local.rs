@@ -438,19 +438,14 @@ impl Local {
         if out.status.success() {
             return Ok(());
         }
-        let err = String::from_utf8_lossy(&out.stderr);
-        let fix = crate::StartFailure::read(&err).and_then(|f| f.settings_fix(cluster, "cargo xtask up --restart")).unwrap_or_else(|| {
-            format!(
-                "correct what the lines above name in {} or in {}'s config files, then run `cargo xtask up --restart` again",
-                cluster.source.display(),
-                pgdata.display()
-            )
-        });
-        bail!(
-            "node {}: its server would not start with the config's settings, so no node was restarted (they run as before); `postgres -C` said:\n{}\n    fix: {fix}",
-            node.name,
-            err.trim().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
-        );
+        Err(crate::settings_refused(
+            cluster,
+            node,
+            &String::from_utf8_lossy(&out.stderr),
+            "no node was restarted (they run as before)",
+            "cargo xtask up --restart",
+            &format!("{}'s config files", pgdata.display()),
+        ))
     }
 
     fn write_settings(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<()> {

@@ -58,9 +58,12 @@ pub struct NodeStatus {
     pub server: Server,
     /// For a running server, what the login found; `None` when nothing runs.
     pub login: Option<Login>,
-    /// The settings a running local server lacks of the config (changed since it started, by
-    /// name; a new client address shows as `port` or `listen_addresses`), which `up --restart`
-    /// applies. `None` (left out of the JSON) on Docker, where `up` recreates such containers.
+    /// The settings a running server lacks of the config, by name: on the local backend those
+    /// changed since it started (a new client address shows as `port` or `listen_addresses`),
+    /// which `up --restart` applies; on Docker the server options of the container's command
+    /// that differ from the config's (`command` for another difference), which `up` applies by
+    /// recreating the container. Empty for a stopped node; `None` (left out of the JSON) for a
+    /// container whose config `docker inspect` could not read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_pending: Option<Vec<String>>,
 }
@@ -157,7 +160,7 @@ fn docker_servers(cluster: &Cluster) -> anyhow::Result<Status> {
     let containers = docker::containers(cluster)?;
     let volumes = docker::volumes(cluster).context("listing the cluster's docker volumes")?;
     let project = docker::project_name(cluster);
-    let nodes = cluster
+    let mut nodes: Vec<NodeStatus> = cluster
         .nodes()
         .map(|n| {
             let volume = format!("{project}_{}", citus_compose::volume_name(n));
@@ -168,9 +171,21 @@ fn docker_servers(cluster: &Cluster) -> anyhow::Result<Status> {
                 None if volumes.contains(&volume) => Server::Stopped(format!("no container; {data}")),
                 None => Server::Absent(format!("no container, no volume {volume}")),
             };
-            NodeStatus { node: n.name.clone(), client: n.client.to_string(), server, login: None, restart_pending: None }
+            NodeStatus { node: n.name.clone(), client: n.client.to_string(), server, login: None, restart_pending: Some(Vec::new()) }
         })
         .collect();
+    // What each running container lacks of the config's command (one `docker inspect`).
+    let running: Vec<(usize, &str)> = cluster
+        .nodes()
+        .enumerate()
+        .filter_map(|(i, n)| containers.iter().find(|c| c.service == n.name && c.state == "running").map(|c| (i, c.id.as_str())))
+        .collect();
+    let ids: Vec<&str> = running.iter().map(|(_, id)| *id).collect();
+    let configs = docker::inspect(&ids).unwrap_or(None);
+    let command = citus_compose::server_command(cluster);
+    for (k, (i, _)) in running.iter().enumerate() {
+        nodes[*i].restart_pending = configs.as_ref().and_then(|cs| cs[k].cmd.as_deref()).map(|old| docker::changed_options(old, &command));
+    }
     let others = containers
         .iter()
         .filter(|c| c.state == "running" && !cluster.nodes().any(|n| n.name == c.service))

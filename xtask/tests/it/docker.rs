@@ -60,6 +60,46 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     b.ok(&["verify"]);
     let n: String = b.connect(1, &b.database).query_one("SHOW max_connections", &[]).unwrap().get(0);
     assert_eq!(n, "160");
+    // A value the server refuses: `postgres -C` parses the new command beside each running
+    // server first, so `up` fails naming the node and the setting, and no container is
+    // recreated: each still runs, from the same start.
+    let nodes = ["citus_master", "citus_worker1", "citus_worker2"];
+    let started = |c: &TestCluster| -> Vec<String> {
+        nodes
+            .iter()
+            .map(|n| {
+                let out = std::process::Command::new("docker")
+                    .args(["inspect", "--format", "{{.Id}} {{.State.Status}} {{.State.StartedAt}}", &container(c, n)])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            })
+            .collect()
+    };
+    let before = started(&b);
+    assert!(before.iter().all(|s| s.contains(" running ")), "{before:?}");
+    let good = std::fs::read_to_string(&b.config).unwrap();
+    std::fs::write(&b.config, good.replace("max_connections = 160", "max_connections = \"many\"")).unwrap();
+    let out = b.xtask(&["up"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    for node in nodes {
+        assert!(t.contains(&format!("node {node}: its server would not start with the config's settings, so no container was recreated")), "{node}: {t}");
+    }
+    assert!(
+        t.contains("invalid value for parameter \"max_connections\"") && t.contains("fix: the server refuses `max_connections = 'many'` of [settings]"),
+        "{t}"
+    );
+    assert!(!t.contains("docker compose: starting project"), "compose ran: {t}");
+    assert_eq!(started(&b), before);
+    // `status` names what each running container lacks of the config, which `up` applies.
+    let st = b.ok(&["status"]);
+    assert_eq!(st.matches("restart pending: the config changed max_connections; `cargo xtask up` recreates the container with it").count(), 3, "{st}");
+    let json: serde_json::Value = serde_json::from_str(&b.ok(&["status", "--json"])).unwrap();
+    assert_eq!(json["nodes"][2]["restart_pending"], serde_json::json!(["max_connections"]), "{json}");
+    std::fs::write(&b.config, good).unwrap();
+    let st = b.ok(&["status"]);
+    assert!(!st.contains("restart pending"), "{st}");
     // The coordinator reaches the workers by their cluster addresses (service name, 5432).
     let names: Vec<String> = a
         .connect(0, &a.database)
