@@ -33,7 +33,7 @@ xflags::xflags! {
             /// started, with a clean shutdown; the data is kept. `postgres -C` parses the
             /// `[settings]` first: an unknown name or a value the server refuses fails it before
             /// any node stops. Without it such a node is named and left running. On Docker, `up`
-            /// recreates such containers either way, after the same `postgres -C` check.
+            /// recreates such containers either way, once `postgres -C` has parsed their new command.
             optional --restart
         }
         /// Create the database and the citus extension on every node, register the workers on

@@ -249,7 +249,7 @@ pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
         if let Some(pending) = n.restart_pending.as_ref().filter(|p| !p.is_empty()) {
             let applies = match backend {
                 Backend::Local => "`cargo xtask up --restart` applies it",
-                Backend::Docker => "`cargo xtask up` recreates the container with it (the volume stays)",
+                Backend::Docker => "`cargo xtask up` recreates the container from the config (the volume stays)",
             };
             println!("{:w0$}  {:w1$}  {:w2$}  restart pending: the config changed {}; {applies}", "", "", "", pending.join(", "));
         }

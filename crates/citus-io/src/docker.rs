@@ -89,8 +89,6 @@ fn compose(sh: &Shell, cluster: &Cluster, creds: &pg::Credentials, args: &[&str]
 pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     let sh = Shell::new()?;
     let _lock = state::lock_up(cluster, progress)?;
-    let file = compose_file(cluster);
-    std::fs::write(&file, citus_compose::render(cluster)).with_context(|| format!("writing {}", file.display()))?;
     state::record_backend(cluster, citus_config::Backend::Docker)?;
     let image = &cluster.docker.image;
     let have_image = cmd!(sh, "docker image inspect --format . {image}").quiet().ignore_stdout().ignore_stderr().run().is_ok();
@@ -123,6 +121,9 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
         }
     }
     check_settings(cluster, progress)?;
+    // Written only now: after a refused check it would hold a command no container runs.
+    let file = compose_file(cluster);
+    std::fs::write(&file, citus_compose::render(cluster)).with_context(|| format!("writing {}", file.display()))?;
     progress(&format!("docker compose: starting project {} from {}", project_name(cluster), file.display()));
     let out = compose(&sh, cluster, creds, &["up", "-d"])?;
     if !out.status.success() {
@@ -141,34 +142,104 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
     wait_ready(cluster, creds, deadline, progress)
 }
 
-/// What `docker inspect` says of a container's config: the command it runs and its
-/// environment (where the image's `PGDATA` is).
-#[derive(Debug, serde::Deserialize)]
+/// What `docker inspect` says of a container, as far as the tool reads it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Inspected {
+    #[serde(rename = "Id")]
+    pub id: String,
+    #[serde(rename = "Config")]
+    pub config: ContainerConfig,
+    #[serde(rename = "HostConfig", default)]
+    pub host: HostConfig,
+}
+
+/// The command a container runs, its environment (where the image's `PGDATA` is) and its image.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct ContainerConfig {
     #[serde(rename = "Cmd", default)]
     pub cmd: Option<Vec<String>>,
     #[serde(rename = "Env", default)]
     pub env: Option<Vec<String>>,
+    #[serde(rename = "Image", default)]
+    pub image: Option<String>,
 }
 
-/// The config of each of `ids` (one `docker inspect`), in their order; `None` when one of
-/// them is gone (removed meanwhile).
-pub fn inspect(ids: &[&str]) -> anyhow::Result<Option<Vec<ContainerConfig>>> {
+/// The ports a container publishes: container port (`5432/tcp`) to host addresses.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct HostConfig {
+    #[serde(rename = "PortBindings", default)]
+    pub ports: Option<std::collections::BTreeMap<String, Option<Vec<PortBinding>>>>,
+}
+
+/// One host address a container port is published on.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PortBinding {
+    #[serde(rename = "HostIp", default)]
+    pub ip: String,
+    #[serde(rename = "HostPort", default)]
+    pub port: String,
+}
+
+impl Inspected {
+    /// The environment variable `name` of the container.
+    fn env(&self, name: &str) -> Option<&str> {
+        self.config.env.iter().flatten().find_map(|e| e.strip_prefix(name)?.strip_prefix('='))
+    }
+
+    /// What `docker compose up` would change of this container of `node`, by name: the `-c`
+    /// options of its command that differ from the config's (see [`changed_options`]),
+    /// `image` and `port` (the published client address). Empty when nothing differs.
+    pub fn pending(&self, cluster: &Cluster, node: &Node) -> Vec<String> {
+        let command = citus_compose::server_command(cluster);
+        let mut names = match &self.config.cmd {
+            Some(cmd) => changed_options(cmd, &command),
+            None => vec!["command".to_string()],
+        };
+        if self.config.image.as_deref().is_some_and(|i| i != cluster.docker.image) {
+            names.push("image".into());
+        }
+        let published: Vec<&PortBinding> = self
+            .host
+            .ports
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with(&format!("{}/", citus_compose::CONTAINER_PORT)))
+            .flat_map(|(_, v)| v.iter().flatten())
+            .collect();
+        let bind = cluster.docker.bind.trim_start_matches('[').trim_end_matches(']');
+        if !published.iter().any(|b| b.port == node.client.port.to_string() && b.ip == bind) {
+            names.push("port".into());
+        }
+        names
+    }
+}
+
+/// Each of `ids` as `docker inspect` sees it, in their order (one `docker inspect`); `None`
+/// for one that is gone (removed meanwhile).
+pub fn inspect(ids: &[&str]) -> anyhow::Result<Vec<Option<Inspected>>> {
     if ids.is_empty() {
-        return Ok(Some(Vec::new()));
+        return Ok(Vec::new());
     }
-    let out = std::process::Command::new("docker").args(["inspect", "--format", "{{json .Config}}"]).args(ids).output().context("running docker inspect")?;
-    if !out.status.success() {
-        return Ok(None);
-    }
-    let configs: Vec<ContainerConfig> =
-        String::from_utf8_lossy(&out.stdout).lines().map(serde_json::from_str).collect::<Result<_, _>>().context("reading docker inspect's output")?;
-    Ok((configs.len() == ids.len()).then_some(configs))
+    let out = std::process::Command::new("docker").arg("inspect").args(ids).output().context("running docker inspect")?;
+    let found: Vec<Inspected> = match serde_json::from_slice(&out.stdout) {
+        Ok(found) => found,
+        Err(_) if !out.status.success() => {
+            ensure_engine()?;
+            Vec::new()
+        }
+        Err(e) => return Err(e).context("reading docker inspect's output"),
+    };
+    Ok(match_ids(ids, found))
+}
+
+/// `found` in the order of `ids` (full or short container ids), `None` where one is missing.
+fn match_ids(ids: &[&str], found: Vec<Inspected>) -> Vec<Option<Inspected>> {
+    ids.iter().map(|id| found.iter().find(|f| !id.is_empty() && f.id.starts_with(id)).cloned()).collect()
 }
 
 /// What a container started with `old` lacks of `new` (both as the server receives them,
 /// see [`citus_compose::server_command`]): the names of the `-c` options whose value differs,
-/// is new or is gone, sorted; `["command"]` when the commands differ otherwise; empty when
+/// is new or is gone, sorted; `command` when the commands differ otherwise; empty when
 /// they are the same.
 pub fn changed_options(old: &[String], new: &[String]) -> Vec<String> {
     if old == new {
@@ -178,17 +249,12 @@ pub fn changed_options(old: &[String], new: &[String]) -> Vec<String> {
         let (mut opts, mut rest) = (std::collections::BTreeMap::new(), Vec::new());
         let mut args = cmd.iter();
         while let Some(a) = args.next() {
-            match (a.as_str(), a.strip_prefix("-c")) {
-                ("-c", _) => {
-                    if let Some((name, value)) = args.next().and_then(|o| o.split_once('=')) {
-                        opts.insert(name, value);
-                    }
-                }
-                (_, Some(o)) if o.contains('=') => {
-                    let (name, value) = o.split_once('=').expect("checked");
+            let option = if a == "-c" { args.next().map(String::as_str) } else { a.strip_prefix("-c") };
+            match option.and_then(|o| o.split_once('=')) {
+                Some((name, value)) => {
                     opts.insert(name, value);
                 }
-                _ => rest.push(a.as_str()),
+                None => rest.push(a.as_str()),
             }
         }
         (opts, rest)
@@ -207,11 +273,14 @@ pub fn changed_options(old: &[String], new: &[String]) -> Vec<String> {
 /// (or libraries) changed their command, has each such node's server parse the new command
 /// without starting: `postgres -D <its data> -C port` with the new `-c` options, in a
 /// throwaway container of the config's image (no network) with the node's volumes mounted
-/// read-only, beside the running server, all such nodes at once. An unknown name or a refused
-/// value then fails `up` while every container still runs as before. Not checked, as on the
-/// local backend: an extension's own settings and what the server checks later in its start
-/// (combinations, shared memory, preloaded libraries). Without `[settings]` there is nothing
-/// `-C` could refuse, and nothing runs.
+/// read-only, beside the running server, all such nodes at once. A setting the server
+/// refuses (an unknown name or a refused value) then fails `up` while every container still
+/// runs as before. When the check fails for another reason (docker's own errors, a data
+/// directory the image's `postgres` user cannot read, such as one made by another image), it
+/// says so and the recreate goes ahead: the new container's start reports what is wrong. Not
+/// checked, as on the local backend: an extension's own settings and what the server checks
+/// later in its start (combinations, shared memory, preloaded libraries). Without
+/// `[settings]` there is nothing `-C` could refuse, and nothing runs.
 fn check_settings(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<()> {
     if cluster.settings.is_empty() {
         return Ok(());
@@ -225,50 +294,46 @@ fn check_settings(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<(
     }
     let command = citus_compose::server_command(cluster);
     let ids: Vec<&str> = running.iter().map(|(_, c)| c.id.as_str()).collect();
-    // A container removed meanwhile: compose creates it anew, and its start says the rest.
-    let Some(configs) = inspect(&ids)? else { return Ok(()) };
-    let changed: Vec<(&Node, &Container, String)> = running
-        .iter()
-        .zip(&configs)
-        .filter(|(_, cfg)| cfg.cmd.as_deref() != Some(command.as_slice()))
-        .map(|((node, c), cfg)| {
-            let pgdata = cfg.env.iter().flatten().find_map(|e| e.strip_prefix("PGDATA=")).unwrap_or(cluster.docker.data_mount());
-            progress(&format!(
-                "{}: the config changed {}, so compose recreates its container; `postgres -C` checks the new command first",
-                node.name,
-                changed_options(cfg.cmd.as_deref().unwrap_or_default(), &command).join(", ")
-            ));
-            (*node, c, pgdata.to_string())
-        })
-        .collect();
+    let mut changed: Vec<(&Node, &Container, String)> = Vec::new();
+    for ((node, c), seen) in running.iter().zip(inspect(&ids)?) {
+        let Some(seen) = seen else {
+            progress(&format!("{}: its container {} is gone; compose creates it anew", node.name, c.id));
+            continue;
+        };
+        if seen.config.cmd.as_deref() == Some(command.as_slice()) {
+            continue;
+        }
+        progress(&format!(
+            "{}: the config changed {}: `postgres -C` checks the new command before compose recreates its container",
+            node.name,
+            changed_options(seen.config.cmd.as_deref().unwrap_or_default(), &command).join(", ")
+        ));
+        let pgdata = seen.env("PGDATA").unwrap_or(cluster.docker.data_mount()).to_string();
+        changed.push((*node, c, pgdata));
+    }
     let check = |node: &Node, c: &Container, pgdata: &str| -> anyhow::Result<()> {
         let volumes = format!("{}:ro", c.id);
         let mut args = vec!["run", "--rm", "--network", "none", "--volumes-from", &volumes, "--user", "postgres", "--entrypoint", "postgres"];
         args.extend([cluster.docker.image.as_str(), "-D", pgdata, "-C", "port"]);
         args.extend(command[1..].iter().map(String::as_str));
         let out = duct::cmd("docker", &args).stdout_null().stderr_capture().unchecked().run().context("running docker run")?;
-        match out.status.code() {
-            Some(0) => Ok(()),
-            // docker's own failures (125) and a command it could not run (126, 127): no
-            // verdict on the settings, so the recreate goes ahead and its start says the rest.
-            Some(125..=127) | None => {
-                progress(&format!(
-                    "{}: could not check the settings ({}: {}); recreating it anyway",
-                    node.name,
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-                Ok(())
-            }
-            Some(_) => Err(crate::settings_refused(
+        if out.status.success() {
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        if matches!(crate::StartFailure::read(&err), Some(crate::StartFailure::BadSetting(_))) {
+            return Err(crate::settings_refused(
                 cluster,
                 node,
-                &String::from_utf8_lossy(&out.stderr),
+                &err,
                 "no container was recreated (they run as before)",
                 "cargo xtask up",
                 &format!("the node's config files in its volume (`{pgdata}` in the container)"),
-            )),
+            ));
         }
+        // No verdict on the settings: docker's own failure (125-127), or one of the data.
+        progress(&format!("{}: could not check the settings ({}: {}); recreating it anyway", node.name, out.status, err.trim()));
+        Ok(())
     };
     let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
         changed.iter().map(|(n, c, d)| s.spawn(|| check(n, c, d))).collect::<Vec<_>>().into_iter().map(|h| h.join().expect("no panic")).collect()
@@ -518,6 +583,46 @@ mod tests {
 
     fn cluster() -> Cluster {
         Cluster::parse(include_str!("../../../citus.toml"), std::path::Path::new("/w/citus.toml")).unwrap()
+    }
+
+    /// `docker inspect`'s JSON for one container of `cluster()`'s worker 1, as compose creates it.
+    fn inspected(id: &str, cmd: &[String], image: &str, host_port: u16) -> String {
+        format!(
+            r#"{{"Id": "{id}", "Config": {{"Cmd": {}, "Env": ["PATH=/usr/bin", "PGDATA=/var/lib/postgresql/data"], "Image": "{image}"}},
+               "HostConfig": {{"PortBindings": {{"5432/tcp": [{{"HostIp": "127.0.0.1", "HostPort": "{host_port}"}}]}}}}, "State": {{"Status": "running"}}}}"#,
+            serde_json::to_string(cmd).unwrap()
+        )
+    }
+
+    #[test]
+    fn inspected_containers_name_what_up_would_change() {
+        let c = cluster();
+        let w1 = c.workers.first().unwrap();
+        let cmd = citus_compose::server_command(&c);
+        let same: Inspected = serde_json::from_str(&inspected("aa11", &cmd, &c.docker.image, w1.client.port)).unwrap();
+        assert!(same.pending(&c, w1).is_empty(), "{:?}", same.pending(&c, w1));
+        assert_eq!(same.env("PGDATA"), Some("/var/lib/postgresql/data"));
+        assert_eq!(same.env("PGDAT"), None);
+        let mut old = cmd.clone();
+        old.extend(["-c".to_string(), "work_mem=4MB".to_string()]);
+        let other: Inspected = serde_json::from_str(&inspected("bb22", &old, "citusdata/citus:12.1", w1.client.port + 1)).unwrap();
+        assert_eq!(other.pending(&c, w1), ["work_mem", "image", "port"]);
+        // A container without a command or published port differs in both.
+        let bare: Inspected = serde_json::from_str(r#"{"Id": "cc33", "Config": {"Cmd": null}}"#).unwrap();
+        assert_eq!(bare.pending(&c, w1), ["command", "port"]);
+    }
+
+    #[test]
+    fn inspect_results_follow_the_ids_and_name_the_missing() {
+        let c = cluster();
+        let w1 = c.workers.first().unwrap();
+        let cmd = citus_compose::server_command(&c);
+        // `docker inspect a b c` with b gone prints a and c (and an error for b).
+        let text = format!("[{}, {}]", inspected("aaaa1111ffff", &cmd, &c.docker.image, w1.client.port), inspected("cccc3333ffff", &cmd, &c.docker.image, 1));
+        let found: Vec<Inspected> = serde_json::from_str(&text).unwrap();
+        let got = match_ids(&["aaaa1111", "bbbb2222", "cccc3333"], found);
+        assert_eq!(got.iter().map(|g| g.as_ref().map(|i| i.id.as_str())).collect::<Vec<_>>(), [Some("aaaa1111ffff"), None, Some("cccc3333ffff")]);
+        assert!(match_ids(&[""], Vec::new())[0].is_none());
     }
 
     #[test]

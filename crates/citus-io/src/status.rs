@@ -61,9 +61,10 @@ pub struct NodeStatus {
     /// The settings a running server lacks of the config, by name: on the local backend those
     /// changed since it started (a new client address shows as `port` or `listen_addresses`),
     /// which `up --restart` applies; on Docker the server options of the container's command
-    /// that differ from the config's (`command` for another difference), which `up` applies by
-    /// recreating the container. Empty for a stopped node; `None` (left out of the JSON) for a
-    /// container whose config `docker inspect` could not read.
+    /// that differ from the config's (`command` for another difference), `image` and `port`
+    /// (the published client address), which `up` applies by recreating the container
+    /// ([`docker::Inspected::pending`]). Empty for a stopped node; `None` (left out of the
+    /// JSON) for a container `docker inspect` could not read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_pending: Option<Vec<String>>,
 }
@@ -174,17 +175,16 @@ fn docker_servers(cluster: &Cluster) -> anyhow::Result<Status> {
             NodeStatus { node: n.name.clone(), client: n.client.to_string(), server, login: None, restart_pending: Some(Vec::new()) }
         })
         .collect();
-    // What each running container lacks of the config's command (one `docker inspect`).
-    let running: Vec<(usize, &str)> = cluster
+    // What each running container lacks of the config (one `docker inspect`).
+    let running: Vec<(usize, &citus_config::Node, &str)> = cluster
         .nodes()
         .enumerate()
-        .filter_map(|(i, n)| containers.iter().find(|c| c.service == n.name && c.state == "running").map(|c| (i, c.id.as_str())))
+        .filter_map(|(i, n)| containers.iter().find(|c| c.service == n.name && c.state == "running").map(|c| (i, n, c.id.as_str())))
         .collect();
-    let ids: Vec<&str> = running.iter().map(|(_, id)| *id).collect();
-    let configs = docker::inspect(&ids).unwrap_or(None);
-    let command = citus_compose::server_command(cluster);
-    for (k, (i, _)) in running.iter().enumerate() {
-        nodes[*i].restart_pending = configs.as_ref().and_then(|cs| cs[k].cmd.as_deref()).map(|old| docker::changed_options(old, &command));
+    let ids: Vec<&str> = running.iter().map(|(_, _, id)| *id).collect();
+    let seen = docker::inspect(&ids).unwrap_or_else(|_| vec![None; ids.len()]);
+    for ((i, node, _), seen) in running.iter().zip(seen) {
+        nodes[*i].restart_pending = seen.map(|s| s.pending(cluster, node));
     }
     let others = containers
         .iter()
