@@ -111,11 +111,13 @@ xflags::xflags! {
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the count the last `up --workers` started, else the config's).
             optional -w, --workers n: usize
-            /// shell (default), dotenv, json, github, django or pytest.
+            /// shell (default), dotenv, json, github, django or pytest (the flags alone, for
+            /// `pytest $(cargo xtask test-env --format pytest)`; the reasons go to stderr).
             optional -f, --format format: String
             /// ci or local (default: ci when $CI is true, else local).
             optional -p, --profile profile: String
-            /// Django version the settings are for, X.Y (default 5.2).
+            /// Django version the settings are for, X.Y (default 5.2): TEST.SERIALIZE is written
+            /// only before 4.0.
             optional --django-version version: String
         }
         /// Open psql on one node (default: the coordinator), in the cluster's database as its

@@ -27,7 +27,7 @@
 //! assert!(shell.contains("export REUSE_DB='1'\n"));
 //!
 //! let pytest = render(&cluster, Backend::Docker, &policy, Format::Pytest, "s3cret", &RenderOptions::default());
-//! assert!(pytest.ends_with("\n--reuse-db --nomigrations\n"));
+//! assert_eq!(pytest, "--reuse-db --nomigrations\n");
 //! assert!(!pytest.contains("s3cret"));
 //! ```
 

@@ -7,7 +7,8 @@ pub(crate) fn shell(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
-/// A dotenv value, as python-dotenv (and docker compose, node's dotenv for these cases) read it:
+/// A dotenv value, as python-dotenv reads it (the tests read it back with python-dotenv; other
+/// readers differ, e.g. docker compose expands `$` inside double quotes):
 /// bare when it is made of plain characters, single-quoted (literal) when it has no `'`, `\`
 /// or line break, else double-quoted with `\\`, `\"`, `\n`, `\r` escapes.
 pub(crate) fn dotenv(value: &str) -> String {

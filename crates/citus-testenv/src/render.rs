@@ -59,7 +59,9 @@ impl fmt::Display for Format {
 /// Settings of the `django` output (the other formats ignore them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderOptions {
-    /// The Django the settings are for: `TEST.SERIALIZE` exists only before 5.0. Default (5, 2).
+    /// The Django the settings are for: `TEST.SERIALIZE` is written only before 4.0 (4.0
+    /// deprecated it, warning when it is set, and serializes only for `serialized_rollback`
+    /// tests; 5.0 removed it). Default (5, 2).
     pub django_version: (u32, u32),
     /// The coordinator's `DATABASES` alias. Default `citus`.
     pub coordinator_alias: String,
@@ -152,7 +154,9 @@ pub fn variables(cluster: &Cluster, backend: Backend, policy: &Policy, password:
 ///
 /// `backend` decides the cluster addresses (`CITUS_NODE_NAME`); `password` appears in every
 /// format but `pytest`. The output ends with a newline; comment lines carry the policy's reasons
-/// except in `github` (whose file allows no comments) and `json` (which has a `reasons` key).
+/// except in `github` (whose file allows no comments), `json` (which has a `reasons` key) and
+/// `pytest`, which is only the flags, for a command line (`pytest $(cargo xtask test-env
+/// --format pytest)`: a `#` there would be an argument).
 pub fn render(cluster: &Cluster, backend: Backend, policy: &Policy, format: Format, password: &str, opts: &RenderOptions) -> String {
     match format {
         Format::Shell => {
@@ -183,16 +187,11 @@ pub fn render(cluster: &Cluster, backend: Backend, policy: &Policy, format: Form
         }
         Format::Github => variables(cluster, backend, policy, password).iter().map(|(n, v)| quote::github(n, v)).collect(),
         Format::Django => django(cluster, backend, policy, password, opts),
-        Format::Pytest => {
-            let mut out = header(policy, format);
-            out.push_str(&policy.pytest_args().join(" "));
-            out.push('\n');
-            out
-        }
+        Format::Pytest => format!("{}\n", policy.pytest_args().join(" ")),
     }
 }
 
-/// The comment lines above the shell, dotenv, django and pytest outputs.
+/// The comment lines above the shell, dotenv and django outputs.
 fn header(policy: &Policy, format: Format) -> String {
     let mut out = quote::comment(&format!("Citus test environment, profile {} (cargo xtask test-env --format {format})", policy.profile));
     for d in policy.decisions() {
@@ -203,15 +202,25 @@ fn header(policy: &Policy, format: Format) -> String {
 
 fn django(cluster: &Cluster, backend: Backend, policy: &Policy, password: &str, opts: &RenderOptions) -> String {
     let py = quote::python;
-    let serialize = opts.django_version < (5, 0);
+    let serialize = opts.django_version < (4, 0);
     let mut out = header(policy, Format::Django);
     out.push_str(&quote::comment(&format!(
         "For Django {}.{}: {}",
         opts.django_version.0,
         opts.django_version.1,
-        if serialize { "TEST.SERIALIZE is False (serializing the test database is slow)" } else { "no TEST.SERIALIZE (removed in Django 5.0)" }
+        if serialize {
+            "TEST.SERIALIZE is False (serializing the test database is slow)"
+        } else {
+            "no TEST.SERIALIZE (deprecated in Django 4.0, removed in 5.0)"
+        }
     )));
     out.push_str(&quote::comment("Adds to a DATABASES defined above it (keep your 'default' there); else it defines DATABASES."));
+    out.push_str(&quote::comment("Append it to your settings module (or exec it there): imported as a module of its own, it would not see that DATABASES."));
+    if policy.fixed_database_name() {
+        out.push_str(&quote::comment(
+            "TEST.NAME is the real database: keep it (pytest-django --reuse-db, manage.py test --keepdb). Without that, a test run that finds it drops and recreates it without citus; pytest-xdist's per-process suffix (_gw0) would make new ones without citus.",
+        ));
+    }
     out.push_str("DATABASES = globals().get('DATABASES') or {}\nDATABASES.update({\n");
     let worker_aliases: Vec<String> = (0..cluster.workers.len()).map(|i| opts.worker_alias(i)).collect();
     let test_name = policy.fixed_database_name().then_some(cluster.database.as_str());
