@@ -443,6 +443,16 @@ impl Cluster {
             check_identifier(what, value, &mut err);
         }
 
+        // The cluster's folder under `[local] data_dir`: one path component, not `.`, `..` or a
+        // hidden folder such as `.templates` (which `down --purge` would then purge into).
+        let name = raw.name.get_ref();
+        if name.starts_with('.') || name.contains(['/', '\\']) {
+            err(
+                raw.name.span(),
+                format!("name `{name}` is the folder of the cluster's data under [local] data_dir: it may not start with `.` or contain `/` or `\\`"),
+            );
+        }
+
         let var = raw.password_env.get_ref();
         if var.is_empty() || var.starts_with(|c: char| c.is_ascii_digit()) || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             err(

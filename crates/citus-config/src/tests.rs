@@ -84,6 +84,18 @@ fn name_over_63_bytes() {
 }
 
 #[test]
+fn cluster_names_that_leave_their_folder_are_refused() {
+    for bad in [".", "..", ".templates", "a/b", "../x", "/srv", "a\\\\b"] {
+        let e = check_error(&format!("name = \"{bad}\"\n{MINIMAL}"));
+        assert!(e.contains("is the folder of the cluster's data under [local] data_dir: it may not start with `.` or contain `/`"), "{bad}: {e}");
+    }
+    insta::assert_snapshot!(check_error(&format!("name = \"..\"\n{MINIMAL}")));
+    for good in ["citus", "My Cluster", "a.b", "x-1"] {
+        assert_eq!(parse(&format!("name = \"{good}\"\n{MINIMAL}")).unwrap().name, good);
+    }
+}
+
+#[test]
 fn malformed_toml() {
     insta::assert_snapshot!(check_error("database = \"db\n[coordinator]\n"));
 }
