@@ -549,6 +549,7 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
     // The file for this run's nodes (with the worker count `up --workers` recorded): its
     // volumes are the ones `--purge` removes. `--remove-orphans` also stops and removes the
     // containers of workers beyond them (an `up --workers 8` before an `up --workers 2`).
+    let _lock = state::lock_down(cluster, progress)?;
     let file = compose_file(cluster);
     std::fs::create_dir_all(state::cluster_dir(cluster))?;
     std::fs::write(&file, citus_compose::render(cluster)).with_context(|| format!("writing {}", file.display()))?;

@@ -1254,6 +1254,8 @@ pub fn up(
 /// Stops every node in parallel (clean shutdown); keeps the data unless `purge`.
 /// Returns how many servers it stopped (0: none of the cluster's was running here).
 pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::Result<usize> {
+    // Not while an `up` of the cluster starts nodes (it holds the same lock; see state).
+    let _lock = state::lock_down(cluster, progress)?;
     // Every node is signalled before any is waited for. With a thread per node doing both, the
     // first nodes' shutdowns took both cores of the machine measured, and the threads of the
     // last ones got to their signal ~200 ms later (2 of 9 on 1 + 8, strace), holding `down` up.

@@ -62,18 +62,34 @@ fn up_lock_file(cluster: &Cluster) -> PathBuf {
     cluster_dir(cluster).join(".up.lock")
 }
 
-/// Held while `up` starts a cluster's nodes (an exclusive `flock` on `.up.lock` in the
-/// cluster's folder, released when dropped, or when the process dies).
+/// Held while `up` starts a cluster's nodes and while `down` stops them (an exclusive `flock`
+/// on `.up.lock` in the cluster's folder, released when dropped, or when the process dies).
 #[derive(Debug)]
 pub struct UpLock {
     _file: std::fs::File,
 }
 
-/// Takes the cluster's [`UpLock`]. A second `up` of the same cluster on this machine (two
-/// terminals, two CI steps) waits here, saying so, until the first has made the data and
+/// Takes the cluster's [`UpLock`] for `up`. A second `up` of the same cluster on this machine
+/// (two terminals, two CI steps) waits here, saying so, until the first has made the data and
 /// started the servers, and then finds them running, instead of racing it to make the same
 /// data directories.
 pub fn lock_up(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<UpLock> {
+    lock(cluster, "up", progress)
+}
+
+/// Takes the cluster's [`UpLock`] for `down`: a `down` (or `down --purge`) during an `up`
+/// waits for it instead of stopping only the servers that run so far and deleting the data of
+/// the ones the `up` is still starting. `None` when the cluster has no folder (no `up` made
+/// one): there is nothing to wait for, and `down` makes none.
+pub fn lock_down(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<Option<UpLock>> {
+    if !cluster_dir(cluster).is_dir() {
+        return Ok(None);
+    }
+    lock(cluster, "down", progress).map(Some)
+}
+
+/// The lock file holds `<task> <pid>` of its holder (an older one only the pid).
+fn lock(cluster: &Cluster, task: &str, progress: Progress<'_>) -> anyhow::Result<UpLock> {
     use anyhow::Context;
     use std::io::Write;
     let path = up_lock_file(cluster);
@@ -84,27 +100,31 @@ pub fn lock_up(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<UpLo
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            let holder = holder.trim();
+            let (other, pid) = match holder.trim().split_once(' ') {
+                Some((t, pid)) => (t.to_string(), pid.to_string()),
+                None => ("up".to_string(), holder.trim().to_string()),
+            };
+            let doing = if other == "down" { "stopping" } else { "starting" };
             progress(&format!(
-                "waiting for another `up` of cluster `{}`{} to finish starting its nodes ({})",
+                "{task}: waiting for another `{other}` of cluster `{}`{} to finish {doing} its nodes ({})",
                 cluster.name,
-                if holder.is_empty() { String::new() } else { format!(" (pid {holder})") },
+                if pid.is_empty() { String::new() } else { format!(" (pid {pid})") },
                 path.display()
             ));
             file.lock().with_context(|| format!("locking {}", path.display()))?;
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
     }
-    file.set_len(0).and_then(|()| write!(file, "{}", std::process::id())).with_context(|| format!("writing {}", path.display()))?;
+    file.set_len(0).and_then(|()| write!(file, "{task} {}", std::process::id())).with_context(|| format!("writing {}", path.display()))?;
     Ok(UpLock { _file: file })
 }
 
-/// Removes the recorded backend and worker count (after `down --purge`).
+/// Removes the recorded backend and worker count (after `down --purge`). The lock file stays:
+/// an `up` waiting on it would otherwise get a lock that a new `up`, on a new file, does not
+/// see.
 pub fn forget(cluster: &Cluster) {
     let _ = std::fs::remove_file(backend_file(cluster));
     let _ = std::fs::remove_file(workers_file(cluster));
-    let _ = std::fs::remove_file(up_lock_file(cluster));
-    let _ = std::fs::remove_dir(cluster_dir(cluster));
 }
 
 /// The config file a task reads: `explicit` (`--config`), else `$CITUS_CONFIG`, else

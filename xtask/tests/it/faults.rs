@@ -584,6 +584,40 @@ fn two_ups_at_once_take_turns() {
     }
 }
 
+/// A `down --purge` while an `up` of the cluster still starts nodes waits for it (the same
+/// lock), says so, and then stops and deletes everything: before, it stopped only the servers
+/// running at that moment and deleted the folders of the ones `up` was starting. Here the test
+/// holds the lock itself, as an `up` does, so the timing is certain. Plain PostgreSQL nodes.
+#[test]
+fn down_during_an_up_waits_for_it() {
+    let test = "down_during_an_up_waits_for_it";
+    let Some(_env) = require(test, &[Need::Postgres]) else { return };
+    let c = TestCluster::new(Spec { top: "shared_preload_libraries = []\n", ..Spec::default() });
+    c.ok(&["up", "--no-setup"]);
+    let lock_path = c.pgdata("citus_master").parent().unwrap().parent().unwrap().join(".up.lock");
+    let lock = std::fs::OpenOptions::new().read(true).write(true).open(&lock_path).unwrap();
+    lock.lock().unwrap();
+    std::fs::write(&lock_path, "up 4242").unwrap();
+    let out = std::thread::scope(|s| {
+        let down = s.spawn(|| c.xtask(&["down", "--purge"]));
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(!down.is_finished(), "down did not wait for the lock");
+        for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+            assert!(c.pid(node).is_some(), "{node} was stopped while the lock was held");
+        }
+        drop(lock);
+        down.join().unwrap()
+    });
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("down: waiting for another `up` of cluster `it` (pid 4242) to finish starting its nodes"), "{t}");
+    for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+        assert!(!c.pgdata(node).exists(), "{node}'s data was not purged");
+    }
+    // The lock file stays (a waiter on it must not lose its lock to a new file).
+    assert!(lock_path.exists());
+}
+
 /// A local server that exits while starting (here: a preloaded library that is not installed)
 /// fails `up` at once, per node, with what that start logged (not the lines of earlier starts)
 /// and the fix; the data directories are kept, and the next `up` with the config fixed starts
