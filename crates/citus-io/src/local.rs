@@ -1251,6 +1251,9 @@ pub fn up(
     crate::all_nodes(results)
 }
 
+/// The prefix of a node folder that `down --purge` renamed aside before deleting it.
+const PURGING: &str = ".purging-";
+
 /// Stops every node in parallel (clean shutdown); keeps the data unless `purge`.
 /// Returns how many servers it stopped (0: none of the cluster's was running here).
 pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::Result<usize> {
@@ -1300,11 +1303,31 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
                 cluster.workers.len()
             ));
         }
+        // Each node folder is first renamed aside (one step), then deleted: a purge cut short
+        // (Ctrl-C, a file it may not delete) leaves no half-deleted data directory under the
+        // node's name for the next `up` to start, only a `.purging-*` folder, which the next
+        // purge deletes.
+        let dir = state::cluster_dir(cluster);
         for n in cluster.nodes() {
             let p = paths(cluster, n);
             if p.dir.exists() {
-                fs::remove_dir_all(&p.dir).with_context(|| format!("removing {}", p.dir.display()))?;
+                let aside = dir.join(format!("{PURGING}{}-{}", n.name, std::process::id()));
+                let doomed = if fs::rename(&p.dir, &aside).is_ok() { aside } else { p.dir.clone() };
+                fs::remove_dir_all(&doomed).with_context(|| {
+                    format!(
+                        "node {}: deleting its data folder ({}, from {}); fix: delete it by hand as the user that ran `up` (or root), then run `cargo xtask down --purge` again",
+                        n.name,
+                        doomed.display(),
+                        p.dir.display()
+                    )
+                })?;
                 progress(&format!("purged {} ({})", n.name, p.dir.display()));
+            }
+        }
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PURGING) && fs::remove_dir_all(e.path()).is_ok() {
+                progress(&format!("deleted {}, left by a purge that was cut short", e.path().display()));
             }
         }
         state::forget(cluster);

@@ -208,10 +208,17 @@ fn the_worker_count_up_started_is_what_later_tasks_act_on() {
     assert!(text(&out).contains(&format!("kept citus_worker2's data in {}", kept.parent().unwrap().display())), "{}", text(&out));
     assert!(kept.join("PG_VERSION").exists(), "citus_worker2's data was deleted");
     assert!(!c.pgdata("citus_worker1").exists(), "citus_worker1's data was kept");
-    // The purge forgot the recorded count: the config's two workers again, and now it goes.
+    // The purge forgot the recorded count: the config's two workers again, and now it goes,
+    // with what a purge cut short left aside (a node folder renamed `.purging-*` first).
+    let cluster_dir = kept.parent().unwrap().parent().unwrap().to_path_buf();
+    let left = cluster_dir.join(".purging-citus_worker9-1");
+    std::fs::create_dir_all(left.join("pgdata/base")).unwrap();
     let out = c.xtask(&["down", "--purge"]);
     assert!(text(&out).contains("2 worker(s) (the config's)") && text(&out).contains("purged citus_worker2"), "{}", text(&out));
     assert!(!kept.exists(), "citus_worker2's data is still there");
+    assert!(text(&out).contains(&format!("deleted {}, left by a purge that was cut short", left.display())), "{}", text(&out));
+    let rest: Vec<String> = std::fs::read_dir(&cluster_dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(rest, [".up.lock"], "only the lock file stays in {}", cluster_dir.display());
 }
 
 /// Every role with a password on every node of `c` (both roles where the configured user is
