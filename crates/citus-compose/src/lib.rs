@@ -22,7 +22,8 @@
 //!   runs initdb without `--auth`, so its pg_hba.conf would trust every connection from inside
 //!   the container (Unix socket and loopback) and ask a password only of the others. No trust
 //!   authentication anywhere;
-//! - a named volume `<node>_data` at [`citus_config::DockerSettings::data_mount`]; `PGDATA`
+//! - a named volume `<node>_data` at [`citus_config::DockerSettings::data_mount`] (in the
+//!   file the tool runs, [`render_owned`], labelled with the cluster's folder); `PGDATA`
 //!   is never set, so images built on PostgreSQL 18 and later keep their own default
 //!   (a versioned folder under the mount), older ones use the mount itself;
 //! - a health check with `pg_isready` over TCP on 127.0.0.1: the image's first-start
@@ -86,12 +87,27 @@ pub fn volume_name(node: &Node) -> String {
     format!("{}_data", node.name)
 }
 
+/// The label each data volume of a compose file from [`render_owned`] carries: the folder of
+/// the cluster that made it.
+pub const OWNER_LABEL: &str = "org.citus-xtask.cluster-dir";
+
 /// Renders the complete compose file (header comment included) for `cluster`.
 ///
 /// The output depends only on `cluster` (nodes in config order, keys in a fixed order),
 /// so it can be committed and compared.
 pub fn render(cluster: &Cluster) -> String {
-    let file = model(cluster);
+    render_model(model(cluster, None), cluster)
+}
+
+/// [`render`], with every data volume labelled [`OWNER_LABEL`]` = owner` (the cluster's folder
+/// on this machine), as the tool writes the file it runs: two configs with one `name` share a
+/// compose project, and the label tells whose a volume is. Not for the committed file, which
+/// must not depend on the machine.
+pub fn render_owned(cluster: &Cluster, owner: &str) -> String {
+    render_model(model(cluster, Some(owner)), cluster)
+}
+
+fn render_model(file: ComposeFile, cluster: &Cluster) -> String {
     let yaml = serde_saphyr::to_string(&file).expect("the compose model holds only strings, integers, lists and maps, which always serialize");
     let mut out = header(cluster);
     out.push_str(&yaml);
@@ -135,7 +151,14 @@ type Empty = BTreeMap<String, String>;
 struct ComposeFile {
     services: Ordered<Service>,
     networks: Ordered<Empty>,
-    volumes: Ordered<Empty>,
+    volumes: Ordered<Volume>,
+}
+
+/// A named volume: `{}`, or with its labels.
+#[derive(Debug, Serialize)]
+struct Volume {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, DoubleQuoted<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -200,7 +223,7 @@ pub fn server_command(cluster: &Cluster) -> Vec<String> {
     command
 }
 
-fn model(cluster: &Cluster) -> ComposeFile {
+fn model(cluster: &Cluster, owner: Option<&str>) -> ComposeFile {
     let user = literal(&cluster.user);
     let maintenance_db = literal(&cluster.maintenance_database);
     let env = &cluster.password.env;
@@ -234,7 +257,8 @@ fn model(cluster: &Cluster) -> ComposeFile {
             (node.name.clone(), service)
         })
         .collect();
-    let volumes = cluster.nodes().map(|node| (volume_name(node), Empty::new())).collect();
+    let labels: BTreeMap<String, DoubleQuoted<String>> = owner.map(|o| (OWNER_LABEL.to_string(), DoubleQuoted(literal(o)))).into_iter().collect();
+    let volumes = cluster.nodes().map(|node| (volume_name(node), Volume { labels: labels.clone() })).collect();
     ComposeFile { services: Ordered(services), networks: Ordered(vec![(NETWORK.to_string(), Empty::new())]), volumes: Ordered(volumes) }
 }
 

@@ -131,14 +131,16 @@ fn compose_config(text: &str, env: &str, password: Option<&str>) -> Option<std::
 #[test]
 fn docker_compose_accepts_the_file() {
     for cluster in [default_cluster(), default_cluster().with_workers(4).unwrap(), pg18_ipv6_cluster()] {
-        let Some(out) = compose_config(&render(&cluster), &cluster.password.env, Some("s3cret-for-the-test")) else { return };
-        assert!(
-            out.status.success(),
-            "compose rejected the rendered file ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        for text in [render(&cluster), render_owned(&cluster, "/home/me/$work/.citus-data/citus")] {
+            let Some(out) = compose_config(&text, &cluster.password.env, Some("s3cret-for-the-test")) else { return };
+            assert!(
+                out.status.success(),
+                "compose rejected the rendered file ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }
 
@@ -201,4 +203,18 @@ fn settings_follow_the_tools_own_options() {
     let resolved = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(resolved.contains("log_line_prefix=%m [%p] $$user ") || resolved.contains("log_line_prefix=%m [%p] $user "), "{resolved}");
+}
+
+/// The file the tool runs labels every data volume with its cluster's folder (a `$` in it
+/// escaped, as every value); the committed file, from `render`, has no label.
+#[test]
+fn owned_file_labels_every_volume_with_the_cluster_folder() {
+    let cluster = default_cluster();
+    let owned = render_owned(&cluster, "/home/me/$work/.citus-data/citus");
+    let label = "      org.citus-xtask.cluster-dir: \"/home/me/$$work/.citus-data/citus\"";
+    assert_eq!(owned.matches(label).count(), 3, "{owned}");
+    assert!(!render(&cluster).contains(OWNER_LABEL));
+    // Apart from the labels, the two files are the same.
+    let without: String = owned.lines().filter(|l| !l.contains(OWNER_LABEL) && l.trim() != "labels:").map(|l| format!("{l}\n")).collect();
+    assert_eq!(without.replace("_data:\n", "_data: {}\n"), render(&cluster));
 }

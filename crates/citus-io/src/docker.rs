@@ -88,6 +88,7 @@ fn compose(sh: &Shell, cluster: &Cluster, creds: &pg::Credentials, args: &[&str]
 /// [`state::UpLock`] throughout: a concurrent `up` of it waits.
 pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     let sh = Shell::new()?;
+    check_owner(cluster, "up")?;
     let _lock = state::lock_up(cluster, progress)?;
     state::record_backend(cluster, citus_config::Backend::Docker)?;
     let image = &cluster.docker.image;
@@ -123,7 +124,7 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
     check_settings(cluster, progress)?;
     // Written only now: after a refused check it would hold a command no container runs.
     let file = compose_file(cluster);
-    std::fs::write(&file, citus_compose::render(cluster)).with_context(|| format!("writing {}", file.display()))?;
+    std::fs::write(&file, citus_compose::render_owned(cluster, &owner_dir(cluster))).with_context(|| format!("writing {}", file.display()))?;
     progress(&format!("docker compose: starting project {} from {}", project_name(cluster), file.display()));
     let out = compose(&sh, cluster, creds, &["up", "-d"])?;
     if !out.status.success() {
@@ -140,6 +141,64 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
     }
     let deadline = Instant::now() + Duration::from_secs(cluster.ready_timeout_secs);
     wait_ready(cluster, creds, deadline, progress)
+}
+
+/// Fails, naming both folders and the fix, when containers of this cluster's compose project
+/// were created from another cluster folder than this config's: two configs with the same
+/// `name` (two checkouts of one repository, a copied citus.toml elsewhere) share one compose
+/// project, its containers and its volumes, so this config's `up` would take the other's
+/// containers over and its `down --purge` would delete the other's data. Compared by
+/// compose's `working_dir` label, the folder of the compose file (the cluster's folder).
+/// Volumes carry no such label: once the other cluster's containers are removed, its volumes
+/// are not told apart (see docs/faults.md).
+fn check_owner(cluster: &Cluster, task: &str) -> anyhow::Result<()> {
+    let ours = state::cluster_dir(cluster);
+    let ours_abs = owner_dir(cluster);
+    let same = |theirs: &str| {
+        let theirs = std::path::Path::new(theirs);
+        theirs == std::path::Path::new(&ours_abs) || matches!((std::fs::canonicalize(theirs), std::fs::canonicalize(&ours)), (Ok(a), Ok(b)) if a == b)
+    };
+    let project = project_name(cluster);
+    let cluster_dirs = |what: &str, found: Vec<(String, String)>| -> anyhow::Result<()> {
+        let others: Vec<&(String, String)> = found.iter().filter(|(_, dir)| !dir.is_empty() && !same(dir)).collect();
+        let Some((_, theirs)) = others.first() else { return Ok(()) };
+        let names: Vec<&str> = others.iter().map(|(n, _)| n.as_str()).collect();
+        let otherwise = if what == "volume(s)" {
+            format!("or use that data from {theirs}'s config; if that folder was this cluster's and is gone, only deleting the data by name frees the project: `docker volume rm {}`", names.join(" "))
+        } else {
+            format!("or, if that folder is this cluster moved or deleted, remove those containers (their volumes, the data, stay): `docker rm -f $(docker ps -aq --filter label=com.docker.compose.project={project})`")
+        };
+        bail!(
+            "{task}: compose project `{project}` belongs to another cluster: its {what} {} were made from the cluster folder {theirs}, and this config ({}) keeps its cluster in {ours_abs}; both are named `{}`, so they share one compose project, its containers and its volumes, and `{task}` would act on the other's\n    \
+             fix: give this cluster its own `name` in {}; {otherwise}",
+            names.join(", "),
+            cluster.source.display(),
+            cluster.name,
+            cluster.source.display(),
+        )
+    };
+    cluster_dirs("container(s)", containers(cluster)?.into_iter().map(|c| (c.service, c.working_dir)).collect())?;
+    // A volume made by an earlier version has no label, and belongs to whoever uses it.
+    cluster_dirs("volume(s)", volume_owners(cluster)?)
+}
+
+/// This cluster's folder as an absolute path: the owner label of its volumes.
+fn owner_dir(cluster: &Cluster) -> String {
+    let dir = state::cluster_dir(cluster);
+    std::path::absolute(&dir).unwrap_or(dir).display().to_string()
+}
+
+/// The project's volumes, each with its [`citus_compose::OWNER_LABEL`] (empty when unlabelled).
+fn volume_owners(cluster: &Cluster) -> anyhow::Result<Vec<(String, String)>> {
+    let label = format!("label=com.docker.compose.project={}", project_name(cluster));
+    let format = format!("{{{{.Name}}}}\t{{{{.Label \"{}\"}}}}", citus_compose::OWNER_LABEL);
+    let out =
+        std::process::Command::new("docker").args(["volume", "ls", "--filter", &label, "--format", &format]).output().context("running docker volume ls")?;
+    if !out.status.success() {
+        ensure_engine()?;
+        bail!("docker volume ls failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_once('\t')).map(|(n, o)| (n.to_string(), o.to_string())).collect())
 }
 
 /// What `docker inspect` says of a container, as far as the tool reads it.
@@ -349,6 +408,9 @@ pub struct Container {
     pub service: String,
     /// `created`, `running`, `restarting`, `exited`, `dead`, ...
     pub state: String,
+    /// The folder of the compose file it was created from (compose's
+    /// `com.docker.compose.project.working_dir` label, absolute; empty when unlabelled).
+    pub working_dir: String,
     /// Human-readable status, e.g. `Exited (1) 2 seconds ago`.
     pub status: String,
 }
@@ -371,7 +433,7 @@ fn local_alternative(cluster: &Cluster) -> Option<String> {
 /// which compose v1 and v2 both set, so it works with either.
 pub fn containers(cluster: &Cluster) -> anyhow::Result<Vec<Container>> {
     let label = format!("label=com.docker.compose.project={}", project_name(cluster));
-    let format = "{{.ID}}\t{{.Label \"com.docker.compose.service\"}}\t{{.State}}\t{{.Status}}";
+    let format = "{{.ID}}\t{{.Label \"com.docker.compose.service\"}}\t{{.State}}\t{{.Label \"com.docker.compose.project.working_dir\"}}\t{{.Status}}";
     let out = std::process::Command::new("docker").args(["ps", "-a", "--filter", &label, "--format", format]).output().context("running docker ps")?;
     if !out.status.success() {
         ensure_engine()?;
@@ -396,6 +458,7 @@ fn parse_ps(text: &str) -> Vec<Container> {
                 id: f.next()?.to_string(),
                 service: f.next()?.to_string(),
                 state: f.next()?.to_string(),
+                working_dir: f.next().unwrap_or("").to_string(),
                 status: f.next().unwrap_or("").to_string(),
             })
         })
@@ -550,9 +613,10 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
     // volumes are the ones `--purge` removes. `--remove-orphans` also stops and removes the
     // containers of workers beyond them (an `up --workers 8` before an `up --workers 2`).
     let _lock = state::lock_down(cluster, progress)?;
+    check_owner(cluster, if purge { "down --purge" } else { "down" })?;
     let file = compose_file(cluster);
     std::fs::create_dir_all(state::cluster_dir(cluster))?;
-    std::fs::write(&file, citus_compose::render(cluster)).with_context(|| format!("writing {}", file.display()))?;
+    std::fs::write(&file, citus_compose::render_owned(cluster, &owner_dir(cluster))).with_context(|| format!("writing {}", file.display()))?;
     let args: &[&str] = if purge { &["down", "--volumes", "--remove-orphans"] } else { &["down", "--remove-orphans"] };
     let out = compose(&sh, cluster, creds, args)?;
     if !out.status.success() {
@@ -645,11 +709,20 @@ mod tests {
 
     #[test]
     fn ps_lines_become_containers() {
-        let cs = parse_ps("abc123\tcitus_master\trunning\tUp 3 seconds\ndef456\tcitus_worker1\texited\tExited (1) 2 seconds ago\nbroken line\n");
+        let cs = parse_ps(
+            "abc123\tcitus_master\trunning\t/w/.citus-data/citus\tUp 3 seconds\ndef456\tcitus_worker1\texited\t\tExited (1) 2 seconds ago\nbroken line\n",
+        );
         assert_eq!(cs.len(), 2);
+        assert_eq!(cs[0].working_dir, "/w/.citus-data/citus");
         assert_eq!(
             cs[1],
-            Container { id: "def456".into(), service: "citus_worker1".into(), state: "exited".into(), status: "Exited (1) 2 seconds ago".into() }
+            Container {
+                id: "def456".into(),
+                service: "citus_worker1".into(),
+                state: "exited".into(),
+                working_dir: String::new(),
+                status: "Exited (1) 2 seconds ago".into()
+            }
         );
     }
 

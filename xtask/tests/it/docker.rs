@@ -133,6 +133,30 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     // `logs` reads the container's log.
     let logs = a.ok(&["logs", "--node", "citus_worker1", "--lines", "500"]);
     assert!(logs.starts_with("==> citus_worker1: docker logs ") && logs.contains("database system is ready to accept connections"), "{logs}");
+    // A copy of a's config in another folder has a's name, so a's compose project: its `up`
+    // and `down --purge` refuse, naming both folders, and leave a's containers and volumes.
+    let twin_dir = citus_testkit::temp_dir("citus-xtask-twin");
+    let twin = twin_dir.path().join("citus.toml");
+    std::fs::write(&twin, std::fs::read_to_string(&a.config).unwrap()).unwrap();
+    let a_containers = project_containers(&a);
+    let twin_refuses = |args: &[&str], whose: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).arg("--config").arg(&twin).env_remove("CI").output().unwrap();
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {t}");
+        assert!(t.contains(&format!("compose project `{}` belongs to another cluster: its {whose}", a.name)), "{args:?}: {t}");
+        assert!(t.contains(&format!("{}", a.config.parent().unwrap().join(".citus-data").join(&a.name).display())), "{args:?}: {t}");
+        assert!(t.contains("fix: give this cluster its own `name`"), "{args:?}: {t}");
+    };
+    twin_refuses(&["up"], "container(s)");
+    twin_refuses(&["down", "--purge"], "container(s)");
+    assert_eq!(project_containers(&a), a_containers);
+    // With a's containers gone, its volumes still say whose they are.
+    a.ok(&["down"]);
+    twin_refuses(&["down", "--purge"], "volume(s)");
+    twin_refuses(&["up"], "volume(s)");
+    a.ok(&["up"]);
+    let n: i64 = a.connect(0, &a.database).query_one("SELECT count(*) FROM kept", &[]).unwrap().get(0);
+    assert_eq!(n, 40, "a's data after the twin's refused purge");
     a.ok(&["verify"]);
     b.ok(&["verify"]);
     // The generated compose file publishes on loopback only and mounts no docker socket.
