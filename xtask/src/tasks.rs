@@ -123,13 +123,22 @@ pub(crate) fn verify(f: flags::Verify) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn down(f: flags::Down) -> anyhow::Result<ExitCode> {
     let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend)?;
-    let data = if f.purge { "deleted (--purge)" } else { "kept (`down --purge` deletes it)" };
+    let mut data = if f.purge { "deleted (--purge)".to_string() } else { "kept (`down --purge` deletes it)".to_string() };
     match backend {
-        Backend::Local if local::down(&cluster, f.purge, &progress)? == 0 => {
-            println!("down: no server of cluster `{}` was running here (local backend); data {data}", cluster.name);
-            return Ok(ExitCode::SUCCESS);
+        Backend::Local => {
+            let (stopped, purged) = local::down(&cluster, f.purge, &progress)?;
+            if f.purge && purged == 0 {
+                data = format!(
+                    "deleted: none was there ({}); if the cluster's `name` or `[local] data_dir` changed in {}, its data is under the old one",
+                    citus_io::state::cluster_dir(&cluster).display(),
+                    cluster.source.display()
+                );
+            }
+            if stopped == 0 {
+                println!("down: no server of cluster `{}` was running here (local backend); data {data}", cluster.name);
+                return Ok(ExitCode::SUCCESS);
+            }
         }
-        Backend::Local => {}
         Backend::Docker => docker::down(&cluster, &pg::credentials(&cluster)?, f.purge, &progress)?,
     }
     println!("down: cluster `{}` stopped; data {data}", cluster.name);

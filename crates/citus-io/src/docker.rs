@@ -621,7 +621,13 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
     let out = compose(&sh, cluster, creds, args)?;
     if !out.status.success() {
         ensure_engine()?;
-        bail!("docker compose down failed for project {}: {}", project_name(cluster), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "docker compose down failed for project {} ({}): {}\n    fix: see compose's message above; `docker ps -a --filter label=com.docker.compose.project={}` lists the project's containers",
+            project_name(cluster),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            project_name(cluster)
+        );
     }
     progress(&format!(
         "docker compose: project {} stopped{}",

@@ -384,7 +384,8 @@ impl Local {
             None => self.init_data_dir(&partial, creds, cluster).with_context(|| format!("node {}: creating its data directory", node.name))?,
         }
         let certificate = self.make_certificate(&partial);
-        fs::rename(&partial, &p.pgdata).with_context(|| format!("renaming {} to {}", partial.display(), p.pgdata.display()))?;
+        fs::rename(&partial, &p.pgdata)
+            .with_context(|| format!("node {}: moving its new data directory {} into place as {}", node.name, partial.display(), p.pgdata.display()))?;
         Ok(DataDir::New { certificate })
     }
 
@@ -450,7 +451,7 @@ impl Local {
 
     fn write_settings(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
         let file = paths(cluster, node).pgdata.join(SETTINGS_FILE);
-        fs::write(&file, settings(cluster, node)).with_context(|| format!("writing {}", file.display()))?;
+        fs::write(&file, settings(cluster, node)).with_context(|| format!("node {}: writing its settings to {}", node.name, file.display()))?;
         self.chown(&file)
     }
 
@@ -465,7 +466,11 @@ impl Local {
         remove_stale_pid_file(&p.pgdata);
         check_port_free(cluster, node)?;
         self.write_settings(cluster, node)?;
-        let log = fs::OpenOptions::new().create(true).append(true).open(&p.log).with_context(|| format!("opening {}", p.log.display()))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p.log)
+            .with_context(|| format!("node {}: opening its server log {}", node.name, p.log.display()))?;
         self.chown(&p.log)?;
         let mut expr = duct::cmd(self.bin_dir.join("postgres"), [std::ffi::OsStr::new("-D"), p.pgdata.as_os_str()])
             .stdin_null()
@@ -514,7 +519,13 @@ fn signal_dir(name: &str, p: NodePaths) -> anyhow::Result<Option<Stopping>> {
     let Some(pid) = running_pid(&p.pgdata) else { return Ok(None) };
     // SAFETY: plain syscall on a pid read from the node's own postmaster.pid.
     if unsafe { libc::kill(pid, libc::SIGINT) } != 0 {
-        bail!("node {name}: cannot signal postgres (pid {pid}): {}", std::io::Error::last_os_error());
+        let e = std::io::Error::last_os_error();
+        let fix = if e.raw_os_error() == Some(libc::EPERM) {
+            "run `cargo xtask down` as the user that started it (or root)"
+        } else {
+            "check that pid with `ps`; `cargo xtask status` shows what runs"
+        };
+        bail!("node {name}: cannot signal its postgres (pid {pid}, from {}): {e}\n    fix: {fix}", p.pgdata.join("postmaster.pid").display());
     }
     Ok(Some(Stopping { name: name.to_string(), pid, pgdata: p.pgdata, log: p.log, since: Instant::now() }))
 }
@@ -546,7 +557,11 @@ impl Stopping {
         while alive(pid) && self.pgdata.join("postmaster.pid").exists() {
             let now = Instant::now();
             if now > deadline {
-                bail!("node {name} (pid {pid}) did not stop within {} s; see {}", timeout.as_secs(), self.log.display());
+                bail!(
+                    "node {name} (pid {pid}) did not stop within {} s; see {}\n    fix: wait and run `cargo xtask down` again, or stop it at once with `kill -QUIT {pid}` (an immediate stop: the data is kept, recovered at the next start)",
+                    timeout.as_secs(),
+                    self.log.display()
+                );
             }
             if now > next_nudge {
                 for daemon in citus_maintenance_daemons(pid) {
@@ -1255,8 +1270,9 @@ pub fn up(
 const PURGING: &str = ".purging-";
 
 /// Stops every node in parallel (clean shutdown); keeps the data unless `purge`.
-/// Returns how many servers it stopped (0: none of the cluster's was running here).
-pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::Result<usize> {
+/// Returns how many servers it stopped (0: none of the cluster's was running here) and how
+/// many node folders it deleted.
+pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::Result<(usize, usize)> {
     // Not while an `up` of the cluster starts nodes (it holds the same lock; see state).
     let _lock = state::lock_down(cluster, progress)?;
     // Every node is signalled before any is waited for. With a thread per node doing both, the
@@ -1294,6 +1310,7 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
         hs.into_iter().map(|h| h.join().expect("stop thread panicked")).collect()
     });
     let stopped = crate::all_nodes(results)?.into_iter().filter(|s| *s).count();
+    let mut purged = 0;
     if purge {
         // Only the nodes this run names are deleted; another node folder is said, and kept.
         for (name, p) in &others {
@@ -1322,6 +1339,7 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
                     )
                 })?;
                 progress(&format!("purged {} ({})", n.name, p.dir.display()));
+                purged += 1;
             }
         }
         for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -1332,7 +1350,7 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
         }
         state::forget(cluster);
     }
-    Ok(stopped)
+    Ok((stopped, purged))
 }
 
 #[cfg(test)]

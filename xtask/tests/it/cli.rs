@@ -139,3 +139,16 @@ fn psql_flags_before_the_double_dash_get_a_hint() {
         assert!(text(&out).contains("psql's own arguments go after `--`, e.g. `cargo xtask psql -- -c 'SELECT 1'`"), "{args:?}: {}", text(&out));
     }
 }
+
+/// `down --purge` of a local cluster with no data here says so, and where it looked, instead of
+/// "data deleted"; and it makes no folder for it.
+#[test]
+fn purge_with_nothing_to_delete_says_where_it_looked() {
+    let c = TestCluster::new(Spec { backend: "local", ..Spec::default() });
+    let out = c.xtask(&["down", "--purge"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("data deleted: none was there (") && stdout.contains("if the cluster's `name` or `[local] data_dir` changed in"), "{t}");
+    assert!(!c.config.parent().unwrap().join(".citus-data").exists(), "down made a folder");
+}
