@@ -274,8 +274,27 @@ impl Plan {
 /// A configuration the plan refuses to act on.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PlanError {
-    WorkerIsCoordinator { worker: String, address: Address, client: Address },
-    SharedClusterAddress { first: String, second: String, address: Address },
+    WorkerIsCoordinator {
+        worker: String,
+        address: Address,
+        client: Address,
+    },
+    SharedClusterAddress {
+        first: String,
+        second: String,
+        address: Address,
+    },
+    /// The server at a registered worker's address holds the metadata (its own
+    /// `pg_dist_local_group`) of another registered worker: two workers' addresses swapped in
+    /// the config, say. Re-activating it would give it this address's group, whose shards it
+    /// does not have.
+    ServerOfAnotherGroup {
+        worker: String,
+        address: Address,
+        registered_group: i32,
+        holds_group: i32,
+        holder: Address,
+    },
 }
 
 impl std::fmt::Display for PlanError {
@@ -292,6 +311,13 @@ impl std::fmt::Display for PlanError {
                 f,
                 "workers `{first}` and `{second}` share the cluster address {address}: the coordinator would register one server twice. \
                  Give each worker its own `cluster_address` (the address the coordinator uses to reach it)."
+            ),
+            PlanError::ServerOfAnotherGroup { worker, address, registered_group, holds_group, holder } => write!(
+                f,
+                "worker `{worker}` at {address}: the coordinator registered group {registered_group} at that address, but the server there is group {holds_group}, \
+                 which the coordinator registered at {holder}; re-activating it would make it group {registered_group} without that group's shards. \
+                 Were two workers' ports or addresses swapped in the config? Nothing was changed.\n    \
+                 fix: give each worker the address it was registered at again (the config's `port`, `host` or `cluster_address`), then run `cargo xtask setup`"
             ),
         }
     }
@@ -408,6 +434,17 @@ pub fn plan(cluster: &Cluster, backend: Backend, observed: &Observed, password: 
             continue;
         };
         claimed.push(row.nodeid);
+        if let Some(holds) = wst.local_group.filter(|g| *g > 0 && *g != row.groupid) {
+            if let Some(other) = observed.dist_nodes.iter().find(|d| d.groupid == holds && d.nodeid != row.nodeid) {
+                return Err(PlanError::ServerOfAnotherGroup {
+                    worker: w.name.clone(),
+                    address: want,
+                    registered_group: row.groupid,
+                    holds_group: holds,
+                    holder: other.address.clone(),
+                });
+            }
+        }
         let desync_reason = if !row.isactive {
             Some("it is disabled on the coordinator".to_string())
         } else if wst.installed.is_none() {

@@ -55,6 +55,34 @@ fn old_citus_uses_master_functions() {
     insta::assert_snapshot!(check(&c, Backend::Docker, &Observed::fresh(&c, Version::new(9, 5))));
 }
 
+/// Two workers' addresses swapped: each server holds the other's group. Re-activating them
+/// would swap their groups without their shards, so the plan refuses, naming both addresses.
+#[test]
+fn swapped_workers_are_refused_not_reactivated() {
+    let c = seed();
+    let mut o = settled(&c);
+    o.nodes.get_mut("citus_worker1").unwrap().local_group = Some(3);
+    o.nodes.get_mut("citus_worker2").unwrap().local_group = Some(2);
+    let e = plan(&c, Backend::Docker, &o, "pw").unwrap_err();
+    assert_eq!(
+        e,
+        PlanError::ServerOfAnotherGroup {
+            worker: "citus_worker1".into(),
+            address: Address::new("citus_worker1", 5432),
+            registered_group: 2,
+            holds_group: 3,
+            holder: Address::new("citus_worker2", 5432)
+        }
+    );
+    insta::assert_snapshot!(e.to_string());
+    // A group that no other node has (the coordinator's metadata lost that worker) is still
+    // repaired by re-activation, as before.
+    let mut o = settled(&c);
+    o.nodes.get_mut("citus_worker1").unwrap().local_group = Some(7);
+    let p = plan(&c, Backend::Docker, &o, "pw").unwrap();
+    assert!(p.render().contains("needs re-activation: its own group id is 7 but the coordinator has 2"), "{}", p.render());
+}
+
 #[test]
 fn settled_cluster_needs_nothing() {
     let c = seed();

@@ -680,6 +680,61 @@ fn a_worker_that_lost_its_shards_fails_verify() {
     assert!(t.lines().any(|l| l.starts_with("ok") && l.contains("citus_worker1") && l.contains("shards present")), "{t}");
 }
 
+/// Two workers' ports swapped in the config between a `down` and an `up`: each server then
+/// answers at the address the coordinator registered for the other. `setup` (in `up`) refuses
+/// before changing anything, naming the worker, both addresses and the fix, instead of
+/// re-activating them, which would swap their groups without their shards; with the ports
+/// back, everything is as before.
+#[test]
+fn swapped_worker_ports_are_refused_before_any_change() {
+    if !citus("swapped_worker_ports_are_refused_before_any_change") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    c.connect(0, &c.database)
+        .batch_execute("CREATE TABLE kept (id int); SELECT create_distributed_table('kept', 'id'); INSERT INTO kept SELECT generate_series(1, 100)")
+        .unwrap();
+    c.ok(&["down"]);
+    let good = std::fs::read_to_string(&c.config).unwrap();
+    let (p1, p2) = (c.port(1), c.port(2));
+    let swapped = good
+        .replace(&format!("port = {p1}"), "port = P1")
+        .replace(&format!("port = {p2}"), &format!("port = {p1}"))
+        .replace("port = P1", &format!("port = {p2}"));
+    std::fs::write(&c.config, &swapped).unwrap();
+    let out = c.xtask(&["up"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("the coordinator registered group") && t.contains("Were two workers' ports or addresses swapped in the config? Nothing was changed."),
+        "{t}"
+    );
+    assert!(t.contains(&format!("localhost:{p1}")) && t.contains(&format!("localhost:{p2}")), "{t}");
+    // Nothing changed: each worker still has its own group, which the coordinator lists at
+    // the worker's old (and right) port.
+    let groups: Vec<(i32, i32)> = c
+        .connect(0, &c.database)
+        .query("SELECT nodeport, groupid FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodeport", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (port, group) in groups {
+        // The server now listening at `port` is the other worker: its own group differs.
+        // (Re-activation would have made them equal.)
+        let theirs: i32 =
+            c.connect(if i32::from(p1) == port { 1 } else { 2 }, &c.database).query_one("SELECT groupid FROM pg_dist_local_group", &[]).unwrap().get(0);
+        assert_ne!(theirs, group, "port {port}");
+    }
+    c.ok(&["down"]);
+    std::fs::write(&c.config, &good).unwrap();
+    c.ok(&["up"]);
+    c.ok(&["verify"]);
+    let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM kept", &[]).unwrap().get(0);
+    assert_eq!(n, 100);
+}
+
 #[test]
 fn a_worker_that_kept_the_shards_of_a_coordinator_made_anew_is_refused_until_named() {
     if !citus("a_worker_that_kept_the_shards_of_a_coordinator_made_anew_is_refused_until_named") {
