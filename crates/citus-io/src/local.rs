@@ -222,8 +222,9 @@ impl Local {
         let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
         let binary = format!("{}:{}:{mtime}", postgres.display(), meta.len());
         let rounds = format!("scram-iterations={}", cluster.local.scram_iterations);
-        let key = fnv1a(&[binary.as_bytes(), creds.user.as_bytes(), creds.password.as_bytes(), cluster.database.as_bytes(), rounds.as_bytes()]);
-        Ok(cluster.local.data_dir.join(".templates").join(format!("{key:016x}")))
+        let root = cluster.local.data_dir.join(".templates");
+        let key = template_key(&root, &[binary.as_bytes(), creds.user.as_bytes(), creds.password.as_bytes(), cluster.database.as_bytes(), rounds.as_bytes()])?;
+        Ok(root.join(key))
     }
 
     /// Returns the pristine template data directory for these credentials, creating it
@@ -1053,15 +1054,45 @@ fn conf_quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+/// A template folder's name: 16 hex digits of HMAC-SHA-256 over `parts` (each ended by a NUL),
+/// keyed with this data folder's own secret (`.templates/.key`, 32 random bytes, readable by
+/// its owner only, made on first use). The parts include the password, and the folder names
+/// can be listed by anyone who can enter the data folder: a name made with a public function
+/// could be tried against guesses of the password; without the key it cannot.
+fn template_key(root: &Path, parts: &[&[u8]]) -> anyhow::Result<String> {
+    use hmac::{KeyInit, Mac};
+    let secret = template_secret(root)?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret).expect("HMAC takes a key of any length");
     for p in parts {
-        for b in p.iter().chain([0u8].iter()) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        mac.update(p);
+        mac.update(&[0]);
     }
-    h
+    Ok(mac.finalize().into_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The data folder's template secret (see [`template_key`]). Two `up`s making it at once both
+/// end up with the first one's: each writes its own file and links it into place, which only
+/// one link does.
+fn template_secret(root: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = root.join(".key");
+    let read = |p: &Path| fs::read(p).ok().filter(|k| k.len() == 32);
+    if let Some(k) = read(&path) {
+        return Ok(k);
+    }
+    fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
+    let tmp = root.join(format!(".key.tmp{}", std::process::id()));
+    let written = fs::OpenOptions::new().write(true).create(true).truncate(true).mode_0600().open(&tmp).and_then(|mut f| std::io::Write::write_all(&mut f, &k));
+    written.with_context(|| format!("writing {}", tmp.display()))?;
+    let linked = fs::hard_link(&tmp, &path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(k.to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path)
+            .ok_or_else(|| anyhow::anyhow!("{} is not a 32-byte key; fix: delete it (the templates it named are then made anew, once)", path.display())),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 trait Mode0600 {
@@ -1438,6 +1469,30 @@ mod tests {
             fix,
             "the server refuses `max_conections = '4'` of [settings] in /w/citus.toml (the lines above say why): correct or remove it, then run `cargo xtask up` again (the data is kept)"
         );
+    }
+
+    #[test]
+    fn template_names_are_keyed_by_the_data_folders_own_secret() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("citus-io-template-key-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let parts = |pw: &'static str| -> [&'static [u8]; 3] { [b"/usr/lib/postgresql/15/bin/postgres:1:2", b"commcarehq", pw.as_bytes()] };
+        let a = template_key(&dir, &parts("commcarehq")).unwrap();
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()), "{a}");
+        assert_eq!(template_key(&dir, &parts("commcarehq")).unwrap(), a, "the same parts give the same name");
+        assert_ne!(template_key(&dir, &parts("other")).unwrap(), a, "another password, another template");
+        let key = dir.join(".key");
+        assert_eq!(fs::read(&key).unwrap().len(), 32);
+        assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        // Another data folder has another secret, so the same parts get another name.
+        let other = dir.join("other");
+        assert_ne!(template_key(&other, &parts("commcarehq")).unwrap(), a);
+        // A damaged key is named, with the fix, not used.
+        fs::write(&key, b"short").unwrap();
+        let e = template_key(&dir, &parts("commcarehq")).unwrap_err().to_string();
+        assert!(e.contains("is not a 32-byte key; fix: delete it"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
