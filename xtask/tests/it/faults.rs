@@ -648,6 +648,16 @@ fn local_server_that_exits_while_starting_fails_up_at_once_with_its_log_and_fix(
     assert!(out.contains("3 node(s) started"), "{out}");
 }
 
+/// A new 1 + 2 cluster, up, with a distributed table `kept` of 100 rows (16 shards).
+fn up_with_a_distributed_table() -> TestCluster {
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    c.connect(0, &c.database)
+        .batch_execute("CREATE TABLE kept (id int); SELECT create_distributed_table('kept', 'id'); INSERT INTO kept SELECT generate_series(1, 100)")
+        .unwrap();
+    c
+}
+
 /// A worker whose data directory was made anew (deleted while the cluster was down) comes back
 /// registered and in sync, but without the shards the coordinator places on it: `verify`
 /// fails "shards present" for that worker, naming missing shards, and passes it for the other.
@@ -656,11 +666,7 @@ fn a_worker_that_lost_its_shards_fails_verify() {
     if !citus("a_worker_that_lost_its_shards_fails_verify") {
         return;
     }
-    let c = TestCluster::new(Spec::default());
-    c.ok(&["up"]);
-    c.connect(0, &c.database)
-        .batch_execute("CREATE TABLE kept (id int); SELECT create_distributed_table('kept', 'id'); INSERT INTO kept SELECT generate_series(1, 100)")
-        .unwrap();
+    let c = up_with_a_distributed_table();
     let out = c.ok(&["verify"]);
     let placed = |node: &str| out.lines().find(|l| l.starts_with("ok") && l.contains(node) && l.contains("shards present")).map(str::to_string);
     assert!(placed("citus_worker1").is_some_and(|l| l.contains("all 16 shard placement(s)")), "{out}");
@@ -690,11 +696,7 @@ fn swapped_worker_ports_are_refused_before_any_change() {
     if !citus("swapped_worker_ports_are_refused_before_any_change") {
         return;
     }
-    let c = TestCluster::new(Spec::default());
-    c.ok(&["up"]);
-    c.connect(0, &c.database)
-        .batch_execute("CREATE TABLE kept (id int); SELECT create_distributed_table('kept', 'id'); INSERT INTO kept SELECT generate_series(1, 100)")
-        .unwrap();
+    let c = up_with_a_distributed_table();
     c.ok(&["down"]);
     let good = std::fs::read_to_string(&c.config).unwrap();
     let (p1, p2) = (c.port(1), c.port(2));
