@@ -610,7 +610,9 @@ impl Cluster {
             port =
                 port.checked_add(1).ok_or_else(|| ConfigError::Invalid(format!("--workers {n}: derived worker ports run past 65535 after `{}`", last.name)))?;
             let name = format!("{stem}{number}");
-            if self.nodes().any(|x| x.name == name || x.client == Address::new(last.client.host.clone(), port)) {
+            // By port alone: `localhost` and `127.0.0.1` are one address to a server, and on
+            // Docker every client port is published on the same bind address.
+            if self.nodes().any(|x| x.name == name || x.client.port == port) {
                 return Err(ConfigError::Invalid(format!(
                     "--workers {n}: the derived worker `{name}` on port {port} collides with a configured node; configure the extra workers explicitly in {}",
                     self.source.display()

@@ -55,6 +55,10 @@ fn with_workers_refuses_collisions() {
     let src = "database = \"db\"\n[coordinator]\nname = \"c\"\nport = 5600\n[[workers]]\nname = \"w5\"\nport = 5602\n[[workers]]\nname = \"w1\"\nport = 5601\n";
     let e = parse(src).unwrap().with_workers(3).unwrap_err().to_string();
     assert!(e.contains("collides"), "{e}");
+    // The same port under another name for the same host collides too.
+    let src = src.replace("port = 5602\n", "port = 5602\nhost = \"127.0.0.1\"\n");
+    let e = parse(&src).unwrap().with_workers(3).unwrap_err().to_string();
+    assert!(e.contains("the derived worker `w2` on port 5602 collides with a configured node"), "{e}");
 }
 
 #[test]
