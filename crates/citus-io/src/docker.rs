@@ -147,10 +147,10 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
 /// were created from another cluster folder than this config's: two configs with the same
 /// `name` (two checkouts of one repository, a copied citus.toml elsewhere) share one compose
 /// project, its containers and its volumes, so this config's `up` would take the other's
-/// containers over and its `down --purge` would delete the other's data. Compared by
-/// compose's `working_dir` label, the folder of the compose file (the cluster's folder).
-/// Volumes carry no such label: once the other cluster's containers are removed, its volumes
-/// are not told apart (see docs/faults.md).
+/// containers over and its `down --purge` would delete the other's data. Containers are
+/// compared by compose's `working_dir` label (the folder of the compose file, the cluster's
+/// folder), data volumes by the [`citus_compose::OWNER_LABEL`] the tool's compose file gives
+/// them. A volume made before that label existed has none and is not told apart.
 fn check_owner(cluster: &Cluster, task: &str) -> anyhow::Result<()> {
     let ours = state::cluster_dir(cluster);
     let ours_abs = owner_dir(cluster);
