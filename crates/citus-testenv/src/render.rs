@@ -221,6 +221,12 @@ fn django(cluster: &Cluster, backend: Backend, policy: &Policy, password: &str, 
             "TEST.NAME is the real database: keep it (pytest-django --reuse-db, manage.py test --keepdb). Without that, a test run that finds it drops and recreates it without citus; pytest-xdist's per-process suffix (_gw0) would make new ones without citus.",
         ));
     }
+    if !cluster.workers.is_empty() {
+        out.push_str(&quote::comment(&format!(
+            "A test whose `databases` include {} must include the workers too (or be '__all__'): Django refuses a TEST.DEPENDENCIES alias outside the run (\"Circular dependency in TEST[DEPENDENCIES]\").",
+            quote::python(&opts.coordinator_alias)
+        )));
+    }
     out.push_str("DATABASES = globals().get('DATABASES') or {}\nDATABASES.update({\n");
     let worker_aliases: Vec<String> = (0..cluster.workers.len()).map(|i| opts.worker_alias(i)).collect();
     let test_name = policy.fixed_database_name().then_some(cluster.database.as_str());
