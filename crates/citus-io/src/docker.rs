@@ -82,10 +82,12 @@ fn compose(sh: &Shell, cluster: &Cluster, creds: &pg::Credentials, args: &[&str]
     Ok(out)
 }
 
-/// Writes the compose file, starts every container (detached) and waits until every node
-/// accepts a login at its client address. A container that exits (or restarts) before that
-/// fails the wait at once, with the tail of its log and the likely fix. Holds the cluster's
-/// [`state::UpLock`] throughout: a concurrent `up` of it waits.
+/// Refuses a compose project another cluster folder made, pulls the image if
+/// needed, has `postgres -C` check a changed command of running containers
+/// (`check_settings`), then writes the compose file, starts every container (detached) and
+/// waits until every node accepts a login at its client address. A container that exits (or
+/// restarts) before that fails the wait at once, with the tail of its log and the likely fix.
+/// Holds the cluster's [`state::UpLock`] from the pull on: a concurrent `up` of it waits.
 pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     let sh = Shell::new()?;
     check_owner(cluster, "up")?;
@@ -213,7 +215,7 @@ pub struct Inspected {
 }
 
 /// The command a container runs, its environment (where the image's `PGDATA` is) and its image.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct ContainerConfig {
     #[serde(rename = "Cmd", default)]
     pub cmd: Option<Vec<String>>,
@@ -609,11 +611,11 @@ pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant,
 /// Stops and removes the containers; removes the volumes (the data) only when `purge`.
 pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: Progress<'_>) -> anyhow::Result<()> {
     let sh = Shell::new()?;
+    let _lock = state::lock_down(cluster, progress)?;
+    check_owner(cluster, if purge { "down --purge" } else { "down" })?;
     // The file for this run's nodes (with the worker count `up --workers` recorded): its
     // volumes are the ones `--purge` removes. `--remove-orphans` also stops and removes the
     // containers of workers beyond them (an `up --workers 8` before an `up --workers 2`).
-    let _lock = state::lock_down(cluster, progress)?;
-    check_owner(cluster, if purge { "down --purge" } else { "down" })?;
     let file = compose_file(cluster);
     std::fs::create_dir_all(state::cluster_dir(cluster))?;
     std::fs::write(&file, citus_compose::render_owned(cluster, &owner_dir(cluster))).with_context(|| format!("writing {}", file.display()))?;
