@@ -105,15 +105,58 @@ impl fmt::Display for Address {
     }
 }
 
+/// Checks a node's host: an IPv4 or IPv6 address (without brackets) or a host name of ASCII
+/// letters, digits, `-` and `_` (compose service names have underscores) in dot-separated
+/// labels of 1 to 63 characters, at most 253 in all. The host ends up in a URL
+/// (`DATABASE_URL`), a `host:port` list (`CITUS_WORKERS`), the server's `listen_addresses`
+/// (local backend) and Citus's `pg_dist_node`, none of which takes anything else.
+pub fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        if inner.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Err(format!("host `{host}`: write an IPv6 address without brackets (`{inner}`)"));
+        }
+    }
+    if host.contains(':') {
+        return Err(format!("host `{host}` is neither an IP address nor a host name (is a `:port` part in it? the port is a key of its own)"));
+    }
+    if !host.is_ascii() {
+        return Err(format!("host `{host}` is not ASCII: write an internationalised name in its `xn--` form"));
+    }
+    if host.len() > 253 {
+        return Err(format!("host `{host}` is {} characters long; a host name has at most 253", host.len()));
+    }
+    for label in host.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!("host `{host}` is not a host name: each part between dots has 1 to 63 characters"));
+        }
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+            return Err(format!("host `{host}` is not a host name: {c:?} is not allowed (letters, digits, `-`, `_` and `.` are)"));
+        }
+    }
+    Ok(())
+}
+
 impl FromStr for Address {
     type Err = String;
-    /// Parses `host:port` (`[v6]:port` for IPv6 literals), as in the seed's `CITUS_NODE_NAME`.
+    /// Parses `host:port` (`[v6]:port` for IPv6 literals), as in the seed's `CITUS_NODE_NAME`;
+    /// the host must pass [`check_host`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("`{s}` is not `host:port`"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
+            _ if host.contains(':') => return Err(format!("`{s}`: an IPv6 address is written in brackets, `[{host}]:{port}`")),
+            _ => host,
+        };
         if host.is_empty() {
             return Err(format!("`{s}` has an empty host"));
         }
+        check_host(host).map_err(|e| format!("`{s}`: {e}"))?;
         let port: u16 = port.parse().map_err(|_| format!("`{s}`: port must be a number from 1 to 65535"))?;
         if port == 0 {
             return Err(format!("`{s}`: port must be a number from 1 to 65535"));
@@ -306,7 +349,7 @@ struct RawNode {
     name: Spanned<String>,
     port: Spanned<i64>,
     #[serde(default = "default_host")]
-    host: String,
+    host: Spanned<String>,
     cluster_address: Option<Spanned<String>>,
 }
 
@@ -318,7 +361,7 @@ struct RawDocker {
     #[serde(default = "default_pg_major")]
     pg_major: u32,
     #[serde(default = "default_bind")]
-    bind: String,
+    bind: Spanned<String>,
 }
 
 impl Default for RawDocker {
@@ -383,8 +426,8 @@ fn default_preload() -> Spanned<Vec<Spanned<String>>> {
 fn default_backend() -> Backend {
     Backend::Docker
 }
-fn default_host() -> String {
-    "localhost".into()
+fn default_host() -> Spanned<String> {
+    unspanned("localhost".into())
 }
 /// The default image: a pinned tag of the official Citus image built on PostgreSQL 15.
 pub const DEFAULT_IMAGE: &str = "citusdata/citus:13.0.3-pg15";
@@ -394,8 +437,8 @@ fn default_image() -> String {
 fn default_pg_major() -> u32 {
     15
 }
-fn default_bind() -> String {
-    "127.0.0.1".into()
+fn default_bind() -> Spanned<String> {
+    unspanned("127.0.0.1".into())
 }
 fn default_data_dir() -> PathBuf {
     ".citus-data".into()
@@ -491,11 +534,12 @@ impl Cluster {
                     }
                 },
             };
-            if rn.host.is_empty() {
-                err(rn.name.span(), format!("node `{}` has an empty host", rn.name.get_ref()));
+            if let Err(e) = check_host(rn.host.get_ref()) {
+                let span = if rn.host.span().is_empty() { rn.name.span() } else { rn.host.span() };
+                err(span, format!("node `{}`: {e}", rn.name.get_ref()));
             }
             spans.push((rn.name.span(), rn.port.span()));
-            nodes.push(Node { name: rn.name.get_ref().clone(), role, client: Address::new(rn.host.clone(), port), cluster_address });
+            nodes.push(Node { name: rn.name.get_ref().clone(), role, client: Address::new(rn.host.get_ref().clone(), port), cluster_address });
         }
         let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
         let mut seen_ports: BTreeMap<(&str, u16), usize> = BTreeMap::new();
@@ -515,6 +559,14 @@ impl Cluster {
             }
         }
         check_preload(&raw.shared_preload_libraries, &mut err);
+        let bind = raw.docker.bind.get_ref();
+        let unbracketed = bind.strip_prefix('[').and_then(|b| b.strip_suffix(']')).unwrap_or(bind);
+        if unbracketed.parse::<std::net::IpAddr>().is_err() {
+            err(
+                raw.docker.bind.span(),
+                format!("docker.bind `{bind}` is not an IP address: Docker publishes ports on an address of this machine, not a host name (127.0.0.1 for this machine only, 0.0.0.0 for every interface, ::1 for IPv6 loopback)"),
+            );
+        }
         if raw.wait.timeout_secs == 0 {
             err(0..0, "wait.timeout_secs must be at least 1".into());
         }
@@ -547,7 +599,7 @@ impl Cluster {
             backend: raw.backend,
             coordinator,
             workers: nodes.collect(),
-            docker: DockerSettings { image: raw.docker.image, pg_major: raw.docker.pg_major, bind: raw.docker.bind },
+            docker: DockerSettings { image: raw.docker.image, pg_major: raw.docker.pg_major, bind: raw.docker.bind.into_inner() },
             local: LocalSettings {
                 data_dir: resolve(raw.local.data_dir),
                 bin_dir: raw.local.bin_dir.map(resolve),

@@ -122,6 +122,41 @@ fn address_parsing() {
     assert_eq!("[::1]:5432".parse::<Address>().unwrap().to_string(), "[::1]:5432");
     assert!("h:0".parse::<Address>().is_err());
     assert!(":5432".parse::<Address>().is_err());
+    assert_eq!("citus_worker1:5432".parse::<Address>().unwrap(), Address::new("citus_worker1", 5432), "compose service names have underscores");
+    assert_eq!("10.0.0.7:5432".parse::<Address>().unwrap(), Address::new("10.0.0.7", 5432));
+    let e = "::1:5432".parse::<Address>().unwrap_err();
+    assert!(e.contains("`[::1]:5432`"), "{e}");
+    let e = "my host:5432".parse::<Address>().unwrap_err();
+    assert!(e.contains("' ' is not allowed"), "{e}");
+}
+
+#[test]
+fn hosts_that_no_url_or_server_takes_are_refused_at_their_key() {
+    for ok in ["localhost", "127.0.0.1", "::1", "db-1.internal", "citus_master", "fe80::1"] {
+        let c = parse(&MINIMAL.replace("port = 5601\n", &format!("port = 5601\nhost = \"{ok}\"\n"))).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        assert_eq!(c.workers[0].client.host, ok);
+    }
+    let with_host = |h: &str| check_error(&MINIMAL.replace("port = 5601\n", &format!("port = 5601\nhost = \"{h}\"\n")));
+    insta::assert_snapshot!(with_host("local host"));
+    assert!(with_host("[::1]").contains("write an IPv6 address without brackets (`::1`)"));
+    assert!(with_host("db:5432").contains("the port is a key of its own"));
+    assert!(with_host("a..b").contains("each part between dots has 1 to 63 characters"));
+    assert!(with_host("").contains("node `w1`: the host is empty"));
+    assert!(with_host("a/b").contains("'/' is not allowed"));
+    assert!(with_host("x@y").contains("'@' is not allowed"));
+    assert!(with_host("h%25").contains("'%' is not allowed"));
+    assert!(with_host("bücher").contains("`xn--` form"));
+    assert!(with_host(&"a".repeat(64)).contains("1 to 63 characters"));
+    let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(63)].join(".");
+    assert!(with_host(&long).contains("255 characters long; a host name has at most 253"));
+}
+
+#[test]
+fn docker_bind_must_be_an_ip_address() {
+    for ok in ["127.0.0.1", "0.0.0.0", "::1", "[::1]"] {
+        assert!(parse(&format!("{MINIMAL}[docker]\nbind = \"{ok}\"\n")).is_ok(), "{ok}");
+    }
+    insta::assert_snapshot!(check_error(&format!("{MINIMAL}[docker]\nbind = \"localhost\"\n")));
 }
 
 #[test]
