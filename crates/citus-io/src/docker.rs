@@ -372,34 +372,35 @@ fn check_settings(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<(
         let pgdata = seen.env("PGDATA").unwrap_or(cluster.docker.data_mount()).to_string();
         changed.push((*node, c, pgdata));
     }
-    let check = |node: &Node, c: &Container, pgdata: &str| -> anyhow::Result<()> {
+    // `Ok(Some(lines))`: the server refused a setting, and these are what it printed.
+    let check = |node: &Node, c: &Container, pgdata: &str| -> anyhow::Result<Option<String>> {
         let volumes = format!("{}:ro", c.id);
         let mut args = vec!["run", "--rm", "--network", "none", "--volumes-from", &volumes, "--user", "postgres", "--entrypoint", "postgres"];
         args.extend([cluster.docker.image.as_str(), "-D", pgdata, "-C", "port"]);
         args.extend(command[1..].iter().map(String::as_str));
         let out = duct::cmd("docker", &args).stdout_null().stderr_capture().unchecked().run().context("running docker run")?;
         if out.status.success() {
-            return Ok(());
+            return Ok(None);
         }
         let err = String::from_utf8_lossy(&out.stderr);
         if matches!(crate::StartFailure::read(&err), Some(crate::StartFailure::BadSetting(_))) {
-            return Err(crate::settings_refused(
-                cluster,
-                node,
-                &err,
-                "no container was recreated (they run as before)",
-                "cargo xtask up",
-                &format!("the node's config files in its volume (`{pgdata}` in the container)"),
-            ));
+            return Ok(Some(err.into_owned()));
         }
         // No verdict on the settings: docker's own failure (125-127), or one of the data.
         progress(&format!("{}: could not check the settings ({}: {}); recreating it anyway", node.name, out.status, err.trim()));
-        Ok(())
+        Ok(None)
     };
-    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+    let results: Vec<anyhow::Result<Option<String>>> = std::thread::scope(|s| {
         changed.iter().map(|(n, c, d)| s.spawn(|| check(n, c, d))).collect::<Vec<_>>().into_iter().map(|h| h.join().expect("no panic")).collect()
     });
-    crate::all_nodes(results).map(drop)
+    let refusals: Vec<(&Node, String)> = changed.iter().map(|(n, _, _)| *n).zip(crate::all_nodes(results)?).filter_map(|(n, r)| Some((n, r?))).collect();
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    let pgdata = |n: &Node| changed.iter().find(|(c, _, _)| c.name == n.name).map_or(String::new(), |(_, _, d)| d.clone());
+    Err(crate::settings_refused(cluster, &refusals, "no container was recreated (they run as before)", "cargo xtask up", |n| {
+        format!("the node's config files in its volume (`{}` in the container)", pgdata(n))
+    }))
 }
 
 /// One container of a compose project, as `docker ps -a` reports it.

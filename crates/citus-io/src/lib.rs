@@ -117,27 +117,88 @@ impl<'a> StartFailure<'a> {
     }
 }
 
-/// The error of a settings check that the server failed (`postgres -C` with the config's
-/// `[settings]`, before any node stops): the node, what was left alone (`kept`), the server's
-/// lines indented, and the fix: [`StartFailure::settings_fix`] when the server names one of
-/// the config's settings, else to correct what the lines name in the config or in `files`.
+/// A server's log line without what `log_line_prefix` put before its severity (the default
+/// `%m [%p] `: a time and a process id), so that the same refusal reads the same on every node.
+fn without_prefix(line: &str) -> &str {
+    const SEVERITIES: [&str; 8] = ["FATAL:  ", "PANIC:  ", "ERROR:  ", "WARNING:  ", "LOG:  ", "DETAIL:  ", "HINT:  ", "CONTEXT:  "];
+    SEVERITIES.iter().filter_map(|s| line.find(s)).min().map_or(line, |i| &line[i..])
+}
+
+/// The error of a settings check that the servers failed (`postgres -C` with the config's
+/// `[settings]`, before any node stops), from each refusing node and what its server printed:
+/// what was left alone (`kept`), the server's lines indented, and the fix:
+/// [`StartFailure::settings_fix`] when the server names one of the config's settings, else to
+/// correct what the lines name in the config or in the node's files (`files`). Nodes whose
+/// servers said the same (their lines without the log prefix) and get the same fix share one
+/// entry that names them all, so a setting every node refuses is told once, not once per node.
 pub(crate) fn settings_refused(
     cluster: &citus_config::Cluster,
-    node: &citus_config::Node,
-    stderr: &str,
+    refusals: &[(&citus_config::Node, String)],
     kept: &str,
     again: &str,
-    files: &str,
+    files: impl Fn(&citus_config::Node) -> String,
 ) -> anyhow::Error {
-    let fix = StartFailure::read(stderr)
-        .and_then(|f| f.settings_fix(cluster, again))
-        .unwrap_or_else(|| format!("correct what the lines above name in {} or in {files}, then run `{again}` again", cluster.source.display()));
-    anyhow::anyhow!(
-        "node {}: its server would not start with the config's settings, so {kept}; `postgres -C` said:\n{}\n    fix: {fix}",
-        node.name,
-        stderr.trim().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
-    )
+    // (nodes, the server's lines, fix), in the order of the first node of each.
+    let mut groups: Vec<(Vec<&str>, String, String)> = Vec::new();
+    for (node, stderr) in refusals {
+        let fix = StartFailure::read(stderr)
+            .and_then(|f| f.settings_fix(cluster, again))
+            .unwrap_or_else(|| format!("correct what the lines above name in {} or in {}, then run `{again}` again", cluster.source.display(), files(node)));
+        let said = stderr.trim().lines().map(|l| format!("    {}", without_prefix(l))).collect::<Vec<_>>().join("\n");
+        match groups.iter_mut().find(|(_, s, f)| *s == said && *f == fix) {
+            Some((nodes, _, _)) => nodes.push(&node.name),
+            None => groups.push((vec![&node.name], said, fix)),
+        }
+    }
+    let entries: Vec<String> = groups
+        .into_iter()
+        .map(|(nodes, said, fix)| {
+            let whose = match nodes.as_slice() {
+                [one] => format!("node {one}: its server"),
+                many => format!("nodes {}: their servers", many.join(", ")),
+            };
+            format!("{whose} would not start with the config's settings, so {kept}; `postgres -C` said:\n{said}\n    fix: {fix}")
+        })
+        .collect();
+    anyhow::anyhow!("{}", entries.join("\n"))
 }
 
 /// A progress sink that drops every line.
 pub fn quiet(_: &str) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "database = \"db\"\n[coordinator]\nname = \"c\"\nport = 5600\n[[workers]]\nname = \"w1\"\nport = 5601\n[[workers]]\nname = \"w2\"\nport = 5602\n[settings]\nwork_mem = \"100TB\"\n";
+
+    #[test]
+    fn the_same_refusal_on_every_node_is_told_once_and_another_one_apart() {
+        let cluster = citus_config::Cluster::parse(CONFIG, "citus.toml".as_ref()).unwrap();
+        let nodes: Vec<_> = cluster.nodes().collect();
+        let refused = |pid: u32| {
+            format!(
+                "2026-12-02 05:24:28.{pid} GMT [{pid}] FATAL:  invalid value for parameter \"work_mem\": \"100TB\"\n2026-12-02 05:24:28.{pid} GMT [{pid}] HINT:  Value exceeds integer range.\n"
+            )
+        };
+        // w1's own postgresql.auto.conf holds a bad value too: another message, another fix.
+        let own = "2026-12-02 05:24:28.1 GMT [7] LOG:  invalid value for parameter \"work_mem\": \"zz\"\n2026-12-02 05:24:28.1 GMT [7] FATAL:  configuration file \"/d/w1/postgresql.auto.conf\" contains errors\n";
+        let refusals = vec![(nodes[0], refused(31924)), (nodes[1], own.to_string()), (nodes[2], refused(31912))];
+        let e = settings_refused(&cluster, &refusals, "no node was restarted", "cargo xtask up --restart", |n| format!("{}'s files", n.name)).to_string();
+        assert_eq!(
+            e,
+            "nodes c, w2: their servers would not start with the config's settings, so no node was restarted; `postgres -C` said:\n    \
+             FATAL:  invalid value for parameter \"work_mem\": \"100TB\"\n    HINT:  Value exceeds integer range.\n    \
+             fix: the server refuses `work_mem = '100TB'` of [settings] in citus.toml (the lines above say why): correct or remove it, then run `cargo xtask up --restart` again (the data is kept)\n\
+             node w1: its server would not start with the config's settings, so no node was restarted; `postgres -C` said:\n    \
+             LOG:  invalid value for parameter \"work_mem\": \"zz\"\n    FATAL:  configuration file \"/d/w1/postgresql.auto.conf\" contains errors\n    \
+             fix: correct what the lines above name in citus.toml or in w1's files, then run `cargo xtask up --restart` again"
+        );
+    }
+
+    #[test]
+    fn a_line_without_a_severity_is_kept_whole() {
+        assert_eq!(without_prefix("postgres: could not access the server configuration file"), "postgres: could not access the server configuration file");
+        assert_eq!(without_prefix("2026-12-02 05:24:28 UTC [1] LOG:  x FATAL:  y"), "LOG:  x FATAL:  y");
+    }
+}

@@ -423,9 +423,10 @@ impl Local {
     /// server checks later in its start (combinations such as `wal_level = minimal` with
     /// `max_wal_senders` > 0, shared memory, preloaded libraries). As `-c` options the values
     /// also win over postgresql.auto.conf, where at a start that file wins over them.
-    fn check_settings(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
+    /// `Ok(Some(lines))`: the server refused, and these are what it printed.
+    fn check_settings(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<Option<String>> {
         if cluster.settings.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let pgdata = paths(cluster, node).pgdata;
         let mut c = self.command(self.bin_dir.join("postgres"));
@@ -437,17 +438,7 @@ impl Local {
             .stdin(std::process::Stdio::null())
             .output()
             .with_context(|| format!("node {}: starting postgres -C to check the config's [settings]", node.name))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(crate::settings_refused(
-            cluster,
-            node,
-            &String::from_utf8_lossy(&out.stderr),
-            "no node was restarted (they run as before)",
-            "cargo xtask up --restart",
-            &format!("{}'s config files", pgdata.display()),
-        ))
+        Ok((!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned()))
     }
 
     fn write_settings(&self, cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
@@ -1178,11 +1169,16 @@ pub fn up(
     }
     // The settings are checked too, on every node to restart (each has its own config files):
     // a name or value the server refuses would leave them all stopped.
-    let checked: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+    let checked: Vec<anyhow::Result<Option<String>>> = std::thread::scope(|s| {
         let hs: Vec<_> = to_restart.iter().map(|(n, _)| s.spawn(|| local.check_settings(cluster, n))).collect();
         hs.into_iter().map(|h| h.join().expect("settings check thread panicked")).collect()
     });
-    crate::all_nodes(checked)?;
+    let refusals: Vec<(&Node, String)> = to_restart.iter().map(|(n, _)| *n).zip(crate::all_nodes(checked)?).filter_map(|(n, r)| Some((n, r?))).collect();
+    if !refusals.is_empty() {
+        return Err(crate::settings_refused(cluster, &refusals, "no node was restarted (they run as before)", "cargo xtask up --restart", |n| {
+            format!("{}'s config files", paths(cluster, n).pgdata.display())
+        }));
+    }
     let stopping: Vec<(&Node, anyhow::Result<Option<Stopping>>)> = to_restart
         .iter()
         .map(|(n, why)| {
