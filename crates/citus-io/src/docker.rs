@@ -346,6 +346,8 @@ fn check_settings(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<(
     if cluster.settings.is_empty() {
         return Ok(());
     }
+    // Listed again, not taken from `check_owner`: that list is from before the up lock, and an
+    // `up` or `down` that held the lock meanwhile may have recreated or removed containers.
     let running: Vec<(&Node, Container)> = {
         let found = containers(cluster)?;
         cluster.nodes().filter_map(|n| found.iter().find(|c| c.service == n.name && c.state == "running").map(|c| (n, c.clone()))).collect()
