@@ -121,13 +121,24 @@ fn header(cluster: &Cluster) -> String {
     // Only the file name: a full path would make the output depend on the machine.
     let source = cluster.source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "citus.toml".into());
     let env = &cluster.password.env;
-    let name = &cluster.name;
+    let name = project_name(cluster);
     format!(
         "# Generated from {source} by `cargo xtask compose --write`: do not edit.\n\
          # Change the config and regenerate instead.\n\
          # By hand: {env}=... docker compose -p {name} -f <this file> up -d\n\
          # ({env} is required; `cargo xtask up` sets it for you.)\n"
     )
+}
+
+/// The compose project name of a cluster: its name, lower-cased, with characters compose
+/// does not accept replaced by `-` (and a leading `c` when it would not start with a letter
+/// or digit). `cargo xtask up` runs the project under this name.
+pub fn project_name(cluster: &Cluster) -> String {
+    let mut p: String = cluster.name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' }).collect();
+    if !p.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        p.insert(0, 'c');
+    }
+    p
 }
 
 /// A map that serializes its entries in the order they were pushed.

@@ -218,3 +218,12 @@ fn owned_file_labels_every_volume_with_the_cluster_folder() {
     let without: String = owned.lines().filter(|l| !l.contains(OWNER_LABEL) && l.trim() != "labels:").map(|l| format!("{l}\n")).collect();
     assert_eq!(without.replace("_data:\n", "_data: {}\n"), render(&cluster));
 }
+
+#[test]
+fn the_header_names_the_project_compose_runs() {
+    let cluster = Cluster::parse(&SEED.replace("name = \"citus\"", "name = \"My Cluster.2\""), Path::new("citus.toml")).unwrap();
+    assert_eq!(project_name(&cluster), "my-cluster-2");
+    assert!(render(&cluster).contains("docker compose -p my-cluster-2 -f <this file> up -d"), "{}", render(&cluster));
+    let odd = Cluster::parse(&SEED.replace("name = \"citus\"", "name = \"_x\""), Path::new("citus.toml")).unwrap();
+    assert_eq!(project_name(&odd), "c_x", "compose wants a letter or digit first");
+}

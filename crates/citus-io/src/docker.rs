@@ -53,15 +53,7 @@ pub fn ensure_engine() -> anyhow::Result<()> {
     )
 }
 
-/// The compose project name of a cluster: its name, lower-cased, with characters compose
-/// does not accept replaced by `-`.
-pub fn project_name(cluster: &Cluster) -> String {
-    let mut p: String = cluster.name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' }).collect();
-    if !p.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        p.insert(0, 'c');
-    }
-    p
-}
+pub use citus_compose::project_name;
 
 /// Where the generated compose file for this cluster is written (git-ignored).
 pub fn compose_file(cluster: &Cluster) -> PathBuf {
@@ -179,7 +171,41 @@ fn check_owner(cluster: &Cluster, task: &str) -> anyhow::Result<()> {
             cluster.source.display(),
         )
     };
-    cluster_dirs("container(s)", containers(cluster)?.into_iter().map(|c| (c.service, c.working_dir)).collect())?;
+    let found = containers(cluster)?;
+    // Started by hand (`docker compose -f compose/docker-compose.yml up`, or any file without
+    // this tool's owner label), not by an `up` of another cluster folder: their own file stops
+    // them, and the volumes, which such a file does not label, stay for this cluster.
+    // compose v1 labels the files as given on its command line, relative to where it ran;
+    // the working folder is the first file's, absolute.
+    let file_of = |c: &Container| -> Option<std::path::PathBuf> {
+        let first = std::path::Path::new(c.config_files.split(',').next()?);
+        Some(if first.is_absolute() { first.to_path_buf() } else { std::path::Path::new(&c.working_dir).join(first.file_name()?) })
+    };
+    let mut by_hand: Vec<(&Container, std::path::PathBuf)> = found
+        .iter()
+        .filter(|c| !c.working_dir.is_empty() && !same(&c.working_dir))
+        .filter_map(|c| file_of(c).map(|f| (c, f)))
+        .filter(|(_, f)| std::fs::read_to_string(f).is_ok_and(|text| !text.contains(citus_compose::OWNER_LABEL)))
+        .collect();
+    by_hand.sort_by_key(|(c, _)| cluster.nodes().position(|n| n.name == c.service));
+    if let Some((_, file)) = by_hand.first() {
+        let names: Vec<&str> = by_hand.iter().map(|(c, _)| c.service.as_str()).collect();
+        bail!(
+            "{task}: the containers {} of compose project `{project}` were started from {}, not by `cargo xtask up` of this cluster (whose compose file is {}); `{task}` leaves them alone\n    \
+             fix: stop them with that file, which keeps their volumes (the data): `{}=... docker compose -p {project} -f {} down`{}",
+            names.join(", "),
+            file.display(),
+            compose_file(cluster).display(),
+            cluster.password.env,
+            file.display(),
+            match task {
+                "up" => ", then run `cargo xtask up` again: it starts this cluster on those volumes",
+                "down" => " (what `down` would have done)",
+                _ => ", then run `cargo xtask down --purge` again to delete the volumes",
+            }
+        );
+    }
+    cluster_dirs("container(s)", found.into_iter().map(|c| (c.service, c.working_dir)).collect())?;
     // A volume made by an earlier version has no label, and belongs to whoever uses it.
     cluster_dirs("volume(s)", volume_owners(cluster)?)
 }
@@ -418,6 +444,9 @@ pub struct Container {
     pub working_dir: String,
     /// Human-readable status, e.g. `Exited (1) 2 seconds ago`.
     pub status: String,
+    /// The compose file(s) it was created from (compose's
+    /// `com.docker.compose.project.config_files` label, comma-separated; empty when unlabelled).
+    pub config_files: String,
 }
 
 /// When this machine's own PostgreSQL has Citus (its `citus.so` in the `lib` folder beside
@@ -438,7 +467,7 @@ fn local_alternative(cluster: &Cluster) -> Option<String> {
 /// which compose v1 and v2 both set, so it works with either.
 pub fn containers(cluster: &Cluster) -> anyhow::Result<Vec<Container>> {
     let label = format!("label=com.docker.compose.project={}", project_name(cluster));
-    let format = "{{.ID}}\t{{.Label \"com.docker.compose.service\"}}\t{{.State}}\t{{.Label \"com.docker.compose.project.working_dir\"}}\t{{.Status}}";
+    let format = "{{.ID}}\t{{.Label \"com.docker.compose.service\"}}\t{{.State}}\t{{.Label \"com.docker.compose.project.working_dir\"}}\t{{.Status}}\t{{.Label \"com.docker.compose.project.config_files\"}}";
     let out = std::process::Command::new("docker").args(["ps", "-a", "--filter", &label, "--format", format]).output().context("running docker ps")?;
     if !out.status.success() {
         ensure_engine()?;
@@ -465,6 +494,7 @@ fn parse_ps(text: &str) -> Vec<Container> {
                 state: f.next()?.to_string(),
                 working_dir: f.next().unwrap_or("").to_string(),
                 status: f.next().unwrap_or("").to_string(),
+                config_files: f.next().unwrap_or("").to_string(),
             })
         })
         .collect()
@@ -721,10 +751,11 @@ mod tests {
     #[test]
     fn ps_lines_become_containers() {
         let cs = parse_ps(
-            "abc123\tcitus_master\trunning\t/w/.citus-data/citus\tUp 3 seconds\ndef456\tcitus_worker1\texited\t\tExited (1) 2 seconds ago\nbroken line\n",
+            "abc123\tcitus_master\trunning\t/w/.citus-data/citus\tUp 3 seconds\t/w/.citus-data/citus/docker-compose.yml\ndef456\tcitus_worker1\texited\t\tExited (1) 2 seconds ago\nbroken line\n",
         );
         assert_eq!(cs.len(), 2);
         assert_eq!(cs[0].working_dir, "/w/.citus-data/citus");
+        assert_eq!(cs[0].config_files, "/w/.citus-data/citus/docker-compose.yml");
         assert_eq!(
             cs[1],
             Container {
@@ -732,7 +763,8 @@ mod tests {
                 service: "citus_worker1".into(),
                 state: "exited".into(),
                 working_dir: String::new(),
-                status: "Exited (1) 2 seconds ago".into()
+                status: "Exited (1) 2 seconds ago".into(),
+                config_files: String::new(),
             }
         );
     }

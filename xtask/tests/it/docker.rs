@@ -207,6 +207,61 @@ fn docker_stopped_worker_fails_verify_and_recovers() {
     assert!(c.ok(&["status"]).contains("all 3 node(s)"));
 }
 
+#[test]
+fn docker_containers_started_by_hand_are_refused_naming_their_file_until_stopped_with_it() {
+    let test = "docker_containers_started_by_hand_are_refused_naming_their_file_until_stopped_with_it";
+    let Some(env) = require(test, &[Need::Docker, Need::Postgres, Need::Citus]) else { return };
+    let (c, _g) = docker_cluster_in(&env, &format!("itdh{}", std::process::id()), "");
+    // The file `compose` prints (as compose/docker-compose.yml is), started by hand from a
+    // folder of its own, with the password compose needs.
+    let dir = c.config.parent().unwrap().join("by-hand");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("docker-compose.yml");
+    std::fs::write(&file, c.ok(&["compose"])).unwrap();
+    let compose = env.compose.clone().expect("docker needed");
+    let by_hand = |verb: &[&str]| {
+        let mut cmd = std::process::Command::new(&compose[0]);
+        cmd.args(&compose[1..]).args(["-p", &c.name, "-f"]).arg(&file).args(verb).env("CITUS_IT_PASSWORD", crate::harness::PASSWORD);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "compose {verb:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    by_hand(&["up", "-d"]);
+    let ids = project_containers(&c);
+    assert_eq!(ids.len(), 3);
+    // Healthy before anything stops them: a first start stopped halfway leaves a volume
+    // whose initialisation never finished (the entrypoint writes pg_hba.conf's host line last).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    for id in &ids {
+        loop {
+            let out = std::process::Command::new("docker").args(["inspect", "--format", "{{.State.Health.Status}}", id]).output().unwrap();
+            if String::from_utf8_lossy(&out.stdout).trim() == "healthy" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "container {id} not healthy after 120 s");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    for task in [&["up"][..], &["down"]] {
+        let out = c.xtask(task);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(
+            t.contains(&format!(
+                "the containers citus_master, citus_worker1, citus_worker2 of compose project `{}` were started from {}",
+                c.name,
+                file.display()
+            )),
+            "{t}"
+        );
+        assert!(t.contains(&format!("docker compose -p {} -f {} down", c.name, file.display())), "{t}");
+    }
+    assert_eq!(project_containers(&c), ids, "neither task touched them");
+    by_hand(&["down"]);
+    // The volumes stayed; `up` starts the cluster on them.
+    c.ok(&["up"]);
+    c.ok(&["verify"]);
+}
+
 fn project_containers(c: &TestCluster) -> Vec<String> {
     let out = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=com.docker.compose.project={}", c.name)]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
