@@ -82,6 +82,7 @@ fn compose(sh: &Shell, cluster: &Cluster, creds: &pg::Credentials, args: &[&str]
 /// Holds the cluster's [`state::UpLock`] from the pull on: a concurrent `up` of it waits.
 pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     let sh = Shell::new()?;
+    check_ports(cluster)?;
     check_owner(cluster, "up")?;
     let _lock = state::lock_up(cluster, progress)?;
     state::record_backend(cluster, citus_config::Backend::Docker)?;
@@ -127,7 +128,20 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
         let hint = if err.contains("pull") || err.contains("not found") || err.contains("manifest") {
             missing_image()
         } else if err.contains("port is already allocated") || err.contains("address already in use") {
-            format!("\n    fix: a client port is taken; change the `port` of that node in {}", cluster.source.display())
+            match node_of_taken_port(cluster, &err) {
+                Some(n) => format!(
+                    "\n    fix: {}'s client port {} ({}:{}) is taken by another program or container (`ss -ltnp 'sport = :{}'` or `docker ps --filter publish={}` shows which): stop it, or give {} another `port` in {}",
+                    n.name,
+                    n.client.port,
+                    cluster.docker.bind,
+                    n.client.port,
+                    n.client.port,
+                    n.client.port,
+                    n.name,
+                    cluster.source.display()
+                ),
+                None => format!("\n    fix: a client port is taken; change the `port` of that node in {}", cluster.source.display()),
+            }
         } else {
             String::new()
         };
@@ -208,6 +222,41 @@ fn check_owner(cluster: &Cluster, task: &str) -> anyhow::Result<()> {
     cluster_dirs("container(s)", found.into_iter().map(|c| (c.service, c.working_dir)).collect())?;
     // A volume made by an earlier version has no label, and belongs to whoever uses it.
     cluster_dirs("volume(s)", volume_owners(cluster)?)
+}
+
+/// The node whose client port docker's error names as taken ("Bind for 127.0.0.1:5601
+/// failed: port is already allocated", "listen tcp4 127.0.0.1:5601: bind: address already in
+/// use"): the port follows a `:` and no digit follows it.
+fn node_of_taken_port<'c>(cluster: &'c Cluster, err: &str) -> Option<&'c Node> {
+    let line = err.lines().find(|l| l.contains("port is already allocated") || l.contains("address already in use"))?;
+    cluster.nodes().find(|n| {
+        let p = format!(":{}", n.client.port);
+        line.match_indices(&p).any(|(i, _)| !line[i + p.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    })
+}
+
+/// Refuses two nodes with one client port: compose publishes every port on `[docker] bind`,
+/// whatever each node's `host`, so the second would fail with "port is already allocated"
+/// after the first started.
+fn check_ports(cluster: &Cluster) -> anyhow::Result<()> {
+    let nodes: Vec<&Node> = cluster.nodes().collect();
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(m) = nodes[..i].iter().find(|m| m.client.port == n.client.port) {
+            bail!(
+                "nodes {} ({}) and {} ({}) have one client port, {}: on Docker every node's port is published on [docker] bind ({}), whatever its host\n    \
+                 fix: give {} its own `port` in {}",
+                m.name,
+                m.client,
+                n.name,
+                n.client,
+                n.client.port,
+                cluster.docker.bind,
+                n.name,
+                cluster.source.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// This cluster's folder as an absolute path: the owner label of its volumes.
@@ -689,6 +738,27 @@ mod tests {
 
     fn cluster() -> Cluster {
         Cluster::parse(include_str!("../../../citus.toml"), std::path::Path::new("/w/citus.toml")).unwrap()
+    }
+
+    #[test]
+    fn the_node_of_a_taken_port_is_read_from_dockers_error() {
+        let c = cluster();
+        let v2 = "Error response from daemon: driver failed programming external connectivity on endpoint citus-citus_worker2-1: Bind for 127.0.0.1:5602 failed: port is already allocated";
+        assert_eq!(node_of_taken_port(&c, v2).map(|n| n.name.as_str()), Some("citus_worker2"));
+        let other = "Error starting userland proxy: listen tcp4 127.0.0.1:5601: bind: address already in use";
+        assert_eq!(node_of_taken_port(&c, other).map(|n| n.name.as_str()), Some("citus_worker1"));
+        assert!(node_of_taken_port(&c, "Bind for 127.0.0.1:56010 failed: port is already allocated").is_none(), "5601 is not 56010");
+        assert!(node_of_taken_port(&c, "some other error at :5600").is_none());
+    }
+
+    #[test]
+    fn one_port_under_two_hosts_is_refused_before_compose() {
+        assert!(check_ports(&cluster()).is_ok());
+        let src = include_str!("../../../citus.toml").replace("port = 5602", "port = 5601\nhost = \"127.0.0.1\"");
+        let c = Cluster::parse(&src, std::path::Path::new("/w/citus.toml")).unwrap();
+        let e = check_ports(&c).unwrap_err().to_string();
+        assert!(e.starts_with("nodes citus_worker1 (localhost:5601) and citus_worker2 (127.0.0.1:5601) have one client port, 5601"), "{e}");
+        assert!(e.contains("fix: give citus_worker2 its own `port` in /w/citus.toml"), "{e}");
     }
 
     /// `docker inspect`'s JSON for one container of `cluster()`'s worker 1, as compose creates it.

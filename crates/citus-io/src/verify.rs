@@ -385,9 +385,14 @@ fn shards_present(t: &Target<'_>, report: &mut Report, rows: &[Row], live: &mut 
 /// address is still tried from every other node, and each self-connection costs as much as
 /// any other (a backend and a SCRAM login; 9 of the 81 on a 1+8 cluster).
 fn all_pairs_health(t: &Target<'_>, report: &mut Report, coord: &Node, rows: &[Row], live: &mut [(&Node, postgres::Client)]) {
-    let has_check: bool = live[0].1.query_typed_one("SELECT to_regproc('citus_check_connection_to_node') IS NOT NULL", &[]).map(|r| r.get(0)).unwrap_or(false);
-    if !has_check {
-        return;
+    match live[0].1.query_typed_one("SELECT to_regproc('citus_check_connection_to_node') IS NOT NULL", &[]) {
+        Ok(r) if r.get::<_, bool>(0) => {}
+        Ok(_) => {
+            return report.push(coord, "all-pairs health", false, "not checked: this Citus has no citus_check_connection_to_node (it came with Citus 11.0)".to_string(), || {
+                "use Citus 11.0 or later ([docker] image, or the local PostgreSQL's Citus), with `ALTER EXTENSION citus UPDATE` in the database after an upgrade".into()
+            })
+        }
+        Err(e) => return report.push(coord, "all-pairs health", false, pg::describe(&e), || "run `cargo xtask verify` again; if it persists, see `cargo xtask logs`".into()),
     }
     let targets: Vec<&Address> = rows.iter().filter(|r| r.isactive).map(|r| &r.address).collect();
     // Per source node: its name, and for each target address whether it connected (or why
