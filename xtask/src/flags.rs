@@ -49,11 +49,13 @@ xflags::xflags! {
             optional -w, --workers n: usize
             /// Print the plan (the SQL per node, for a fresh cluster) without connecting.
             optional --dry-run
-            /// With --dry-run: the Citus version to plan for (default 13.2).
+            /// With --dry-run only: the Citus version to plan for, MAJOR.MINOR (default 13.2,
+            /// the version the tool is tested with; a live setup reads the node's own).
             optional --citus-version version: String
             /// Drop the shard tables of an earlier cluster that this worker still holds, then
             /// register it (their rows are lost). Without it, setup refuses such a worker,
             /// whose coordinator was made anew: its shards would stay behind, orphaned.
+            /// Repeatable, one worker of this run each; not with --dry-run.
             repeated --drop-orphaned-shards worker: String
         }
         /// Check the cluster: every node reachable with citus preloaded and installed at one
@@ -114,7 +116,7 @@ xflags::xflags! {
             /// shell (default), dotenv, json, github, django or pytest (the flags alone, for
             /// `pytest $(cargo xtask test-env --format pytest)`; the reasons go to stderr).
             optional -f, --format format: String
-            /// ci or local (default: ci when $CI is true, else local).
+            /// ci or local (default: ci when $CI is `true` or `1`, else local).
             optional -p, --profile profile: String
             /// Django version the settings are for, X.Y (default 5.2): TEST.SERIALIZE is written
             /// only before 4.0.
@@ -157,14 +159,19 @@ xflags::xflags! {
             /// until Ctrl-C.
             optional -f, --follow
         }
-        /// Print the docker compose file generated from the config.
+        /// Print the docker compose file generated from the config: what
+        /// compose/docker-compose.yml holds for the workspace's citus.toml. `up` runs the
+        /// same services from its own copy in the cluster's folder (with the run's worker count
+        /// and an owner label on each volume).
         cmd compose {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the config's).
             optional -w, --workers n: usize
-            /// Write it to compose/docker-compose.yml instead of printing it.
+            /// Write it to the workspace's compose/docker-compose.yml instead of printing it
+            /// (only from the workspace's citus.toml and its own worker count, which that
+            /// file is checked against; redirect the output for another config).
             optional --write
         }
         /// Measure up/setup/verify/down against a bare baseline script; see docs/benchmarks.md.

@@ -88,6 +88,9 @@ pub(crate) fn setup(f: flags::Setup) -> anyhow::Result<ExitCode> {
             return Err(UsageError(format!("--drop-orphaned-shards {name}: not a worker of this run (its workers: {})", workers.join(", "))).into());
         }
     }
+    if f.citus_version.is_some() && !f.dry_run {
+        return Err(UsageError("--citus-version: only a --dry-run plans for a version; a live setup reads each node's own".into()).into());
+    }
     if f.dry_run {
         let v = match f.citus_version.as_deref() {
             Some(s) => citus_plan::Version::parse(s).ok_or_else(|| UsageError(format!("--citus-version {s}: expected MAJOR.MINOR, e.g. 13.2")))?,
@@ -340,6 +343,19 @@ pub(crate) fn compose(f: flags::Compose) -> anyhow::Result<ExitCode> {
     let text = citus_compose::render(&cluster);
     if f.write {
         let path = config::workspace_root().join("compose").join("docker-compose.yml");
+        let workspace_config = config::workspace_root().join("citus.toml");
+        let same = |a: &std::path::Path, b: &std::path::Path| matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y);
+        if !same(&cluster.source, &workspace_config) || f.workers.is_some() {
+            return Err(UsageError(format!(
+                "--write regenerates {} from {} with its own worker count, which the test `committed_compose_file_is_up_to_date` checks it against; for {}{} print it instead and redirect it: `cargo xtask compose{} > FILE`",
+                path.display(),
+                workspace_config.display(),
+                cluster.source.display(),
+                f.workers.map_or(String::new(), |n| format!(" with --workers {n}")),
+                [f.config.as_ref().map(|c| format!(" --config {}", c.display())), f.workers.map(|n| format!(" --workers {n}"))].into_iter().flatten().collect::<String>()
+            ))
+            .into());
+        }
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     } else {

@@ -1272,11 +1272,13 @@ pub fn up(
                         }
                         if timed_out {
                             bail!(
-                                "node {} at {} did not accept a login within {} s (last error: {e}); {}",
+                                "node {} at {} did not accept a login within {} s (last error: {e}); {}\n    \
+                                 fix: raise [wait] timeout_secs in {} on a slow machine, or see the log; its server keeps running (`cargo xtask status` shows when it accepts the login, `cargo xtask down` stops it)",
                                 n.name,
                                 n.client,
                                 cluster.ready_timeout_secs,
-                                log_tail(cluster, n, 15)
+                                log_tail(cluster, n, 15),
+                                cluster.source.display()
                             );
                         }
                         Ok(())

@@ -42,7 +42,14 @@ pub fn credentials(cluster: &Cluster) -> anyhow::Result<Credentials> {
         },
     };
     if password.is_empty() {
-        anyhow::bail!("the password from {origin} is empty; PostgreSQL needs a password for {}", cluster.user);
+        // Only a password_file gets here: an empty variable counts as unset.
+        let file = src.file.as_ref().map_or_else(|| "password_file".to_string(), |p| p.display().to_string());
+        let fix = format!("write the password on the first line of {file}, or set ${}", src.env);
+        anyhow::bail!(
+            "the password from {origin} is empty; PostgreSQL needs a password for {} (config {})\n    fix: {fix}",
+            cluster.user,
+            cluster.source.display()
+        );
     }
     Ok(Credentials { user: cluster.user.clone(), password, origin })
 }
@@ -66,7 +73,10 @@ impl std::fmt::Display for ConnectError {
                 "node {node} at {address}: authentication failed for user {user:?} ({detail}); the node's password differs from the one in {origin}, or its pg_hba.conf rejects this client: make them agree"
             ),
             ConnectError::NoDatabase { node, address, database, detail } => {
-                write!(f, "node {node} at {address}: database {database:?} does not exist ({detail})")
+                write!(
+                    f,
+                    "node {node} at {address}: database {database:?} does not exist ({detail}); `cargo xtask setup` creates the cluster's database on every node, and `maintenance_database` in the config must name one that exists (default \"postgres\")"
+                )
             }
             ConnectError::Unreachable { node, address, detail } => write!(f, "node {node} at {address}: {detail}"),
         }
@@ -253,5 +263,23 @@ mod tests {
         assert_eq!(next_delay(ms(40), Duration::from_secs(14)), ms(50));
         assert_eq!(next_delay(ms(50), Duration::from_secs(15)), ms(100));
         assert_eq!(next_delay(ms(200), Duration::from_secs(60)), ms(250));
+    }
+
+    #[test]
+    fn an_empty_password_file_is_named_with_the_fix() {
+        let dir = std::env::temp_dir().join(format!("citus-io-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "\nsecond line\n").unwrap();
+        let text = format!(
+            "database = \"d\"\npassword_env = \"CITUS_IO_TEST_UNSET_{}\"\npassword_file = {:?}\n[coordinator]\nname = \"c\"\nport = 5600\n",
+            std::process::id(),
+            file.display().to_string()
+        );
+        let cluster = Cluster::parse(&text, &dir.join("citus.toml")).unwrap();
+        let e = credentials(&cluster).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.starts_with(&format!("the password from password_file {} is empty", file.display())), "{e}");
+        assert!(e.contains(&format!("fix: write the password on the first line of {}, or set $CITUS_IO_TEST_UNSET_", file.display())), "{e}");
     }
 }

@@ -33,7 +33,11 @@ pub fn choose(cluster: &Cluster, backend: Backend, node: &Node, host_psql: Optio
         return Ok(Psql::Host(p));
     }
     if backend == Backend::Local {
-        bail!("no `psql` on PATH or in [local] bin_dir: install the PostgreSQL client (Debian: `apt-get install postgresql-client`)");
+        let beside = match crate::local::detect(cluster) {
+            Ok(l) => format!("nor beside the servers in {}", l.bin_dir.display()),
+            Err(e) => format!("and no server binaries were found to look beside ({e:#})"),
+        };
+        bail!("no `psql` on PATH, {beside}: install the PostgreSQL client (Debian: `apt-get install postgresql-client`), or set [local] bin_dir in {} to a folder that has it", cluster.source.display());
     }
     let containers = docker::containers(cluster)?;
     match containers.iter().find(|c| c.service == node.name && c.state == "running") {

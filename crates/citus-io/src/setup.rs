@@ -742,7 +742,12 @@ fn check_added_is_worker(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, nod
 
 fn explain_failure(t: &Target<'_>, node: &Node, step: &Step, detail: &str) -> String {
     let head = format!("node {} at {}: {} failed: {detail}", node.name, node.client, step.sql);
-    let (w, addr) = subject_address(t, step).unwrap_or_default();
+    let subject = subject_address(t, step);
+    // A step about no one worker (e.g. citus_set_coordinator_host, which Citus syncs to every
+    // worker): the server's message names the node Citus connected to.
+    let who =
+        subject.as_ref().map_or_else(|| "a node Citus connected to (the server's message above names it)".to_string(), |(w, a)| format!("worker {w} at {a}"));
+    let (w, addr) = subject.unwrap_or_default();
     let lost = ["connection closed", "server closed the connection", "terminating connection", "connection reset"];
     let fix = if lost.iter().any(|l| detail.contains(l)) {
         format!(
@@ -754,14 +759,14 @@ fn explain_failure(t: &Target<'_>, node: &Node, step: &Step, detail: &str) -> St
     } else if detail.contains("could not open extension control file") {
         format!("the citus extension is not installed in {}'s PostgreSQL: install Citus there or use an image that has it", node.name)
     } else if detail.contains("SSL was required") || detail.contains("assign_distributed_transaction_id") {
-        format!("worker {w} at {addr} has no citus extension in database {:?} (Citus reports this as an SSL error); re-run `cargo xtask setup`, which creates it first", t.cluster.database)
+        format!(
+            "{who} has no citus extension in database {:?} (Citus reports this as an SSL error); re-run `cargo xtask setup`, which creates it first",
+            t.cluster.database
+        )
     } else if detail.contains("cannot add itself") {
         format!("{addr} reaches the coordinator itself, not worker {w}: set `cluster_address` of {w} to the worker's own address")
     } else if detail.contains("password authentication failed") || detail.contains("no password") {
-        format!(
-            "worker {w} at {addr} rejected the coordinator's login: every node needs the same password for {} (Citus copies roles between nodes)",
-            t.cluster.user
-        )
+        format!("{who} rejected {}'s login: every node needs the same password for {} (Citus copies roles between nodes)", node.name, t.cluster.user)
     } else if step.subject.is_some() && (detail.contains("connect") || detail.contains("translate host name")) {
         format!("the coordinator cannot reach {w} at its cluster address {addr}: check `cluster_address` of {w} (what the coordinator uses) versus its client address {}", t.cluster.node(&w).map(|n| n.client.to_string()).unwrap_or_default())
     } else {

@@ -87,14 +87,15 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     // trips per node, all nodes at once, instead of the workers' metadata one after another
     // later. Every query goes with its parameter types (`query_typed*`): one round trip, not two.
     type Seen = Option<Result<Vec<guc::Seen>, postgres::Error>>;
-    type Reached = Result<(postgres::Client, Result<postgres::Row, postgres::Error>, Option<Result<postgres::Row, postgres::Error>>, Seen), String>;
+    // Err: what failed, and its fix (which depends on why: a login refused is no stopped node).
+    type Reached = Result<(postgres::Client, Result<postgres::Row, postgres::Error>, Option<Result<postgres::Row, postgres::Error>>, Seen), (String, String)>;
     let conns: Vec<Reached> = std::thread::scope(|s| {
         let hs: Vec<_> = nodes
             .iter()
             .enumerate()
             .map(|(i, n)| {
                 s.spawn(move || {
-                    let mut client = pg::connect(n, t.creds, db, VERIFY_CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
+                    let mut client = pg::connect(n, t.creds, db, VERIFY_CONNECT_TIMEOUT).map_err(|e| (e.to_string(), unreachable_fix(&e, n, &cluster.user)))?;
                     let settings = client.query_typed_one(SETTINGS_QUERY, &[]);
                     let metadata = (i > 0).then(|| client.query_typed_one(METADATA_QUERY, &[]));
                     let configured = (!cluster.settings.is_empty()).then(|| guc::read(&mut client, &cluster.settings));
@@ -126,9 +127,7 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
                 }
                 live.push((node, client));
             }
-            Err(e) => report.push(node, "reachable", false, e, || {
-                format!("start the node (`cargo xtask up`) and re-run `cargo xtask setup`; check it listens on {}", node.client)
-            }),
+            Err((e, fix)) => report.push(node, "reachable", false, e, || fix),
         }
     }
     progress(&format!("{} of {} nodes reachable", live.len(), nodes.len()));
@@ -144,6 +143,19 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     coordinator_checks(t, &mut report, &mut live, metadata);
     report.ok = report.checks.iter().all(|c| c.ok);
     report
+}
+
+/// The fix of a node `verify` could not log in to, by why.
+fn unreachable_fix(e: &pg::ConnectError, node: &Node, user: &str) -> String {
+    match e {
+        pg::ConnectError::Unreachable { .. } => {
+            format!("start the node (`cargo xtask up`) and re-run `cargo xtask setup`; check it listens on {}", node.client)
+        }
+        pg::ConnectError::Auth { origin, .. } => format!(
+            "the node refused the login of {user:?}: give it the password from {origin} (`ALTER ROLE` on the node), or run the tests with the password its data was made with; `cargo xtask status` shows each node's login"
+        ),
+        pg::ConnectError::NoDatabase { database, .. } => format!("run `cargo xtask setup`: it creates {database:?} (with the citus extension) on every node that lacks it"),
+    }
 }
 
 /// The cluster's "same citus version" check: whether, what was seen, and the fix. `versions`
@@ -488,6 +500,22 @@ fn round_trip(t: &Target<'_>, report: &mut Report, coord: &Node, c: &mut postgre
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_node_gets_the_fix_of_its_cause() {
+        let cluster = citus_config::Cluster::parse(include_str!("../../../citus.toml"), "citus.toml".as_ref()).unwrap();
+        let w = &cluster.workers[0];
+        let (node, address) = (w.name.clone(), w.client.clone());
+        let down = pg::ConnectError::Unreachable { node: node.clone(), address: address.clone(), detail: "connection refused".into() };
+        assert!(unreachable_fix(&down, w, "u").starts_with("start the node (`cargo xtask up`)"));
+        let auth =
+            pg::ConnectError::Auth { node: node.clone(), address: address.clone(), user: "u".into(), origin: "$CITUS_PASSWORD".into(), detail: String::new() };
+        let fix = unreachable_fix(&auth, w, "u");
+        assert!(fix.starts_with("the node refused the login of \"u\": give it the password from $CITUS_PASSWORD"), "{fix}");
+        assert!(!fix.contains("start the node"), "{fix}");
+        let db = pg::ConnectError::NoDatabase { node, address, database: "app".into(), detail: String::new() };
+        assert!(unreachable_fix(&db, w, "u").starts_with("run `cargo xtask setup`: it creates \"app\""));
+    }
 
     fn v(s: &str) -> Option<Version> {
         Some(Version::parse(s).unwrap())

@@ -86,6 +86,25 @@ fn committed_compose_file_matches_the_generator() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed, "compose/docker-compose.yml is stale: run `cargo xtask compose --write`");
 }
 
+#[test]
+fn flags_that_would_do_nothing_or_overwrite_the_committed_file_are_refused() {
+    let c = TestCluster::new(Spec::default());
+    // --citus-version only means something to a dry run.
+    let out = c.xtask(&["setup", "--citus-version", "13.0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--citus-version: only a --dry-run plans for a version"), "{}", text(&out));
+    assert!(c.ok(&["setup", "--dry-run", "--citus-version", "13.0"]).contains("citus 13.0"));
+    // compose --write from another config (or another worker count) would overwrite the
+    // committed file with something its test then calls stale.
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../compose/docker-compose.yml")).unwrap();
+    let out = c.xtask(&["compose", "--write"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(&format!("print it instead and redirect it: `cargo xtask compose --config {} > FILE`", c.config.display())), "{}", text(&out));
+    let out = xtask(&["compose", "--write", "--workers", "3"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../compose/docker-compose.yml")).unwrap(), committed, "left as it was");
+}
+
 /// Every `cargo xtask ...` line in the ready-made CI files parses with the real parser.
 #[test]
 fn ci_files_use_real_command_lines() {
