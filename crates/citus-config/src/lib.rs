@@ -122,6 +122,9 @@ pub fn check_host(host: &str) -> Result<(), String> {
             return Err(format!("host `{host}`: write an IPv6 address without brackets (`{inner}`)"));
         }
     }
+    if let Some((ip, _)) = host.split_once('%').filter(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok()) {
+        return Err(format!("host `{host}`: an IPv6 address with a zone is not supported (it would need escaping in every URL and list): use `{ip}` only if it is not link-local, or a loopback or global address"));
+    }
     if host.contains(':') {
         return Err(format!("host `{host}` is neither an IP address nor a host name (is a `:port` part in it? the port is a key of its own)"));
     }
@@ -131,7 +134,8 @@ pub fn check_host(host: &str) -> Result<(), String> {
     if host.len() > 253 {
         return Err(format!("host `{host}` is {} characters long; a host name has at most 253", host.len()));
     }
-    for label in host.split('.') {
+    // A fully qualified name may end in one dot.
+    for label in host.strip_suffix('.').unwrap_or(host).split('.') {
         if label.is_empty() || label.len() > 63 {
             return Err(format!("host `{host}` is not a host name: each part between dots has 1 to 63 characters"));
         }
@@ -150,6 +154,7 @@ impl FromStr for Address {
         let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("`{s}` is not `host:port`"))?;
         let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
             Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
+            _ if host.starts_with('[') => return Err(format!("`{s}`: `{host}` is not an IPv6 address in brackets")),
             _ if host.contains(':') => return Err(format!("`{s}`: an IPv6 address is written in brackets, `[{host}]:{port}`")),
             _ => host,
         };

@@ -126,13 +126,17 @@ fn address_parsing() {
     assert_eq!("10.0.0.7:5432".parse::<Address>().unwrap(), Address::new("10.0.0.7", 5432));
     let e = "::1:5432".parse::<Address>().unwrap_err();
     assert!(e.contains("`[::1]:5432`"), "{e}");
+    let e = "[fe80::1%eth0]:5432".parse::<Address>().unwrap_err();
+    assert!(e.contains("`[fe80::1%eth0]` is not an IPv6 address in brackets") && !e.contains("[["), "{e}");
+    let e = "[::1]".parse::<Address>().unwrap_err();
+    assert!(!e.contains("[["), "{e}");
     let e = "my host:5432".parse::<Address>().unwrap_err();
     assert!(e.contains("' ' is not allowed"), "{e}");
 }
 
 #[test]
 fn hosts_that_no_url_or_server_takes_are_refused_at_their_key() {
-    for ok in ["localhost", "127.0.0.1", "::1", "db-1.internal", "citus_master", "fe80::1"] {
+    for ok in ["localhost", "127.0.0.1", "::1", "db-1.internal", "citus_master", "fe80::1", "db.example.com."] {
         let c = parse(&MINIMAL.replace("port = 5601\n", &format!("port = 5601\nhost = \"{ok}\"\n"))).unwrap_or_else(|e| panic!("{ok}: {e}"));
         assert_eq!(c.workers[0].client.host, ok);
     }
@@ -141,6 +145,8 @@ fn hosts_that_no_url_or_server_takes_are_refused_at_their_key() {
     assert!(with_host("[::1]").contains("write an IPv6 address without brackets (`::1`)"));
     assert!(with_host("db:5432").contains("the port is a key of its own"));
     assert!(with_host("a..b").contains("each part between dots has 1 to 63 characters"));
+    assert!(with_host("a.b..").contains("each part between dots has 1 to 63 characters"), "one final dot only");
+    assert!(with_host("fe80::1%eth0").contains("an IPv6 address with a zone is not supported"));
     assert!(with_host("").contains("node `w1`: the host is empty"));
     assert!(with_host("a/b").contains("'/' is not allowed"));
     assert!(with_host("x@y").contains("'@' is not allowed"));

@@ -198,19 +198,30 @@ fn check_owner(cluster: &Cluster, task: &str) -> anyhow::Result<()> {
     let mut by_hand: Vec<(&Container, std::path::PathBuf)> = found
         .iter()
         .filter(|c| !c.working_dir.is_empty() && !same(&c.working_dir))
+        // A cluster folder of this tool (an older version wrote its file without the owner
+        // label): another cluster's, refused as such below.
+        .filter(|c| ![".up.lock", "backend"].iter().any(|f| std::path::Path::new(&c.working_dir).join(f).exists()))
         .filter_map(|c| file_of(c).map(|f| (c, f)))
         .filter(|(_, f)| std::fs::read_to_string(f).is_ok_and(|text| !text.contains(citus_compose::OWNER_LABEL)))
         .collect();
     by_hand.sort_by_key(|(c, _)| cluster.nodes().position(|n| n.name == c.service));
     if let Some((_, file)) = by_hand.first() {
         let names: Vec<&str> = by_hand.iter().map(|(c, _)| c.service.as_str()).collect();
+        // The variable that file takes the password from (`${NAME:?...}`), for its own `down`.
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let var = text
+            .split("${")
+            .nth(1)
+            .map(|r| r.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| cluster.password.env.clone());
         bail!(
             "{task}: the containers {} of compose project `{project}` were started from {}, not by `cargo xtask up` of this cluster (whose compose file is {}); `{task}` leaves them alone\n    \
              fix: stop them with that file, which keeps their volumes (the data): `{}=... docker compose -p {project} -f {} down`{}",
             names.join(", "),
             file.display(),
             compose_file(cluster).display(),
-            cluster.password.env,
+            var,
             file.display(),
             match task {
                 "up" => ", then run `cargo xtask up` again: it starts this cluster on those volumes",
@@ -470,14 +481,11 @@ fn check_settings(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<(
     let results: Vec<anyhow::Result<Option<String>>> = std::thread::scope(|s| {
         changed.iter().map(|(n, c, d)| s.spawn(|| check(n, c, d))).collect::<Vec<_>>().into_iter().map(|h| h.join().expect("no panic")).collect()
     });
-    let refusals: Vec<(&Node, String)> = changed.iter().map(|(n, _, _)| *n).zip(crate::all_nodes(results)?).filter_map(|(n, r)| Some((n, r?))).collect();
-    if refusals.is_empty() {
-        return Ok(());
-    }
+    let nodes: Vec<&Node> = changed.iter().map(|(n, _, _)| *n).collect();
     let pgdata = |n: &Node| changed.iter().find(|(c, _, _)| c.name == n.name).map_or(String::new(), |(_, _, d)| d.clone());
-    Err(crate::settings_refused(cluster, &refusals, "no container was recreated (they run as before)", "cargo xtask up", |n| {
+    crate::settings_outcome(cluster, &nodes, results, "no container was recreated (they run as before)", "cargo xtask up", |n| {
         format!("the node's config files in its volume (`{}` in the container)", pgdata(n))
-    }))
+    })
 }
 
 /// One container of a compose project, as `docker ps -a` reports it.

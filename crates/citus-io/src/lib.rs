@@ -117,6 +117,39 @@ impl<'a> StartFailure<'a> {
     }
 }
 
+/// The outcome of a settings check on each of `nodes`, in order (`Ok(Some(lines))`: the
+/// server refused, and printed these): the error to fail with, if any. Refusals are grouped by
+/// [`settings_refused`]; a check that could not run at all is added after them, so that
+/// neither hides the other.
+pub(crate) fn settings_outcome(
+    cluster: &citus_config::Cluster,
+    nodes: &[&citus_config::Node],
+    results: Vec<anyhow::Result<Option<String>>>,
+    kept: &str,
+    again: &str,
+    files: impl Fn(&citus_config::Node) -> String,
+) -> anyhow::Result<()> {
+    let mut refusals = Vec::new();
+    let mut failed = Vec::new();
+    for (node, r) in nodes.iter().zip(results) {
+        match r {
+            Ok(None) => {}
+            Ok(Some(lines)) => refusals.push((*node, lines)),
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    let mut entries: Vec<String> = Vec::new();
+    if !refusals.is_empty() {
+        entries.push(settings_refused(cluster, &refusals, kept, again, files).to_string());
+    }
+    entries.extend(failed);
+    if entries.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", entries.join("\n"))
+    }
+}
+
 /// A server's log line without what `log_line_prefix` put before its severity (the default
 /// `%m [%p] `: a time and a process id), so that the same refusal reads the same on every node.
 fn without_prefix(line: &str) -> &str {
@@ -194,6 +227,18 @@ mod tests {
              LOG:  invalid value for parameter \"work_mem\": \"zz\"\n    FATAL:  configuration file \"/d/w1/postgresql.auto.conf\" contains errors\n    \
              fix: correct what the lines above name in citus.toml or in w1's files, then run `cargo xtask up --restart` again"
         );
+    }
+
+    #[test]
+    fn a_check_that_could_not_run_is_told_beside_the_refusals() {
+        let cluster = citus_config::Cluster::parse(CONFIG, "citus.toml".as_ref()).unwrap();
+        let nodes: Vec<_> = cluster.nodes().collect();
+        let refused = "FATAL:  invalid value for parameter \"work_mem\": \"100TB\"\n".to_string();
+        let results = vec![Ok(Some(refused.clone())), Err(anyhow::anyhow!("node w1: starting postgres -C: No such file")), Ok(None)];
+        let e = settings_outcome(&cluster, &nodes, results, "kept", "again", |_| String::new()).unwrap_err().to_string();
+        assert!(e.starts_with("node c: its server would not start"), "{e}");
+        assert!(e.ends_with("\nnode w1: starting postgres -C: No such file"), "{e}");
+        assert!(settings_outcome(&cluster, &nodes, vec![Ok(None), Ok(None), Ok(None)], "kept", "again", |_| String::new()).is_ok());
     }
 
     #[test]

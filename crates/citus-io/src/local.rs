@@ -1173,12 +1173,10 @@ pub fn up(
         let hs: Vec<_> = to_restart.iter().map(|(n, _)| s.spawn(|| local.check_settings(cluster, n))).collect();
         hs.into_iter().map(|h| h.join().expect("settings check thread panicked")).collect()
     });
-    let refusals: Vec<(&Node, String)> = to_restart.iter().map(|(n, _)| *n).zip(crate::all_nodes(checked)?).filter_map(|(n, r)| Some((n, r?))).collect();
-    if !refusals.is_empty() {
-        return Err(crate::settings_refused(cluster, &refusals, "no node was restarted (they run as before)", "cargo xtask up --restart", |n| {
-            format!("{}'s config files", paths(cluster, n).pgdata.display())
-        }));
-    }
+    let checked_nodes: Vec<&Node> = to_restart.iter().map(|(n, _)| *n).collect();
+    crate::settings_outcome(cluster, &checked_nodes, checked, "no node was restarted (they run as before)", "cargo xtask up --restart", |n| {
+        format!("{}'s config files", paths(cluster, n).pgdata.display())
+    })?;
     let stopping: Vec<(&Node, anyhow::Result<Option<Stopping>>)> = to_restart
         .iter()
         .map(|(n, why)| {
