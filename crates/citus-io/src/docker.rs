@@ -200,7 +200,7 @@ fn check_owner(cluster: &Cluster, task: &str) -> anyhow::Result<()> {
         .filter(|c| !c.working_dir.is_empty() && !same(&c.working_dir))
         // A cluster folder of this tool (an older version wrote its file without the owner
         // label): another cluster's, refused as such below.
-        .filter(|c| ![".up.lock", "backend"].iter().any(|f| std::path::Path::new(&c.working_dir).join(f).exists()))
+        .filter(|c| !state::is_cluster_dir(std::path::Path::new(&c.working_dir)))
         .filter_map(|c| file_of(c).map(|f| (c, f)))
         .filter(|(_, f)| std::fs::read_to_string(f).is_ok_and(|text| !text.contains(citus_compose::OWNER_LABEL)))
         .collect();

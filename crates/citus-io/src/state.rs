@@ -12,8 +12,19 @@ pub fn cluster_dir(cluster: &Cluster) -> PathBuf {
     cluster.local.data_dir.join(&cluster.name)
 }
 
+/// The file naming the backend that started the cluster, in its folder.
+const BACKEND_FILE: &str = "backend";
+/// The lock file of `up` and `down`, in the cluster's folder.
+const UP_LOCK_FILE: &str = ".up.lock";
+
 fn backend_file(cluster: &Cluster) -> PathBuf {
-    cluster_dir(cluster).join("backend")
+    cluster_dir(cluster).join(BACKEND_FILE)
+}
+
+/// Whether `dir` is the folder of a cluster this tool started (of any config): it has the
+/// backend record or the up lock, which `forget` keeps.
+pub fn is_cluster_dir(dir: &Path) -> bool {
+    [BACKEND_FILE, UP_LOCK_FILE].iter().any(|f| dir.join(f).exists())
 }
 
 /// Remembers which backend started the cluster, so later `setup`/`verify` use its addresses.
@@ -59,7 +70,7 @@ pub fn recorded_workers(cluster: &Cluster) -> Option<usize> {
 }
 
 fn up_lock_file(cluster: &Cluster) -> PathBuf {
-    cluster_dir(cluster).join(".up.lock")
+    cluster_dir(cluster).join(UP_LOCK_FILE)
 }
 
 /// Held while `up` starts a cluster's nodes and while `down` stops them (an exclusive `flock`
