@@ -164,7 +164,7 @@ fn without_prefix(line: &str) -> &str {
 /// correct what the lines name in the config or in the node's files (`files`). Nodes whose
 /// servers said the same (their lines without the log prefix) and get the same fix share one
 /// entry that names them all, so a setting every node refuses is told once, not once per node.
-pub(crate) fn settings_refused(
+fn settings_refused(
     cluster: &citus_config::Cluster,
     refusals: &[(&citus_config::Node, String)],
     kept: &str,
