@@ -145,7 +145,7 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
         } else {
             String::new()
         };
-        bail!("docker compose up failed for project {} ({}): {}{hint}", project_name(cluster), out.status, err.trim());
+        bail!("docker compose up failed for project {} ({}): {}{hint}", project_name(cluster), out.status, compose_errors(&err));
     }
     let deadline = Instant::now() + Duration::from_secs(cluster.ready_timeout_secs);
     wait_ready(cluster, creds, deadline, progress)
@@ -244,6 +244,53 @@ fn node_of_taken_port<'c>(cluster: &'c Cluster, err: &str) -> Option<&'c Node> {
         let p = format!(":{}", n.client.port);
         line.match_indices(&p).any(|(i, _)| !line[i + p.len()..].starts_with(|c: char| c.is_ascii_digit()))
     })
+}
+
+/// Compose's stderr without its progress lines, for an error message: v2 prints a line per
+/// network, volume and container step (` Container p-w1-1  Started`), v1 one per step and
+/// object (`Creating p_w1_1 ... done`, `Creating network "p_net" with the default driver`),
+/// and a failed `up` of three nodes buried its one error line in 20 of them. Every other line
+/// is kept, in order; when nothing else is left the text is returned whole.
+fn compose_errors(stderr: &str) -> String {
+    const STEPS: [&str; 16] = [
+        "Creating",
+        "Created",
+        "Starting",
+        "Started",
+        "Waiting",
+        "Healthy",
+        "Running",
+        "Recreate",
+        "Recreated",
+        "Stopping",
+        "Stopped",
+        "Removing",
+        "Removed",
+        "Pulling",
+        "Pulled",
+        "Recreating",
+    ];
+    let progress = |line: &str| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [] => true,
+            // v2: `Network|Volume|Container|Image NAME  STEP`
+            [kind, _, step] if ["Network", "Volume", "Container", "Image"].contains(kind) => STEPS.contains(step),
+            // v1: `Creating NAME ...`, `Creating NAME ... done`, `Creating network "N" with the default driver`
+            [step, rest @ ..] if STEPS.contains(step) => {
+                matches!(rest, [_, "..."] | [_, "...", "done"])
+                    || rest.ends_with(&["with", "the", "default", "driver"])
+                    || rest.ends_with(&["with", "default", "driver"])
+            }
+            _ => false,
+        }
+    };
+    let kept: Vec<&str> = stderr.lines().filter(|l| !progress(l)).map(str::trim_end).collect();
+    if kept.is_empty() {
+        stderr.trim().to_string()
+    } else {
+        kept.join("\n").trim().to_string()
+    }
 }
 
 /// Refuses two nodes with one client port: compose publishes every port on `[docker] bind`,
@@ -717,7 +764,7 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
             "docker compose down failed for project {} ({}): {}\n    fix: see compose's message above; `docker ps -a --filter label=com.docker.compose.project={}` lists the project's containers",
             project_name(cluster),
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
+            compose_errors(&String::from_utf8_lossy(&out.stderr)),
             project_name(cluster)
         );
     }
@@ -759,6 +806,33 @@ mod tests {
         assert!(node_of_taken_port(&c, "some other error at :5600").is_none());
     }
 
+    /// Both outputs as compose wrote them for `up -d` with worker 1's port held by another
+    /// program (v2 2.26.1 from Debian trixie, v1 1.29.2 from bookworm; the ids shortened).
+    #[test]
+    fn compose_errors_drop_the_progress_lines_of_both_compose_versions() {
+        let v2 = " Network handv2_citus  Creating\n Network handv2_citus  Created\n Volume \"handv2_citus_worker2_data\"  Creating\n \
+                  Volume \"handv2_citus_worker2_data\"  Created\n Container handv2-citus_worker1-1  Creating\n Container handv2-citus_worker1-1  Created\n \
+                  Container handv2-citus_worker1-1  Starting\n Container handv2-citus_master-1  Started\n\
+                  Error response from daemon: driver failed programming external connectivity on endpoint handv2-citus_worker1-1 (dcdb92): Error starting userland proxy: listen tcp4 127.0.0.1:7701: bind: address already in use\n";
+        assert_eq!(
+            compose_errors(v2),
+            "Error response from daemon: driver failed programming external connectivity on endpoint handv2-citus_worker1-1 (dcdb92): Error starting userland proxy: listen tcp4 127.0.0.1:7701: bind: address already in use"
+        );
+        let v1 = "Creating network \"handv2_citus\" with the default driver\nCreating handv2_citus_worker1_1 ... \nCreating handv2_citus_master_1  ... \n\
+                  Host is already in use by another container\nCreating handv2_citus_worker1_1 ... error\n\n\
+                  ERROR: for handv2_citus_worker1_1  Cannot start service citus_worker1: driver failed (1626cd): listen tcp4 127.0.0.1:7701: bind: address already in use\n\
+                  Creating handv2_citus_master_1  ... done\n\nEncountered errors while bringing up the project.\n";
+        assert_eq!(
+            compose_errors(v1),
+            "Host is already in use by another container\nCreating handv2_citus_worker1_1 ... error\n\
+             ERROR: for handv2_citus_worker1_1  Cannot start service citus_worker1: driver failed (1626cd): listen tcp4 127.0.0.1:7701: bind: address already in use\n\
+             Encountered errors while bringing up the project."
+        );
+        // Nothing but progress: the text whole, not an empty message.
+        assert_eq!(compose_errors(" Container a-b-1  Stopping\n Container a-b-1  Stopped\n"), "Container a-b-1  Stopping\n Container a-b-1  Stopped");
+        // A line compose has no progress shape for is kept, even when it starts with a step's word.
+        assert_eq!(compose_errors("Creating failed: yaml: line 3\n"), "Creating failed: yaml: line 3");
+    }
     #[test]
     fn one_port_under_two_hosts_is_refused_before_compose() {
         assert!(check_ports(&cluster()).is_ok());
