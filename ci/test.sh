@@ -68,6 +68,45 @@ else
   cargo test --workspace --no-fail-fast "$@"
 fi
 
+# Docker Compose v2 too. Most users have v2 (the `docker compose` plugin); this kind of machine
+# has only Debian bookworm's v1 (`docker-compose` 1.29.2), and the tool reads labels and output
+# the two versions write differently. So where `docker compose` is missing but v1 and a Docker
+# engine are here, the tests that use Docker run a second time with v2: Debian trixie's
+# docker-compose package (a static binary), fetched by apt into target/ with its signature
+# checked, and handed to the docker CLI through a private DOCKER_CONFIG (the machine's docker
+# is left as it is). Set CITUS_XTASK_COMPOSE_V2=0 to leave this pass out.
+compose_v2_pass() {
+  [ "${CITUS_XTASK_COMPOSE_V2:-1}" != 0 ] || return 0
+  command -v docker >/dev/null && timeout 10 docker info >/dev/null 2>&1 || return 0
+  docker compose version >/dev/null 2>&1 && return 0 # the tests above already used v2
+  command -v docker-compose >/dev/null || return 0
+  local dir="$PWD/target/compose-v2"
+  if [ ! -x "$dir/config/cli-plugins/docker-compose" ]; then
+    echo "ci/test.sh: fetching Debian trixie's docker-compose (Compose v2) into $dir" >&2
+    rm -rf "$dir" && mkdir -p "$dir/apt/lists/partial" "$dir/apt/cache/archives/partial" "$dir/config/cli-plugins"
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' >"$dir/apt/trixie.sources"
+    local apt=(-o "Dir::Etc::SourceList=$dir/apt/trixie.sources" -o Dir::Etc::SourceParts=/dev/null
+      -o "Dir::State::Lists=$dir/apt/lists" -o "Dir::Cache=$dir/apt/cache" -o APT::Sandbox::User=root)
+    if ! { apt-get "${apt[@]}" update -qq && (cd "$dir/apt" && apt-get "${apt[@]}" download -qq docker-compose); } >"$dir/apt/log" 2>&1 \
+      || ! dpkg-deb -x "$dir"/apt/docker-compose_*.deb "$dir/apt/root" \
+      || ! cp "$dir/apt/root/usr/libexec/docker/cli-plugins/docker-compose" "$dir/config/cli-plugins/"; then
+      echo "==== SKIPPED the Docker tests with Compose v2: Debian trixie's docker-compose could not be fetched (see $dir/apt/log) ====" | tee -a "$skip_log" >&2
+      rm -rf "$dir/config"
+      return 0
+    fi
+    rm -rf "$dir/apt/root" "$dir/apt/lists" "$dir/apt/cache"
+  fi
+  # The machine's docker settings (contexts, credentials), if it has any, apply as before.
+  for f in config.json contexts; do
+    [ -e "$HOME/.docker/$f" ] && ln -sfn "$HOME/.docker/$f" "$dir/config/$f"
+  done
+  echo "ci/test.sh: the tests that use Docker again, with $(DOCKER_CONFIG="$dir/config" docker compose version)" >&2
+  DOCKER_CONFIG="$dir/config" cargo nextest run --workspace --no-fail-fast -E 'test(/docker/) | binary(image)' "$@"
+}
+if cargo nextest --version >/dev/null 2>&1; then
+  compose_v2_pass "$@"
+fi
+
 # Tidiness, after the tests so that a lint never hides a test result: formatting, clippy and
 # rustdoc (a broken intra-doc link once went unnoticed for a session) without a warning.
 # rustfmt and clippy come with rustup's default profile; no registry this project may use has
