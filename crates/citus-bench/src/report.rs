@@ -154,6 +154,8 @@ pub(crate) struct Versions {
     rustc: String,
     cargo: String,
     commit: String,
+    /// The Docker engine and the compose program the docker cycles used (v1 has no `--wait`).
+    docker: String,
 }
 
 impl Versions {
@@ -166,8 +168,24 @@ impl Versions {
             rustc: procs::first_line(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()), &["--version"]).unwrap_or_else(unknown),
             cargo: procs::first_line(cargo, &["--version"]).unwrap_or_else(unknown),
             commit,
+            docker: docker_versions(),
         }
     }
+}
+
+/// "engine 20.10.24; `docker compose` 2.26.1", or why there is none.
+fn docker_versions() -> String {
+    let engine = procs::first_line("docker", &["version", "--format", "{{.Server.Version}}"]).unwrap_or_else(|| "no engine answered".into());
+    let compose = match citus_io::docker::compose_program() {
+        Ok(program) => {
+            let (exe, pre) = program.split_first().expect("compose_program returns a program");
+            let args: Vec<&str> = pre.iter().map(String::as_str).chain(["version", "--short"]).collect();
+            let name = if pre.is_empty() { "`docker-compose`" } else { "`docker compose`" };
+            format!("{name} {}", procs::first_line(exe, &args).unwrap_or_else(|| "(version unknown)".into()))
+        }
+        Err(_) => "no compose".into(),
+    };
+    format!("engine {engine}; {compose}")
 }
 
 /// The workspace's commit, with "+ uncommitted changes" when tracked files differ from it
@@ -652,6 +670,7 @@ impl Report {
         let _ = writeln!(t, "| PostgreSQL | {} |", v.postgres);
         let _ = writeln!(t, "| Citus | {} |", v.citus);
         let _ = writeln!(t, "| Rust | {}; {} |", v.rustc, v.cargo);
+        let _ = writeln!(t, "| Docker | {} |", v.docker);
         let _ = writeln!(t, "| commit | {} |", v.commit);
         let _ = writeln!(t, "| cycles per series | {} |\n", self.cycles);
         t.push_str(&self.markdown_results());
@@ -747,7 +766,7 @@ impl Report {
             "date": self.date,
             "cycles": self.cycles,
             "machine": { "cpus": m.cpus, "model": m.model, "memory": m.memory, "os": m.os, "kernel": m.kernel, "data_folders": m.scratch_fs, "file_create_before": m.file_create_before, "file_create_after": m.file_create_after, "load_before": m.load_before, "load_after": m.load_after },
-            "versions": { "postgres": v.postgres, "citus": v.citus, "rustc": v.rustc, "cargo": v.cargo, "commit": v.commit },
+            "versions": { "postgres": v.postgres, "citus": v.citus, "rustc": v.rustc, "cargo": v.cargo, "commit": v.commit, "docker": v.docker },
             "configs": configs,
             "targets": targets,
             "peak_memory_kib": peak.as_ref().map(|(k, _)| *k),
@@ -797,7 +816,7 @@ mod tests {
                 load_before: s(),
                 load_after: s(),
             },
-            versions: Versions { postgres: s(), citus: s(), rustc: s(), cargo: s(), commit: s() },
+            versions: Versions { postgres: s(), citus: s(), rustc: s(), cargo: s(), commit: s(), docker: s() },
             configs: Vec::new(),
             build,
             docker: Err("not measured".into()),
