@@ -41,7 +41,7 @@ pub fn ensure_engine() -> anyhow::Result<()> {
         .stdout_capture()
         .unchecked()
         .run()
-        .context("running docker version")?;
+        .map_err(|e| not_run(e, "docker version"))?;
     if out.status.success() {
         return Ok(());
     }
@@ -51,6 +51,19 @@ pub fn ensure_engine() -> anyhow::Result<()> {
     bail!(
         "the Docker engine{host} does not answer: {why}\n    fix: start it (`sudo systemctl start docker`, or Docker Desktop), check DOCKER_HOST and that this user may use the engine's socket (the `docker` group), or use `--backend local`"
     )
+}
+
+/// The error of a `docker` command that could not be started: with the fix when there is no
+/// `docker` program at all (a machine without Docker, where the config's default backend is
+/// Docker), else the OS's error.
+fn not_run(e: std::io::Error, what: &str) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        anyhow::anyhow!(
+            "running {what}: no `docker` program on PATH\n    fix: install Docker (Debian: `apt-get install docker.io`, or Docker Desktop), or use `--backend local` (or `backend = \"local\"` in the config)"
+        )
+    } else {
+        anyhow::Error::new(e).context(format!("running {what}"))
+    }
 }
 
 pub use citus_compose::project_name;
@@ -327,8 +340,10 @@ fn owner_dir(cluster: &Cluster) -> String {
 fn volume_owners(cluster: &Cluster) -> anyhow::Result<Vec<(String, String)>> {
     let label = format!("label=com.docker.compose.project={}", project_name(cluster));
     let format = format!("{{{{.Name}}}}\t{{{{.Label \"{}\"}}}}", citus_compose::OWNER_LABEL);
-    let out =
-        std::process::Command::new("docker").args(["volume", "ls", "--filter", &label, "--format", &format]).output().context("running docker volume ls")?;
+    let out = std::process::Command::new("docker")
+        .args(["volume", "ls", "--filter", &label, "--format", &format])
+        .output()
+        .map_err(|e| not_run(e, "docker volume ls"))?;
     if !out.status.success() {
         ensure_engine()?;
         bail!("docker volume ls failed: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -572,7 +587,7 @@ fn local_alternative(cluster: &Cluster) -> Option<String> {
 pub fn containers(cluster: &Cluster) -> anyhow::Result<Vec<Container>> {
     let label = format!("label=com.docker.compose.project={}", project_name(cluster));
     let format = "{{.ID}}\t{{.Label \"com.docker.compose.service\"}}\t{{.State}}\t{{.Label \"com.docker.compose.project.working_dir\"}}\t{{.Status}}\t{{.Label \"com.docker.compose.project.config_files\"}}";
-    let out = std::process::Command::new("docker").args(["ps", "-a", "--filter", &label, "--format", format]).output().context("running docker ps")?;
+    let out = std::process::Command::new("docker").args(["ps", "-a", "--filter", &label, "--format", format]).output().map_err(|e| not_run(e, "docker ps"))?;
     if !out.status.success() {
         ensure_engine()?;
         bail!("docker ps failed: {}", String::from_utf8_lossy(&out.stderr).trim());

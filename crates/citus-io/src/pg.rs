@@ -70,7 +70,9 @@ impl std::fmt::Display for ConnectError {
         match self {
             ConnectError::Auth { node, address, user, origin, detail } => write!(
                 f,
-                "node {node} at {address}: authentication failed for user {user:?} ({detail}); the node's password differs from the one in {origin}, or its pg_hba.conf rejects this client: make them agree"
+                "node {node} at {address}: authentication failed for user {user:?} ({detail}); the password from {origin} is not the one this node has, or its pg_hba.conf rejects this client\n    \
+                 fix: give the tool the password the cluster was made with (the variable named by `password_env`, else `password_file`, else the dev default), \
+                 or change the role's password on every node to this one; `cargo xtask down --purge` then `up` also starts over with it, but deletes the cluster's data"
             ),
             ConnectError::NoDatabase { node, address, database, detail } => {
                 write!(

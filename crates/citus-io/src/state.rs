@@ -99,14 +99,34 @@ pub fn lock_down(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<Op
     lock(cluster, "down", progress).map(Some)
 }
 
+/// The error of `what` on `path` in the cluster's folder; when the OS refused it, with the
+/// likely cause and the fix: a folder another user made, most often an `up` run with `sudo`
+/// or by a CI container sharing the checkout.
+pub fn file_error(cluster: &Cluster, what: &str, path: &Path, e: std::io::Error) -> anyhow::Error {
+    use std::os::unix::fs::MetadataExt;
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        return anyhow::Error::new(e).context(format!("{what} {}", path.display()));
+    }
+    let dir = cluster_dir(cluster);
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let owner = std::fs::metadata(&dir).map_or_else(|_| String::new(), |m| if m.uid() == me { String::new() } else { format!(" (owned by uid {})", m.uid()) });
+    anyhow::anyhow!(
+        "{what} {}: {e}\n    fix: the cluster's folder {}{owner} is not writable by this user (uid {me}), most likely because another user (`sudo`, or a CI container sharing this checkout) ran `up` first: run the tool as that user, or set [local] data_dir in {} to a folder of yours",
+        path.display(),
+        dir.display(),
+        cluster.source.display()
+    )
+}
+
 /// The lock file holds `<task> <pid>` of its holder (an older one only the pid).
 fn lock(cluster: &Cluster, task: &str, progress: Progress<'_>) -> anyhow::Result<UpLock> {
     use anyhow::Context;
     use std::io::Write;
     let path = up_lock_file(cluster);
-    std::fs::create_dir_all(cluster_dir(cluster)).with_context(|| format!("creating {}", cluster_dir(cluster).display()))?;
+    std::fs::create_dir_all(cluster_dir(cluster)).map_err(|e| file_error(cluster, "creating", &cluster_dir(cluster), e))?;
     let mut file =
-        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("opening {}", path.display()))?;
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| file_error(cluster, "opening", &path, e))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {

@@ -24,6 +24,8 @@ fn wrong_password_fails_at_once() {
     assert!(t0.elapsed() < Duration::from_secs(10), "auth failure waited {:?}", t0.elapsed());
     let t = text(&out);
     assert!(t.contains("authentication failed") && t.contains("citus_master") && t.contains(&format!("localhost:{}", c.port(0))), "{t}");
+    assert!(t.contains("the password from $CITUS_IT_PASSWORD is not the one this node has"), "{t}");
+    assert!(t.contains("fix: give the tool the password the cluster was made with"), "{t}");
     assert!(!t.contains("not-the-password"), "password printed: {t}");
 }
 
