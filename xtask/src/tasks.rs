@@ -30,22 +30,41 @@ fn print_outcome(o: &setup::Outcome) {
     }
 }
 
+/// The password (`pg::credentials`); a `password_file` that cannot be read or is empty is bad
+/// input (exit 2).
+fn credentials(cluster: &citus_config::Cluster) -> anyhow::Result<pg::Credentials> {
+    pg::credentials(cluster).map_err(|e| UsageError(format!("{e:#}")).into())
+}
+
+/// What the config alone shows `setup` could not do, found before any node starts or any
+/// connection is made (exit 2): no citus preloaded, a worker at the coordinator's cluster
+/// address, two workers at one.
+fn check_setup_config(cluster: &citus_config::Cluster, backend: Backend) -> anyhow::Result<()> {
+    setup::check_preload(cluster).map_err(|e| UsageError(e.to_string()))?;
+    citus_plan::check_addresses(cluster, backend).map_err(|e| UsageError(e.to_string()))?;
+    Ok(())
+}
+
 pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
     let config::Opened { cluster, backend, configured_workers } = config::open(f.config.as_deref(), f.workers, f.backend)?;
     if !f.no_setup {
         // Refuse before anything starts: setup would fail after the wait.
-        setup::check_preload(&cluster).map_err(|e| UsageError(e.to_string()))?;
+        check_setup_config(&cluster, backend)?;
     }
-    let creds = pg::credentials(&cluster)?;
+    if backend == Backend::Docker {
+        // Two nodes on one published port: refused before compose creates anything.
+        docker::check_ports(&cluster).map_err(|e| UsageError(format!("{e:#}")))?;
+    }
+    let creds = credentials(&cluster)?;
     if let Some(n) = f.workers {
         // Before any node starts: an `up` that fails half-way has started some of them, and a
         // later `down` must stop those too.
         citus_io::state::record_workers(&cluster, (n != configured_workers).then_some(n))
-            .with_context(|| format!("recording the worker count in {}", citus_io::state::cluster_dir(&cluster).display()))?;
+            .map_err(|e| citus_io::state::file_error(&cluster, "recording the worker count in", &citus_io::state::cluster_dir(&cluster), e))?;
     }
     let t0 = Instant::now();
     let target = setup::Target { cluster: &cluster, backend, creds: &creds };
-    // Each local server this run starts gets its own database, extension and password as
+    // Each server this run starts (a local process or a container) gets its own database, extension and password as
     // soon as it is ready (setup::first_steps), while the others still start.
     let early = std::sync::Mutex::new(Vec::new());
     let first = |n: &citus_config::Node, ready| -> anyhow::Result<_> {
@@ -103,7 +122,8 @@ pub(crate) fn setup(f: flags::Setup) -> anyhow::Result<ExitCode> {
         print!("{}", plan.render());
         return Ok(ExitCode::SUCCESS);
     }
-    let creds = pg::credentials(&cluster)?;
+    check_setup_config(&cluster, backend)?;
+    let creds = credentials(&cluster)?;
     let target = setup::Target { cluster: &cluster, backend, creds: &creds };
     let allow = setup::Allow { drop_orphaned_shards: f.drop_orphaned_shards };
     let outcome = setup::run(&target, deadline(&cluster), &allow, &progress)?;
@@ -113,7 +133,7 @@ pub(crate) fn setup(f: flags::Setup) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn verify(f: flags::Verify) -> anyhow::Result<ExitCode> {
     let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend)?;
-    let creds = pg::credentials(&cluster)?;
+    let creds = credentials(&cluster)?;
     let target = setup::Target { cluster: &cluster, backend, creds: &creds };
     let report = verify::run(&target, &progress);
     if f.json {
@@ -142,7 +162,7 @@ pub(crate) fn down(f: flags::Down) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
         }
-        Backend::Docker => docker::down(&cluster, &pg::credentials(&cluster)?, f.purge, &progress)?,
+        Backend::Docker => docker::down(&cluster, &credentials(&cluster)?, f.purge, &progress)?,
     }
     println!("down: cluster `{}` stopped; data {data}", cluster.name);
     Ok(ExitCode::SUCCESS)
@@ -166,7 +186,7 @@ pub(crate) fn test_env(f: flags::TestEnv) -> anyhow::Result<ExitCode> {
         eprintln!("  {}", d.comment());
     }
     // Only formats that carry the password read it.
-    let password = if format == Format::Pytest { String::new() } else { pg::credentials(&cluster)?.password };
+    let password = if format == Format::Pytest { String::new() } else { credentials(&cluster)?.password };
     print!("{}", citus_testenv::render(&cluster, backend, &policy, format, &password, &opts));
     Ok(ExitCode::SUCCESS)
 }
@@ -192,7 +212,7 @@ pub(crate) fn psql(f: flags::Psql) -> anyhow::Result<ExitCode> {
         None => &cluster.coordinator,
         Some(name) => named_node(&cluster, name)?,
     };
-    let creds = pg::credentials(&cluster)?;
+    let creds = credentials(&cluster)?;
     let code = psql::run(&cluster, backend, node, &creds, &f.args, &progress)?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
@@ -241,7 +261,7 @@ pub(crate) fn logs(f: flags::Logs) -> anyhow::Result<ExitCode> {
 pub(crate) fn status(f: flags::Status) -> anyhow::Result<ExitCode> {
     use citus_io::status::Server;
     let config::Opened { cluster, backend, .. } = config::open(f.config.as_deref(), f.workers, f.backend)?;
-    let creds = pg::credentials(&cluster)?;
+    let creds = credentials(&cluster)?;
     let st = citus_io::status::read(&cluster, backend, &creds)?;
     let code = if st.all_ready() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     if f.json {

@@ -309,7 +309,7 @@ fn compose_errors(stderr: &str) -> String {
 /// Refuses two nodes with one client port: compose publishes every port on `[docker] bind`,
 /// whatever each node's `host`, so the second would fail with "port is already allocated"
 /// after the first started.
-fn check_ports(cluster: &Cluster) -> anyhow::Result<()> {
+pub fn check_ports(cluster: &Cluster) -> anyhow::Result<()> {
     let nodes: Vec<&Node> = cluster.nodes().collect();
     for (i, n) in nodes.iter().enumerate() {
         if let Some(m) = nodes[..i].iter().find(|m| m.client.port == n.client.port) {

@@ -331,11 +331,10 @@ pub fn authinfo_for(password: &str) -> String {
     format!("password='{escaped}'")
 }
 
-/// Builds the plan that takes the observed cluster to the configured one.
-///
-/// `password` is stored on every node in `pg_dist_authinfo` (node id 0, the configured
-/// user) so nodes authenticate to each other; it is masked in [`Plan::render`].
-pub fn plan(cluster: &Cluster, backend: Backend, observed: &Observed, password: &str) -> Result<Plan, PlanError> {
+/// The config's own reasons a plan cannot be made, whatever the cluster holds: a worker whose
+/// cluster address is the coordinator's, or two workers with one cluster address. [`plan`]
+/// checks them first; a task can check them before it starts any node.
+pub fn check_addresses(cluster: &Cluster, backend: Backend) -> Result<(), PlanError> {
     let coord_addr = cluster.cluster_address(&cluster.coordinator, backend);
     let mut seen: BTreeMap<Address, &str> = BTreeMap::new();
     for w in &cluster.workers {
@@ -347,6 +346,16 @@ pub fn plan(cluster: &Cluster, backend: Backend, observed: &Observed, password: 
             return Err(PlanError::SharedClusterAddress { first: first.to_string(), second: w.name.clone(), address: a });
         }
     }
+    Ok(())
+}
+
+/// Builds the plan that takes the observed cluster to the configured one.
+///
+/// `password` is stored on every node in `pg_dist_authinfo` (node id 0, the configured
+/// user) so nodes authenticate to each other; it is masked in [`Plan::render`].
+pub fn plan(cluster: &Cluster, backend: Backend, observed: &Observed, password: &str) -> Result<Plan, PlanError> {
+    check_addresses(cluster, backend)?;
+    let coord_addr = cluster.cluster_address(&cluster.coordinator, backend);
 
     let items: BTreeMap<&str, NodeItems> = cluster.nodes().map(|n| (n.name.as_str(), node_items(cluster, n, &observed.node(&n.name), password))).collect();
     let mut in_place = Vec::new();

@@ -171,3 +171,48 @@ fn purge_with_nothing_to_delete_says_where_it_looked() {
     assert!(stdout.contains("data deleted: none was there (") && stdout.contains("if the cluster's `name` or `[local] data_dir` changed in"), "{t}");
     assert!(!c.config.parent().unwrap().join(".citus-data").exists(), "down made a folder");
 }
+
+/// What the config alone shows `setup` could not do is bad input: exit 2 before any node
+/// starts (before, two workers at one cluster address started every node, then failed with 1).
+/// So is a `password_file` that cannot be read.
+#[test]
+fn config_that_setup_could_not_use_exits_2_before_anything_starts() {
+    let c = TestCluster::new(Spec::default());
+    let mut text = std::fs::read_to_string(&c.config).unwrap();
+    text.push_str("cluster_address = \"10.0.0.7:5432\"\n");
+    text = text.replacen("name = \"citus_worker1\"\n", "name = \"citus_worker1\"\ncluster_address = \"10.0.0.7:5432\"\n", 1);
+    std::fs::write(&c.config, text).unwrap();
+    for task in [&["up"][..], &["setup"], &["up", "--backend", "docker"]] {
+        let out = c.xtask(task);
+        let t = text_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{task:?}: {t}");
+        assert!(t.contains("workers `citus_worker1` and `citus_worker2` share the cluster address 10.0.0.7:5432"), "{task:?}: {t}");
+    }
+    assert!(c.pid("citus_master").is_none(), "a node was started");
+
+    let c = TestCluster::new(Spec { top: "password_file = \"no-such-secret\"\n", ..Spec::default() });
+    for task in ["up", "setup", "verify", "status"] {
+        let out = c.xtask_env(&[task], &[("CITUS_IT_PASSWORD", "")]);
+        let t = text_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{task}: {t}");
+        assert!(t.contains("cannot read password_file") && t.contains("no-such-secret") && t.contains("or set $CITUS_IT_PASSWORD"), "{task}: {t}");
+    }
+    assert!(c.pid("citus_master").is_none(), "a node was started");
+}
+
+/// A machine without Docker, where Docker is the config's default backend: the tasks that ask
+/// the engine say there is no `docker` program and what to do, instead of "No such file or directory".
+#[test]
+fn no_docker_program_is_named_with_the_fix() {
+    // Its own project name: the cleanup's `down --purge` (with the real PATH) must not touch
+    // another test's containers.
+    let name = format!("itnd{}", std::process::id());
+    let c = TestCluster::new(Spec { name: &name, backend: "docker", ..Spec::default() });
+    let empty = citus_testkit::temp_dir("citus-xtask-no-docker");
+    for task in ["status", "logs", "down", "up"] {
+        let out = c.xtask_env(&[task], &[("PATH", empty.path().to_str().unwrap())]);
+        let t = text_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{task}: {t}");
+        assert!(t.contains("no `docker` program on PATH") && t.contains("fix: install Docker") && t.contains("--backend local"), "{task}: {t}");
+    }
+}
