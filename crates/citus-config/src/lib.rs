@@ -105,6 +105,27 @@ impl fmt::Display for Address {
     }
 }
 
+/// Whether servers listening on `a` and on `b` (each a node's `host`) would take one address:
+/// the same name or IP, `localhost` next to 127.0.0.1 or ::1 (it is both), or a wildcard
+/// (0.0.0.0, ::) next to an address of its family. Other names are told apart by spelling
+/// only (the config is read without name lookups).
+fn one_listen_address(a: &str, b: &str) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let trim = |h: &str| h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
+    let addrs = |h: &str| -> Option<Vec<IpAddr>> {
+        let h = trim(h);
+        if h == "localhost" {
+            Some(vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)])
+        } else {
+            h.parse().ok().map(|ip| vec![ip])
+        }
+    };
+    match (addrs(a), addrs(b)) {
+        (Some(x), Some(y)) => x.iter().any(|p| y.iter().any(|q| p == q || (p.is_ipv4() == q.is_ipv4() && (p.is_unspecified() || q.is_unspecified())))),
+        _ => trim(a) == trim(b),
+    }
+}
+
 /// Checks a node's host: an IPv4 or IPv6 address (without brackets) or a host name of ASCII
 /// letters, digits, `-` and `_` (compose service names have underscores) in dot-separated
 /// labels of 1 to 63 characters, at most 253 in all. The host ends up in a URL
@@ -547,7 +568,6 @@ impl Cluster {
             nodes.push(Node { name: rn.name.get_ref().clone(), role, client: Address::new(rn.host.get_ref().clone(), port), cluster_address });
         }
         let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut seen_ports: BTreeMap<(&str, u16), usize> = BTreeMap::new();
         for (i, n) in nodes.iter().enumerate() {
             if let Some(&j) = seen_names.get(n.name.as_str()) {
                 err(spans[i].0.clone(), format!("duplicate node name `{}` (also used by node {} in this file): every node needs its own name", n.name, j + 1));
@@ -557,10 +577,14 @@ impl Cluster {
             if n.client.port == 0 {
                 continue;
             }
-            if let Some(&j) = seen_ports.get(&(n.client.host.as_str(), n.client.port)) {
-                err(spans[i].1.clone(), format!("duplicate client address {} (already used by `{}`): every node needs its own port", n.client, nodes[j].name));
-            } else {
-                seen_ports.insert((&n.client.host, n.client.port), i);
+            let same = nodes[..i].iter().find(|m| m.client.port == n.client.port && one_listen_address(&m.client.host, &n.client.host));
+            if let Some(m) = same {
+                let how = if m.client.host == n.client.host {
+                    format!("already used by `{}`", m.name)
+                } else {
+                    format!("`{}` is at {}, and {} and {} listen on one address", m.name, m.client, m.client.host, n.client.host)
+                };
+                err(spans[i].1.clone(), format!("duplicate client address {} ({how}): every node needs its own port", n.client));
             }
         }
         check_preload(&raw.shared_preload_libraries, &mut err);

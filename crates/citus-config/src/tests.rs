@@ -81,6 +81,30 @@ fn duplicate_names_and_ports() {
     insta::assert_snapshot!(check_error(&(MINIMAL.to_string() + "[[workers]]\nname = \"w1\"\nport = 5601\n")));
 }
 
+/// `localhost` is 127.0.0.1 and ::1 to a server that listens on it, and a wildcard takes every
+/// address of its family: two nodes on one port there would meet at start, the second failing.
+#[test]
+fn one_port_under_two_spellings_of_one_address_is_refused() {
+    let two = |coord: &str, worker: &str| {
+        MINIMAL.replace("port = 5601", &format!("port = 5600\nhost = \"{worker}\"")).replace("port = 5600\n[[", &format!("port = 5600\nhost = \"{coord}\"\n[["))
+    };
+    for (a, b) in
+        [("localhost", "127.0.0.1"), ("127.0.0.1", "localhost."), ("::1", "LocalHost"), ("0.0.0.0", "127.0.0.2"), ("::", "::1"), ("db.example", "DB.example.")]
+    {
+        let e = check_error(&two(a, b));
+        let worker = if b.contains(':') { format!("[{b}]:5600") } else { format!("{b}:5600") };
+        let coord = if a.contains(':') { format!("[{a}]:5600") } else { format!("{a}:5600") };
+        assert!(
+            e.contains(&format!("duplicate client address {worker} (`c` is at {coord}, and {a} and {b} listen on one address): every node needs its own port")),
+            "{a} {b}: {e}"
+        );
+    }
+    for (a, b) in [("127.0.0.1", "127.0.0.2"), ("127.0.0.1", "::1"), ("0.0.0.0", "::1"), ("db1.example", "db2.example")] {
+        let c = parse(&two(a, b)).unwrap_or_else(|e| panic!("{a} {b}: {e}"));
+        assert_eq!((c.coordinator.client.host.as_str(), c.workers[0].client.host.as_str()), (a, b));
+    }
+}
+
 #[test]
 fn name_over_63_bytes() {
     let long = "d".repeat(64);

@@ -848,13 +848,15 @@ mod tests {
         // A line compose has no progress shape for is kept, even when it starts with a step's word.
         assert_eq!(compose_errors("Creating failed: yaml: line 3\n"), "Creating failed: yaml: line 3");
     }
+
+    /// Two loopback addresses a local backend can tell apart, but one published port on Docker.
     #[test]
     fn one_port_under_two_hosts_is_refused_before_compose() {
         assert!(check_ports(&cluster()).is_ok());
-        let src = include_str!("../../../citus.toml").replace("port = 5602", "port = 5601\nhost = \"127.0.0.1\"");
+        let src = include_str!("../../../citus.toml").replace("port = 5602", "port = 5601\nhost = \"127.0.0.2\"");
         let c = Cluster::parse(&src, std::path::Path::new("/w/citus.toml")).unwrap();
         let e = check_ports(&c).unwrap_err().to_string();
-        assert!(e.starts_with("nodes citus_worker1 (localhost:5601) and citus_worker2 (127.0.0.1:5601) have one client port, 5601"), "{e}");
+        assert!(e.starts_with("nodes citus_worker1 (localhost:5601) and citus_worker2 (127.0.0.2:5601) have one client port, 5601"), "{e}");
         assert!(e.contains("fix: give citus_worker2 its own `port` in /w/citus.toml"), "{e}");
     }
 
