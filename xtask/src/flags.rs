@@ -156,7 +156,7 @@ xflags::xflags! {
             /// How many lines per node (default 50).
             optional -l, --lines n: usize
             /// Keep printing new lines as the servers write them, each after its node's name,
-            /// until Ctrl-C.
+            /// until Ctrl-C (on Docker also until every followed container has been removed).
             optional -f, --follow
         }
         /// Print the docker compose file generated from the config: what
