@@ -64,7 +64,7 @@ pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
     }
     let t0 = Instant::now();
     let target = setup::Target { cluster: &cluster, backend, creds: &creds };
-    // Each server this run starts (a local process or a container) gets its own database, extension and password as
+    // Each local server this run starts gets its own database, extension and password as
     // soon as it is ready (setup::first_steps), while the others still start.
     let early = std::sync::Mutex::new(Vec::new());
     let first = |n: &citus_config::Node, ready| -> anyhow::Result<_> {
