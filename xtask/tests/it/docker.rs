@@ -322,9 +322,9 @@ fn docker_plain_postgres_nodes_come_up_and_reach_each_other_without_citus() {
         assert!(out.status.success(), "coordinator cannot reach {w}: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5432");
     }
-    // `setup` refuses plain PostgreSQL nodes and says how to fix the config.
+    // `setup` refuses plain PostgreSQL nodes and says how to fix the config: bad input, exit 2.
     let out = c.xtask(&["setup"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let t = text(&out);
     assert!(t.contains("put \"citus\" first in shared_preload_libraries"), "{t}");
     // `down` keeps the data: the database is still there after the next `up --no-setup`.

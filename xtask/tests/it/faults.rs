@@ -186,11 +186,12 @@ fn two_nodes_that_are_one_server_are_refused_before_any_change() {
     }
     let c = TestCluster::new(Spec::default());
     c.ok(&["up", "--no-setup"]);
-    // Worker 2 configured as worker 1's server under another host name: two client addresses
-    // the config accepts, one server.
+    // Worker 2 configured as worker 1's server under another address: two client addresses
+    // the config accepts, one server. (`localhost` and 127.0.0.1 the config itself refuses; the
+    // IPv4-mapped IPv6 address of 127.0.0.1 it tells apart, and Linux reaches the IPv4 listener.)
     let original = std::fs::read_to_string(&c.config).unwrap();
     let (p1, p2) = (c.port(1), c.port(2));
-    let one_server = original.replacen(&format!("port = {p2}\n"), &format!("host = \"127.0.0.1\"\nport = {p1}\n"), 1);
+    let one_server = original.replacen(&format!("port = {p2}\n"), &format!("host = \"::ffff:127.0.0.1\"\nport = {p1}\n"), 1);
     assert_ne!(one_server, original);
     std::fs::write(&c.config, one_server).unwrap();
     let out = c.xtask(&["setup"]);
