@@ -615,7 +615,9 @@ impl Report {
              hand every 50 ms and then logs in, runs `CREATE EXTENSION citus` and stores the inter-node password in `pg_dist_authinfo` on every node, \
              then `citus_add_node` per worker by service name; its stop \
              is `compose down -v`. The tool side is `up --backend docker`, `verify`, `setup`, `down`, `down --purge`, and its \
-             target compares `up` + `verify` with the baseline's up. One tool warm-up cycle per size is not counted.\n\n\
+             target compares `up` + `verify` with the baseline's up. The tool's `up` gives each new container its own P-256 \
+             certificate before its `CREATE EXTENSION citus`, where the baseline's nodes get Citus's RSA-2048 one; an image \
+             that creates the extension at its first start (as the citusdata images do) has Citus's on both sides. One tool warm-up cycle per size is not counted.\n\n\
              In each local tool cycle, between the tool's `setup` and its `down`, the benchmark also times the all-pairs \
              check alone as a bare script does it (\"What `verify` cannot do without\" below); it is not a phase of the tool.\n\n\
              ",

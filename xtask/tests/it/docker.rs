@@ -49,6 +49,25 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     std::fs::write(&b.config, std::fs::read_to_string(&b.config).unwrap() + settings).unwrap();
     a.ok(&["up"]);
     b.ok(&["up"]);
+    // Each node's TLS certificate is the P-256 one `up` gave it before CREATE EXTENSION citus
+    // (Citus's own is RSA-2048), with its key readable by the server's user alone, and TLS is
+    // on (verify's inter-node checks use it: sslmode=require).
+    let certificates = |c: &TestCluster| -> Vec<String> {
+        ["citus_master", "citus_worker1", "citus_worker2"]
+            .iter()
+            .map(|node| {
+                let script = "stat -c '%a %U' \"$PGDATA/server.key\" && openssl x509 -noout -text -in \"$PGDATA/server.crt\" && cat \"$PGDATA/server.crt\"";
+                let out = std::process::Command::new("docker").args(["exec", &container(c, node), "sh", "-c", script]).output().unwrap();
+                let t = String::from_utf8_lossy(&out.stdout).to_string();
+                assert!(out.status.success(), "{node}: {}", text(&out));
+                assert!(t.starts_with("600 postgres\n") && t.contains("ASN1 OID: prime256v1") && t.contains("Subject: CN = citus-auto-ssl"), "{node}: {t}");
+                t
+            })
+            .collect()
+    };
+    let a_certificates = certificates(&a);
+    let ssl: String = a.connect(1, &a.database).query_one("SHOW ssl", &[]).unwrap().get(0);
+    assert_eq!(ssl, "on");
     a.ok(&["verify"]);
     let report = b.ok(&["verify"]);
     assert_eq!(report.matches("all settings as the config sets them: citus.shard_count, log_line_prefix, max_connections").count(), 3, "{report}");
@@ -120,6 +139,8 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     a.ok(&["up"]);
     let n: i64 = a.connect(0, &a.database).query_one("SELECT count(*) FROM kept", &[]).unwrap().get(0);
     assert_eq!(n, 40);
+    // New containers on the kept volumes: each keeps its certificate.
+    assert_eq!(certificates(&a), a_certificates);
     // `psql`: the host's psql on the published port; without one on PATH, the node's own psql
     // in its container.
     assert_eq!(a.ok(&["psql", "--", "-XAtc", "SELECT count(*) FROM kept"]).trim(), "40");
