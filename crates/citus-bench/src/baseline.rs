@@ -7,8 +7,8 @@
 //! connected to every node ([`daemons_connected`], untimed), as before the tool's `down`.
 //!
 //! The docker baseline ([`docker_cycle`]) is the same work on the tool's own generated
-//! compose file: `compose up -d` (with `--wait` where compose v2 offers it), `pg_isready`
-//! polled by hand every 50 ms on every client port, then a login, `CREATE EXTENSION citus` and the inter-node password
+//! compose file: `compose up -d` (in one series with `--wait` where compose v2 offers it, in
+//! the other without), `pg_isready` polled by hand every 50 ms on every client port, then a login, `CREATE EXTENSION citus` and the inter-node password
 //! (`pg_dist_authinfo`) on every node, `citus_add_node` per worker by service name; its stop
 //! is `compose down -v`.
 
@@ -200,8 +200,9 @@ fn node_up(ctx: &Ctx, n: &NodeDir) -> anyhow::Result<()> {
 
 /// One docker baseline cycle of 1 coordinator + `workers` workers, from the compose file the
 /// tool generates for `cluster` (written to `dir`); the project is removed with its volumes
-/// afterwards, also on an error path.
-pub(crate) fn docker_cycle(ctx: &Ctx, cluster: &citus_config::Cluster, dir: &Path) -> anyhow::Result<Sample> {
+/// afterwards, also on an error path. `wait`: `compose up -d --wait` (compose v2 only: waits
+/// for every container's healthcheck) before the polls, else `compose up -d` alone.
+pub(crate) fn docker_cycle(ctx: &Ctx, cluster: &citus_config::Cluster, dir: &Path, wait: bool) -> anyhow::Result<Sample> {
     let compose = citus_io::docker::compose_program()?;
     let file = dir.join("docker-compose.yml");
     fs::write(&file, citus_compose::render(cluster)).with_context(|| format!("writing {}", file.display()))?;
@@ -231,12 +232,14 @@ pub(crate) fn docker_cycle(ctx: &Ctx, cluster: &citus_config::Cluster, dir: &Pat
         }
     }
     let mut guard = Down(&run, true);
-    let v2 = compose.len() == 2;
+    if wait && compose.len() != 2 {
+        bail!("compose v1 has no `up --wait`");
+    }
     let login = |node: &citus_config::Node, sql: &str| psql_login(ctx, node.client.port, &cluster.user, sql);
 
     procs::settle();
     let t0 = Instant::now();
-    run(if v2 { &["up", "-d", "--wait"] } else { &["up", "-d"] })?;
+    run(if wait { &["up", "-d", "--wait"] } else { &["up", "-d"] })?;
     let nodes: Vec<&citus_config::Node> = cluster.nodes().collect();
     let deadline = Instant::now() + std::time::Duration::from_secs(cluster.ready_timeout_secs);
     let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {

@@ -222,7 +222,10 @@ pub(crate) struct ConfigResult {
     pub(crate) first_run: Vec<ToolSample>,
     pub(crate) cached: Vec<ToolSample>,
     pub(crate) docker: Vec<ToolSample>,
+    /// `compose up -d --wait`, then the polls (compose v2 only).
     pub(crate) docker_baseline: Vec<baseline::Sample>,
+    /// `compose up -d`, then the polls.
+    pub(crate) docker_baseline_polled: Vec<baseline::Sample>,
 }
 
 impl ConfigResult {
@@ -317,19 +320,26 @@ fn run(f: flags::CitusBench, input: Input, root_ws: &Path) -> anyhow::Result<()>
     }
     let docker = match &docker_status {
         Ok(()) => {
+            let v2 = citus_io::docker::compose_program()?.len() == 2;
             for r in &mut results {
                 let n = r.workers;
                 progress(&format!("bench: [1+{n}] docker warm-up cycle (not counted)"));
                 tool_cycle(&ctx, n, Series::Docker, &format!("w{n}_dwarm"), "docker warm-up")?;
+                // The sides in turn, each cycle starting one further: the tool, the baseline
+                // without `--wait`, and (compose v2) the one with it.
+                let sides = if v2 { 3 } else { 2 };
                 for i in 0..cycles {
                     let tag = format!("1+{n} {}/{cycles}", i + 1);
-                    for k in 0..2 {
-                        if (i + k) % 2 == 0 {
-                            let s = docker_baseline_cycle(&ctx, n, &format!("w{n}_c{i}_dbase"))?;
-                            progress(&format!("bench: [{tag} docker baseline] up {:.2} s, down -v {:.2} s", s.up, s.stop));
-                            r.docker_baseline.push(s);
-                        } else {
-                            r.docker.push(tool_cycle(&ctx, n, Series::Docker, &format!("w{n}_c{i}_docker"), &tag)?);
+                    for k in 0..sides {
+                        match (i + k) % sides {
+                            0 => r.docker.push(tool_cycle(&ctx, n, Series::Docker, &format!("w{n}_c{i}_docker"), &tag)?),
+                            side => {
+                                let wait = side == 2;
+                                let s = docker_baseline_cycle(&ctx, n, &format!("w{n}_c{i}_dbase{}", u8::from(wait)), wait)?;
+                                let how = if wait { "up -d --wait" } else { "up -d, polled" };
+                                progress(&format!("bench: [{tag} docker baseline, {how}] up {:.2} s, down -v {:.2} s", s.up, s.stop));
+                                if wait { &mut r.docker_baseline } else { &mut r.docker_baseline_polled }.push(s);
+                            }
                         }
                     }
                 }
@@ -501,7 +511,7 @@ impl Ctx {
 }
 
 /// One docker baseline cycle on the compose file the tool generates for the same config.
-fn docker_baseline_cycle(ctx: &Ctx, workers: usize, label: &str) -> anyhow::Result<baseline::Sample> {
+fn docker_baseline_cycle(ctx: &Ctx, workers: usize, label: &str, wait: bool) -> anyhow::Result<baseline::Sample> {
     let dir = ctx.root.join(format!("dbase-{label}"));
     procs::open_dir(&dir)?;
     let _guard = Scratch::new(vec![dir.clone()]);
@@ -509,7 +519,7 @@ fn docker_baseline_cycle(ctx: &Ctx, workers: usize, label: &str) -> anyhow::Resu
     let cfg = dir.join("citus.toml");
     let text = ctx.config_text(&format!("bench_{label}"), Series::Docker, &ports, &dir.join("data"));
     let cluster = citus_config::Cluster::parse(&text, &cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
-    baseline::docker_cycle(ctx, &cluster, &dir)
+    baseline::docker_cycle(ctx, &cluster, &dir, wait)
 }
 
 /// One tool cycle: up, verify, setup, down (timed), then `down --purge` (timed too) unless the
