@@ -756,7 +756,7 @@ pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant,
                     })
                     .map(|(mut client, which)| {
                         if let Err(why) = own_certificate(&mut client, openssl.as_deref()) {
-                            progress(&format!("{}: no TLS certificate of its own ({why}), so CREATE EXTENSION citus will make one (0.1-0.5 s of CPU)", n.name));
+                            progress(&format!("{}: {why}", n.name));
                         }
                         (client, which)
                     })
@@ -775,45 +775,56 @@ pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant,
 /// this one is P-256, ~10 ms. Like Citus's it encrypts and authenticates nothing
 /// (`sslmode=require` checks no certificate).
 ///
-/// Only on a node where Citus would make one: `ssl` off, Citus's `citus.node_conninfo`
-/// requiring TLS, PostgreSQL's default file names, neither `server.crt` nor `server.key` in
-/// the data directory, and a superuser login (the compose file's `POSTGRES_USER` is one).
-/// Anything else, such as an image that created the extension at its first start, is left as
-/// it is: `Ok(false)`. The key and certificate are made on this machine (`openssl`, 2
-/// processes) and written into the data directory by the server itself (`COPY ... TO
-/// PROGRAM`, as the container's `postgres` user, mode 0600, never over a file): no `docker
-/// exec`, no file mounted. They reach the server as a query parameter, so they are in no
-/// statement text a server log could show. The key first: the certificate is what Citus
-/// looks for, so a node left with a key alone still gets Citus's pair. `CREATE EXTENSION`
-/// then turns `ssl` on itself (`ALTER SYSTEM`, reload) and finds the certificate in place.
-/// `Err(why)` leaves the node to Citus, as before.
+/// Only on a node where Citus would make one: a superuser login (the compose file's
+/// `POSTGRES_USER` is one), `ssl` off, Citus's `citus.node_conninfo` requiring TLS,
+/// PostgreSQL's default file names, and neither `server.crt` nor `server.key` in the data
+/// directory. Anything else is left as it is (`Ok(false)`), such as an image that created the
+/// extension at its first start (the citusdata images do: Citus made its certificate then),
+/// or a node that already has one (a later `up`).
+///
+/// The key and certificate are made on this machine (`openssl`, 2 processes) and written into
+/// the data directory by the server itself (`COPY ... TO PROGRAM`, as the container's
+/// `postgres` user, mode 0600, never over a file): no `docker exec`, no file mounted. They
+/// reach the server as a query parameter, in a transaction with `log_parameter_max_length` at
+/// 0 and the value local to it, so neither a statement nor a parameter a server log could show
+/// holds them. The key goes first: Citus only checks whether the certificate loads, and on a
+/// node left with a key alone it writes both files anew (its `StoreCertificate`), as on a node
+/// with neither. `CREATE EXTENSION` then turns `ssl` on itself (`ALTER SYSTEM`, reload) and
+/// finds the certificate in place. `Err(why)` says what was left to Citus.
 fn own_certificate(client: &mut postgres::Client, openssl: Option<&std::path::Path>) -> Result<bool, String> {
-    const WANTED: &str = "SELECT r.rolsuper AND current_setting('ssl') = 'off' \
+    // `citus.node_conninfo` is readable by superusers only: asked of nobody else.
+    const WANTED: &str = "SELECT CASE WHEN r.rolsuper THEN current_setting('ssl') = 'off' \
          AND current_setting('ssl_cert_file') = 'server.crt' AND current_setting('ssl_key_file') = 'server.key' \
          AND coalesce(current_setting('citus.node_conninfo', true), '') LIKE '%sslmode=require%' \
-         FROM pg_catalog.pg_roles r WHERE r.rolname = current_user";
-    // Asked only of a superuser: pg_stat_file is theirs by default.
-    const ABSENT: &str = "SELECT (pg_catalog.pg_stat_file('server.crt', true)).size IS NULL AND (pg_catalog.pg_stat_file('server.key', true)).size IS NULL";
-    let query = |client: &mut postgres::Client, sql: &str| -> Result<bool, String> {
-        Ok(client.query_opt(sql, &[]).map_err(|e| pg::describe(&e))?.is_some_and(|r| r.get(0)))
-    };
-    if !query(client, WANTED)? || !query(client, ABSENT)? {
+         AND (pg_catalog.pg_stat_file('server.crt', true)).size IS NULL AND (pg_catalog.pg_stat_file('server.key', true)).size IS NULL \
+         ELSE false END FROM pg_catalog.pg_roles r WHERE r.rolname = current_user";
+    let left = "so CREATE EXTENSION citus will make one (0.1-0.5 s of CPU)";
+    let wanted = client
+        .query_opt(WANTED, &[])
+        .map_err(|e| format!("could not check whether it has a TLS certificate ({}); if not, CREATE EXTENSION citus will make one", pg::describe(&e)))?;
+    if !wanted.is_some_and(|r| r.get(0)) {
         return Ok(false);
     }
-    let Some(openssl) = openssl else { return Err("no `openssl` program on PATH to make one; install openssl to skip that".into()) };
-    let (key, crt) = crate::p256_certificate(openssl).map_err(|e| format!("{e:#}"))?;
-    for (pem, file) in [(&key, "server.key"), (&crt, "server.crt")] {
-        client.query_one("SELECT pg_catalog.set_config('citus_xtask.pem', $1, false)", &[pem]).map_err(|e| pg::describe(&e))?;
-        // One row per line: PEM has no character COPY's text format escapes. `set -C`: never
-        // over a file that appeared since the check.
-        client
-            .batch_execute(&format!(
+    let Some(openssl) = openssl else {
+        return Err(format!("no TLS certificate of its own: no `openssl` program on PATH to make one, {left}; install openssl to skip that"));
+    };
+    let (key, crt) = crate::p256_certificate(openssl).map_err(|e| format!("no TLS certificate of its own ({e:#}), {left}"))?;
+    let write = |client: &mut postgres::Client| -> Result<(), String> {
+        let mut tx = client.transaction().map_err(|e| pg::describe(&e))?;
+        tx.batch_execute("SET LOCAL log_parameter_max_length = 0").map_err(|e| pg::describe(&e))?;
+        for (pem, file) in [(&key, "server.key"), (&crt, "server.crt")] {
+            tx.query_one("SELECT pg_catalog.set_config('citus_xtask.pem', $1, true)", &[pem]).map_err(|e| pg::describe(&e))?;
+            // One row per line: PEM has no character COPY's text format escapes. `set -C`:
+            // never over a file that appeared since the check.
+            tx.batch_execute(&format!(
                 "COPY (SELECT line FROM unnest(string_to_array(rtrim(current_setting('citus_xtask.pem'), E'\\n'), E'\\n')) WITH ORDINALITY AS t(line, n) ORDER BY n) \
                  TO PROGRAM 'umask 077 && set -C && cat > {file}'"
             ))
             .map_err(|e| format!("writing {file} into its data directory: {}", pg::describe(&e)))?;
-    }
-    client.batch_execute("SELECT pg_catalog.set_config('citus_xtask.pem', '', false)").map_err(|e| pg::describe(&e))?;
+        }
+        tx.commit().map_err(|e| pg::describe(&e))
+    };
+    write(client).map_err(|e| format!("no TLS certificate of its own ({e}), {left}"))?;
     Ok(true)
 }
 

@@ -47,12 +47,27 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     // pass on as it is.
     let settings = "\n[settings]\nmax_connections = 150\nlog_line_prefix = \"%m [%p] $x \"\ncitus.shard_count = 4\n";
     std::fs::write(&b.config, std::fs::read_to_string(&b.config).unwrap() + settings).unwrap();
-    a.ok(&["up"]);
-    b.ok(&["up"]);
-    // Each node's TLS certificate is the P-256 one `up` gave it before CREATE EXTENSION citus
-    // (Citus's own is RSA-2048), with its key readable by the server's user alone, and TLS is
-    // on (verify's inter-node checks use it: sslmode=require).
-    let certificates = |c: &TestCluster| -> Vec<String> {
+    let up = a.xtask(&["up"]);
+    assert!(up.status.success() && !text(&up).contains("TLS certificate"), "{}", text(&up));
+    // b comes up where `up` finds no `openssl`: it says so for each node, and Citus makes
+    // each its own (RSA) certificate at CREATE EXTENSION, as without the tool.
+    let no_openssl = citus_testkit::temp_dir("citus-xtask-no-openssl");
+    for program in ["docker", "docker-compose"] {
+        if let Ok(path) = which::which(program) {
+            std::os::unix::fs::symlink(path, no_openssl.path().join(program)).unwrap();
+        }
+    }
+    let up = b.xtask_env(&["up"], &[("PATH", no_openssl.path().to_str().unwrap())]);
+    assert!(up.status.success(), "{}", text(&up));
+    assert_eq!(
+        text(&up).matches(": no TLS certificate of its own: no `openssl` program on PATH to make one, so CREATE EXTENSION citus will make one").count(),
+        3,
+        "{}",
+        text(&up)
+    );
+    // Each node's TLS certificate: the P-256 one `up` gave it before CREATE EXTENSION citus
+    // (Citus's own is RSA-2048), with its key readable by the server's user alone.
+    let certificates = |c: &TestCluster, key_type: &str| -> Vec<String> {
         ["citus_master", "citus_worker1", "citus_worker2"]
             .iter()
             .map(|node| {
@@ -60,14 +75,20 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
                 let out = std::process::Command::new("docker").args(["exec", &container(c, node), "sh", "-c", script]).output().unwrap();
                 let t = String::from_utf8_lossy(&out.stdout).to_string();
                 assert!(out.status.success(), "{node}: {}", text(&out));
-                assert!(t.starts_with("600 postgres\n") && t.contains("ASN1 OID: prime256v1") && t.contains("Subject: CN = citus-auto-ssl"), "{node}: {t}");
+                assert!(t.starts_with("600 postgres\n") && t.contains(key_type) && t.contains("Subject: CN = citus-auto-ssl"), "{node}: {t}");
                 t
             })
             .collect()
     };
-    let a_certificates = certificates(&a);
-    let ssl: String = a.connect(1, &a.database).query_one("SHOW ssl", &[]).unwrap().get(0);
-    assert_eq!(ssl, "on");
+    let a_certificates = certificates(&a, "ASN1 OID: prime256v1");
+    certificates(&b, "Public Key Algorithm: rsaEncryption");
+    // The coordinator's connections to the workers use TLS, so each worker's server loaded
+    // its key and certificate.
+    let tls = "SELECT bool_and(success AND result = 't') FROM run_command_on_workers($$SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()$$)";
+    for c in [&a, &b] {
+        let all: Option<bool> = c.connect(0, &c.database).query_one(tls, &[]).unwrap().get(0);
+        assert_eq!(all, Some(true), "{}", c.name);
+    }
     a.ok(&["verify"]);
     let report = b.ok(&["verify"]);
     assert_eq!(report.matches("all settings as the config sets them: citus.shard_count, log_line_prefix, max_connections").count(), 3, "{report}");
@@ -136,11 +157,12 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
         .unwrap();
     let down = a.ok(&["down"]);
     assert!(down.contains("kept"), "{down}");
-    a.ok(&["up"]);
+    let up = a.xtask(&["up"]);
+    assert!(up.status.success() && !text(&up).contains("TLS certificate"), "{}", text(&up));
     let n: i64 = a.connect(0, &a.database).query_one("SELECT count(*) FROM kept", &[]).unwrap().get(0);
     assert_eq!(n, 40);
     // New containers on the kept volumes: each keeps its certificate.
-    assert_eq!(certificates(&a), a_certificates);
+    assert_eq!(certificates(&a, "ASN1 OID: prime256v1"), a_certificates);
     // `psql`: the host's psql on the published port; without one on PATH, the node's own psql
     // in its container.
     assert_eq!(a.ok(&["psql", "--", "-XAtc", "SELECT count(*) FROM kept"]).trim(), "40");
