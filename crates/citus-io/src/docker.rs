@@ -778,7 +778,7 @@ pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant,
 /// Only on a node where Citus would make one: a superuser login (the compose file's
 /// `POSTGRES_USER` is one), `ssl` off, Citus's `citus.node_conninfo` requiring TLS,
 /// PostgreSQL's default file names, and neither `server.crt` nor `server.key` in the data
-/// directory. Anything else is left as it is (`Ok(false)`), such as an image that created the
+/// directory. Anything else is left as it is, such as an image that created the
 /// extension at its first start (the citusdata images do: Citus made its certificate then),
 /// or a node that already has one (a later `up`).
 ///
@@ -791,7 +791,7 @@ pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant,
 /// node left with a key alone it writes both files anew (its `StoreCertificate`), as on a node
 /// with neither. `CREATE EXTENSION` then turns `ssl` on itself (`ALTER SYSTEM`, reload) and
 /// finds the certificate in place. `Err(why)` says what was left to Citus.
-fn own_certificate(client: &mut postgres::Client, openssl: Option<&std::path::Path>) -> Result<bool, String> {
+fn own_certificate(client: &mut postgres::Client, openssl: Option<&std::path::Path>) -> Result<(), String> {
     // `citus.node_conninfo` is readable by superusers only: asked of nobody else.
     const WANTED: &str = "SELECT CASE WHEN r.rolsuper THEN current_setting('ssl') = 'off' \
          AND current_setting('ssl_cert_file') = 'server.crt' AND current_setting('ssl_key_file') = 'server.key' \
@@ -803,7 +803,7 @@ fn own_certificate(client: &mut postgres::Client, openssl: Option<&std::path::Pa
         .query_opt(WANTED, &[])
         .map_err(|e| format!("could not check whether it has a TLS certificate ({}); if not, CREATE EXTENSION citus will make one", pg::describe(&e)))?;
     if !wanted.is_some_and(|r| r.get(0)) {
-        return Ok(false);
+        return Ok(());
     }
     let Some(openssl) = openssl else {
         return Err(format!("no TLS certificate of its own: no `openssl` program on PATH to make one, {left}; install openssl to skip that"));
@@ -824,8 +824,7 @@ fn own_certificate(client: &mut postgres::Client, openssl: Option<&std::path::Pa
         }
         tx.commit().map_err(|e| pg::describe(&e))
     };
-    write(client).map_err(|e| format!("no TLS certificate of its own ({e}), {left}"))?;
-    Ok(true)
+    write(client).map_err(|e| format!("no TLS certificate of its own ({e}), {left}"))
 }
 
 /// Stops and removes the containers; removes the volumes (the data) only when `purge`.
