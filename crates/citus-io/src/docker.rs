@@ -836,7 +836,8 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
     // volumes are the ones `--purge` removes. `--remove-orphans` also stops and removes the
     // containers of workers beyond them (an `up --workers 8` before an `up --workers 2`).
     let file = compose_file(cluster);
-    std::fs::create_dir_all(state::cluster_dir(cluster))?;
+    let dir = state::cluster_dir(cluster);
+    std::fs::create_dir_all(&dir).map_err(|e| state::file_error(cluster, "creating", &dir, e))?;
     std::fs::write(&file, citus_compose::render_owned(cluster, &owner_dir(cluster))).with_context(|| format!("writing {}", file.display()))?;
     let args: &[&str] = if purge { &["down", "--volumes", "--remove-orphans"] } else { &["down", "--remove-orphans"] };
     let out = compose(&sh, cluster, creds, args)?;

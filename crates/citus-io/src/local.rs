@@ -289,9 +289,10 @@ impl Local {
         let r = self.run(c, "initdb");
         let _ = fs::remove_file(&pwfile);
         let r = r.and_then(|()| self.create_role_and_database(pgdata, &os_user, creds, &verifier, &cluster.database)).and_then(|()| {
-            let mut conf = fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.conf"))?;
-            writeln!(conf, "\n# settings of cargo xtask (rewritten on every start)\ninclude_if_exists = '{SETTINGS_FILE}'")?;
-            Ok(())
+            let file = pgdata.join("postgresql.conf");
+            let mut conf = fs::OpenOptions::new().append(true).open(&file).with_context(|| format!("opening {}", file.display()))?;
+            writeln!(conf, "\n# settings of cargo xtask (rewritten on every start)\ninclude_if_exists = '{SETTINGS_FILE}'")
+                .with_context(|| format!("writing the include of {SETTINGS_FILE} into {}", file.display()))
         });
         if r.is_err() {
             let _ = fs::remove_dir_all(pgdata);
@@ -364,7 +365,8 @@ impl Local {
             );
         }
         fs::create_dir_all(&p.dir).with_context(|| format!("creating {}", p.dir.display()))?;
-        fs::set_permissions(&p.dir, fs::Permissions::from_mode(0o700))?;
+        fs::set_permissions(&p.dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("node {}: making {} private (mode 0700)", node.name, p.dir.display()))?;
         self.chown(&p.dir)?;
         let _ = fs::remove_dir(&p.pgdata);
         // Made beside it and renamed into place, so an interrupted `up` (Ctrl-C reaches `cp`
@@ -407,7 +409,9 @@ impl Local {
         c.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=citus-auto-ssl", "-days", "3650"]);
         c.arg("-keyout").arg(&key).arg("-out").arg(&crt);
         // PostgreSQL refuses a key file that others can read.
-        let made = self.run(c, "openssl req").and_then(|()| Ok(fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?));
+        let made = self.run(c, "openssl req").and_then(|()| {
+            fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).with_context(|| format!("making {} private (mode 0600)", key.display()))
+        });
         made.map_err(|e| {
             let _ = fs::remove_file(&key);
             let _ = fs::remove_file(&crt);

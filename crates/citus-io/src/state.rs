@@ -28,9 +28,11 @@ pub fn is_cluster_dir(dir: &Path) -> bool {
 }
 
 /// Remembers which backend started the cluster, so later `setup`/`verify` use its addresses.
-pub fn record_backend(cluster: &Cluster, backend: Backend) -> std::io::Result<()> {
-    std::fs::create_dir_all(cluster_dir(cluster))?;
-    std::fs::write(backend_file(cluster), backend.as_str())
+pub fn record_backend(cluster: &Cluster, backend: Backend) -> anyhow::Result<()> {
+    let dir = cluster_dir(cluster);
+    std::fs::create_dir_all(&dir).map_err(|e| file_error(cluster, "creating", &dir, e))?;
+    let file = backend_file(cluster);
+    std::fs::write(&file, backend.as_str()).map_err(|e| file_error(cluster, "recording the backend in", &file, e))
 }
 
 /// The backend that last started this cluster, if this machine started it.
