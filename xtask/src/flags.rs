@@ -32,8 +32,10 @@ xflags::xflags! {
             /// `shared_preload_libraries`) or client address changed in the config since it
             /// started, with a clean shutdown; the data is kept. `postgres -C` parses the
             /// `[settings]` first: an unknown name or a value the server refuses fails it before
-            /// any node stops. Without it such a node is named and left running. On Docker, `up`
-            /// recreates such containers either way, once `postgres -C` has parsed their new command.
+            /// any node stops. Without it, a node with changed settings is named and left
+            /// running, and a node whose client address changed is refused (exit 1, before
+            /// anything starts). On Docker, `up` recreates such containers either way, once
+            /// `postgres -C` has parsed their new command.
             optional --restart
         }
         /// Create the database and the citus extension on every node, register the workers on
