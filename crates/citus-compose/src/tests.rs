@@ -3,6 +3,7 @@
 use std::{path::Path, process::Command};
 
 use citus_config::Cluster;
+use citus_testkit::{require, Need};
 
 use super::*;
 
@@ -88,35 +89,19 @@ fn values_with_dollar_are_not_interpolated() {
     assert!(!text.contains("a$b\""), "{text}");
 }
 
-#[test]
-fn output_is_deterministic() {
-    assert_eq!(render(&default_cluster()), render(&default_cluster()));
-}
-
-/// `docker-compose` (v1) if it exists, else `docker compose` (v2) if `docker compose version` works.
-fn compose_command() -> Result<Command, String> {
-    let works = |program: &str, args: &[&str]| Command::new(program).args(args).output().map(|o| o.status.success()).unwrap_or(false);
-    if works("docker-compose", &["version"]) {
-        return Ok(Command::new("docker-compose"));
-    }
-    if works("docker", &["compose", "version"]) {
-        let mut c = Command::new("docker");
-        c.arg("compose");
-        return Ok(c);
-    }
-    Err("neither `docker-compose version` nor `docker compose version` succeeds on this machine".into())
+/// The compose the machine has, as the other Docker tests pick it (`docker compose`, else
+/// `docker-compose`), or `None` after `require` has said loudly why the test cannot run.
+fn compose_command(test: &str) -> Option<Command> {
+    let env = require(test, &[Need::Docker])?;
+    let compose = env.compose.expect("require gives the compose command with Need::Docker");
+    let mut c = Command::new(&compose[0]);
+    c.args(&compose[1..]);
+    Some(c)
 }
 
 /// Runs `<compose> -p <project> -f <file> config -q` on `text`; `password` is put in (or,
 /// if `None`, removed from) the child's environment as the variable `env`.
-fn compose_config(text: &str, env: &str, password: Option<&str>) -> Option<std::process::Output> {
-    let mut cmd = match compose_command() {
-        Ok(c) => c,
-        Err(why) => {
-            eprintln!("SKIPPED: validating the rendered file with docker compose, because {why}");
-            return None;
-        }
-    };
+fn compose_config(mut cmd: Command, text: &str, env: &str, password: Option<&str>) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("docker-compose.yml");
     std::fs::write(&file, text).unwrap();
@@ -125,14 +110,17 @@ fn compose_config(text: &str, env: &str, password: Option<&str>) -> Option<std::
         Some(p) => cmd.env(env, p),
         None => cmd.env_remove(env),
     };
-    Some(cmd.output().expect("the compose binary ran a moment ago"))
+    cmd.output().expect("the compose binary ran a moment ago")
 }
 
 #[test]
 fn docker_compose_accepts_the_file() {
+    let Some(compose) = compose_command("docker_compose_accepts_the_file") else { return };
     for cluster in [default_cluster(), default_cluster().with_workers(4).unwrap(), pg18_ipv6_cluster()] {
         for text in [render(&cluster), render_owned(&cluster, "/home/me/$work/.citus-data/citus")] {
-            let Some(out) = compose_config(&text, &cluster.password.env, Some("s3cret-for-the-test")) else { return };
+            let mut cmd = Command::new(compose.get_program());
+            cmd.args(compose.get_args());
+            let out = compose_config(cmd, &text, &cluster.password.env, Some("s3cret-for-the-test"));
             assert!(
                 out.status.success(),
                 "compose rejected the rendered file ({}):\n{}{}",
@@ -146,7 +134,8 @@ fn docker_compose_accepts_the_file() {
 
 #[test]
 fn docker_compose_refuses_without_password() {
-    let Some(out) = compose_config(&render(&default_cluster()), "CITUS_PASSWORD", None) else { return };
+    let Some(compose) = compose_command("docker_compose_refuses_without_password") else { return };
+    let out = compose_config(compose, &render(&default_cluster()), "CITUS_PASSWORD", None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "compose accepted the file with CITUS_PASSWORD unset");
     assert!(stderr.contains("set CITUS_PASSWORD"), "compose's message does not say what to do:\n{stderr}");
@@ -192,10 +181,7 @@ fn settings_follow_the_tools_own_options() {
     );
     // Compose reads the value as a literal: it prints it back escaped (`$$`, as v1 does) or as
     // the container gets it (`$`), never with `$user` interpolated away.
-    let Ok(mut cmd) = compose_command() else {
-        eprintln!("SKIPPED: reading the settings back through docker compose: no compose binary on this machine");
-        return;
-    };
+    let Some(mut cmd) = compose_command("settings_follow_the_tools_own_options") else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("docker-compose.yml"), &text).unwrap();
     let out =
