@@ -306,9 +306,30 @@ fn password_never_appears_in_process_arguments_or_output() {
     let secret = "Pw-unique-7f3a9c";
     let c = TestCluster::new(Spec::default());
     let mut outputs = String::new();
+    let config = c.config.to_string_lossy().into_owned();
     for args in [&["up"][..], &["setup"], &["verify"], &["test-env", "--format", "pytest"], &["setup", "--dry-run"]] {
-        let out = c.xtask_env(args, &[("CITUS_IT_PASSWORD", secret)]);
+        // Every process's arguments, read again and again while the task runs, so that its
+        // short-lived children (initdb, cp, pg_ctl, `postgres -C`, openssl) are read too.
+        let (out, scans, xtask_seen) = std::thread::scope(|s| {
+            let task = s.spawn(|| c.xtask_env(args, &[("CITUS_IT_PASSWORD", secret)]));
+            let (mut scans, mut xtask_seen) = (0, false);
+            while !task.is_finished() {
+                for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                    if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                        let cmdline = String::from_utf8_lossy(&cmdline);
+                        xtask_seen |= cmdline.contains(&config);
+                        assert!(!cmdline.contains(secret), "{args:?}: password in a process's arguments: {cmdline}");
+                    }
+                }
+                scans += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (task.join().unwrap(), scans, xtask_seen)
+        });
         assert!(out.status.success(), "{args:?}: {}", text(&out));
+        if args == ["up"] {
+            assert!(xtask_seen, "the scan never saw `up` itself running ({scans} scans)");
+        }
         outputs.push_str(&String::from_utf8_lossy(&out.stderr));
         if args[0] != "test-env" {
             outputs.push_str(&String::from_utf8_lossy(&out.stdout));

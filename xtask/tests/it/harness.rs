@@ -207,6 +207,17 @@ impl Drop for TestCluster {
     }
 }
 
+/// A child process that is killed and reaped when the guard is dropped, also when the test
+/// panics first: for children that would otherwise run on (`logs --follow`).
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Text of an output's stdout + stderr.
 pub(crate) fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

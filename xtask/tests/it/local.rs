@@ -159,7 +159,9 @@ fn worker_count_from_the_command_line() {
     assert!(out.status.success(), "verify after `up --workers 1`: {}", text(&out));
     assert!(text(&out).contains("1 worker(s) (the count `up --workers 1` started; --workers picks another)"), "{}", text(&out));
     let out = c.xtask(&["verify", "--workers", "2"]);
-    assert!(!out.status.success(), "the second worker was never started: {}", text(&out));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "the second worker was never started: {t}");
+    assert!(t.lines().any(|l| l.starts_with("FAIL") && l.contains("citus_worker2") && l.contains("reachable") && l.contains(&c.port(2).to_string())), "{t}");
     // Derived workers take the next ports, which were not reserved: only planned here.
     let dry = c.ok(&["setup", "--dry-run", "--workers", "3"]);
     assert_eq!(dry.matches("citus_add_node").count(), 3, "{dry}");
@@ -623,17 +625,21 @@ fn logs_follow_prints_each_new_line_after_its_node_also_across_a_purge() {
     use std::io::{BufRead, BufReader};
     let c = TestCluster::new(Spec::default());
     c.ok(&["up"]);
-    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["logs", "--follow", "--lines", "1", "--config"])
-        .arg(&c.config)
-        .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
-        .env_remove("CITUS_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed when the guard drops, also when a wait below panics: `logs --follow` runs on
+    // across `down --purge`, so the cluster's own cleanup would not end it.
+    let mut follow = crate::harness::KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["logs", "--follow", "--lines", "1", "--config"])
+            .arg(&c.config)
+            .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
+            .env_remove("CITUS_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = follow.stdout.take().unwrap();
+    let stdout = follow.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for l in BufReader::new(stdout).lines().map_while(Result::ok) {
             if tx.send(l).is_err() {
@@ -668,8 +674,8 @@ fn logs_follow_prints_each_new_line_after_its_node_also_across_a_purge() {
     c.ok(&["up"]);
     raise(0, "follow-marker-two");
     wait_for(&|l: &str| l.starts_with("citus_master  | ") && l.ends_with("LOG:  follow-marker-two"), "with the coordinator's marker after the purge");
-    follow.kill().unwrap();
-    follow.wait().unwrap();
+    // Still following: it did not exit on its own across the purge.
+    assert!(follow.0.try_wait().unwrap().is_none(), "`logs --follow` exited on its own");
 }
 
 /// Waits until new sessions on the worker see `log_min_duration_statement` = `want`: the
