@@ -858,11 +858,19 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
     ));
     if purge {
         // Only this run's nodes' volumes were removed; any other of the project's is said, and kept.
-        for v in volumes(cluster).unwrap_or_default() {
-            progress(&format!(
-                "kept volume {v}: not one of this run's {} worker(s); `down --purge --workers N`, N the count that started it, removes it",
-                cluster.workers.len()
-            ));
+        match volumes(cluster) {
+            Ok(kept) => {
+                for v in kept {
+                    progress(&format!(
+                        "kept volume {v}: not one of this run's {} worker(s); `down --purge --workers N`, N the count that started it, removes it",
+                        cluster.workers.len()
+                    ));
+                }
+            }
+            Err(e) => progress(&format!(
+                "could not list the project's volumes left after the purge ({e:#}); `docker volume ls --filter label=com.docker.compose.project={}` shows any",
+                project_name(cluster)
+            )),
         }
         let _ = std::fs::remove_file(&file);
         state::forget(cluster);

@@ -182,7 +182,7 @@ fn docker_servers(cluster: &Cluster) -> anyhow::Result<Status> {
         .filter_map(|(i, n)| containers.iter().find(|c| c.service == n.name && c.state == "running").map(|c| (i, n, c.id.as_str())))
         .collect();
     let ids: Vec<&str> = running.iter().map(|(_, _, id)| *id).collect();
-    let seen = docker::inspect(&ids).unwrap_or_else(|_| vec![None; ids.len()]);
+    let seen = docker::inspect(&ids).context("reading what the running containers started with (to compare it with the config)")?;
     for ((i, node, _), seen) in running.iter().zip(seen) {
         nodes[*i].restart_pending = seen.map(|s| s.pending(cluster, node));
     }
