@@ -91,17 +91,21 @@ fn values_with_dollar_are_not_interpolated() {
 
 /// The compose the machine has, as the other Docker tests pick it (`docker compose`, else
 /// `docker-compose`), or `None` after `require` has said loudly why the test cannot run.
-fn compose_command(test: &str) -> Option<Command> {
-    let env = require(test, &[Need::Docker])?;
-    let compose = env.compose.expect("require gives the compose command with Need::Docker");
+fn compose_command(test: &str) -> Option<Vec<String>> {
+    Some(require(test, &[Need::Docker])?.compose.expect("require gives the compose command with Need::Docker"))
+}
+
+/// A new `Command` of the compose command line `compose`.
+fn command(compose: &[String]) -> Command {
     let mut c = Command::new(&compose[0]);
     c.args(&compose[1..]);
-    Some(c)
+    c
 }
 
 /// Runs `<compose> -p <project> -f <file> config -q` on `text`; `password` is put in (or,
 /// if `None`, removed from) the child's environment as the variable `env`.
-fn compose_config(mut cmd: Command, text: &str, env: &str, password: Option<&str>) -> std::process::Output {
+fn compose_config(compose: &[String], text: &str, env: &str, password: Option<&str>) -> std::process::Output {
+    let mut cmd = command(compose);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("docker-compose.yml");
     std::fs::write(&file, text).unwrap();
@@ -118,9 +122,7 @@ fn docker_compose_accepts_the_file() {
     let Some(compose) = compose_command("docker_compose_accepts_the_file") else { return };
     for cluster in [default_cluster(), default_cluster().with_workers(4).unwrap(), pg18_ipv6_cluster()] {
         for text in [render(&cluster), render_owned(&cluster, "/home/me/$work/.citus-data/citus")] {
-            let mut cmd = Command::new(compose.get_program());
-            cmd.args(compose.get_args());
-            let out = compose_config(cmd, &text, &cluster.password.env, Some("s3cret-for-the-test"));
+            let out = compose_config(&compose, &text, &cluster.password.env, Some("s3cret-for-the-test"));
             assert!(
                 out.status.success(),
                 "compose rejected the rendered file ({}):\n{}{}",
@@ -135,7 +137,7 @@ fn docker_compose_accepts_the_file() {
 #[test]
 fn docker_compose_refuses_without_password() {
     let Some(compose) = compose_command("docker_compose_refuses_without_password") else { return };
-    let out = compose_config(compose, &render(&default_cluster()), "CITUS_PASSWORD", None);
+    let out = compose_config(&compose, &render(&default_cluster()), "CITUS_PASSWORD", None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "compose accepted the file with CITUS_PASSWORD unset");
     assert!(stderr.contains("set CITUS_PASSWORD"), "compose's message does not say what to do:\n{stderr}");
@@ -181,11 +183,15 @@ fn settings_follow_the_tools_own_options() {
     );
     // Compose reads the value as a literal: it prints it back escaped (`$$`, as v1 does) or as
     // the container gets it (`$`), never with `$user` interpolated away.
-    let Some(mut cmd) = compose_command("settings_follow_the_tools_own_options") else { return };
+    let Some(compose) = compose_command("settings_follow_the_tools_own_options") else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("docker-compose.yml"), &text).unwrap();
-    let out =
-        cmd.args(["-p", "citus-compose-test", "-f", "docker-compose.yml", "config"]).current_dir(dir.path()).env("CITUS_PASSWORD", "pw").output().unwrap();
+    let out = command(&compose)
+        .args(["-p", "citus-compose-test", "-f", "docker-compose.yml", "config"])
+        .current_dir(dir.path())
+        .env("CITUS_PASSWORD", "pw")
+        .output()
+        .unwrap();
     let resolved = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(resolved.contains("log_line_prefix=%m [%p] $$user ") || resolved.contains("log_line_prefix=%m [%p] $user "), "{resolved}");
