@@ -62,5 +62,8 @@ pub(crate) fn open(config: Option<&Path>, workers: Option<usize>, backend: Optio
         (None, None) => "the config's `backend`".to_string(),
     };
     eprintln!("cluster `{}` from {}, backend {b} ({why}), {n} worker(s) ({workers_why})", cluster.name, cluster.source.display());
+    for bad in citus_io::state::unreadable_records(&cluster) {
+        eprintln!("  {bad}");
+    }
     Ok(Opened { cluster, backend: b, configured_workers })
 }

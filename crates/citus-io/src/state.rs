@@ -71,6 +71,26 @@ pub fn recorded_workers(cluster: &Cluster) -> Option<usize> {
     std::fs::read_to_string(workers_file(cluster)).ok()?.trim().parse().ok()
 }
 
+/// The records of this cluster (its backend, its worker count) that exist but that
+/// [`recorded_backend`] and [`recorded_workers`] cannot read: one line each, naming the file,
+/// why, and what writes it anew. Tasks then fall back to the config, and the caller says so.
+pub fn unreadable_records(cluster: &Cluster) -> Vec<String> {
+    let check = |path: PathBuf, parse: &dyn Fn(&str) -> Result<(), String>, rewrite: &str| {
+        let why = match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => e.to_string(),
+            Ok(text) => parse(text.trim()).err()?,
+        };
+        Some(format!("ignored the record {} ({why}): the config decides instead; {rewrite} writes it anew", path.display()))
+    };
+    let backend = |t: &str| t.parse::<Backend>().map(drop);
+    let workers = |t: &str| t.parse::<usize>().map(drop).map_err(|e| format!("`{t}` is not a worker count: {e}"));
+    [check(backend_file(cluster), &backend, "`cargo xtask up`"), check(workers_file(cluster), &workers, "`cargo xtask up --workers N`")]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 fn up_lock_file(cluster: &Cluster) -> PathBuf {
     cluster_dir(cluster).join(UP_LOCK_FILE)
 }
@@ -182,4 +202,43 @@ pub fn read_config(path: &Path) -> Result<Cluster, String> {
 /// True when `path` exists and is a non-empty directory.
 pub fn non_empty_dir(path: &Path) -> bool {
     std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn unreadable_records_are_named_with_what_rewrites_them() {
+        let root = std::env::temp_dir().join(format!("citus-io-state-{}", std::process::id()));
+        let cluster = citus_config::Cluster::parse(include_str!("../../../citus.toml"), &root.join("citus.toml")).unwrap();
+        let dir = super::cluster_dir(&cluster);
+        std::fs::create_dir_all(&dir).unwrap();
+        // No records, or readable ones: nothing to say.
+        assert!(super::unreadable_records(&cluster).is_empty());
+        super::record_backend(&cluster, citus_config::Backend::Local).unwrap();
+        super::record_workers(&cluster, Some(4)).unwrap();
+        assert!(super::unreadable_records(&cluster).is_empty());
+        assert_eq!(super::recorded_workers(&cluster), Some(4));
+        // Both unreadable: each named, the config decides.
+        std::fs::write(dir.join("backend"), "podman\n").unwrap();
+        std::fs::write(dir.join("workers"), "four\n").unwrap();
+        let said = super::unreadable_records(&cluster);
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(
+            said[0].contains(&dir.join("backend").display().to_string())
+                && said[0].contains("unknown backend `podman`")
+                && said[0].contains("`cargo xtask up` writes it anew"),
+            "{said:?}"
+        );
+        assert!(
+            said[1].contains(&dir.join("workers").display().to_string())
+                && said[1].contains("`four` is not a worker count")
+                && said[1].contains("`cargo xtask up --workers N`"),
+            "{said:?}"
+        );
+        assert_eq!(super::recorded_workers(&cluster), None);
+        assert_eq!(super::choose_backend(&cluster, None), cluster.backend);
+        std::fs::remove_dir_all(Path::new(&root)).unwrap();
+    }
 }
