@@ -52,9 +52,9 @@ pub fn all_nodes<T>(results: Vec<anyhow::Result<T>>) -> anyhow::Result<Vec<T>> {
 
 /// A new self-signed certificate for one node, in memory: `(key, certificate)` as PEM. A P-256
 /// key (`openssl genpkey`, ~10 ms) where Citus would make an RSA-2048 one (0.1-0.5 s of CPU),
-/// common name `citus-auto-ssl` as Citus's, 10 years. Used by the docker backend, which has
-/// the server write them (the local backend has `openssl` write them into the new data
-/// directory as the servers' user). Fails when `openssl` does, or when its output is not the
+/// common name `citus-auto-ssl` as Citus's, 10 years. Both backends use it: the local one
+/// writes the files into a new data directory itself, the docker one has the server write
+/// them. Fails when `openssl` does, or when its output is not the
 /// PEM text the caller can pass on as it is (letters, digits, `+/=`, `-`, blanks, newlines).
 pub(crate) fn p256_certificate(openssl: &std::path::Path) -> anyhow::Result<(String, String)> {
     let run = |args: &[&str], input: &[u8]| -> anyhow::Result<String> {

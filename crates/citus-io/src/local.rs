@@ -404,17 +404,18 @@ impl Local {
     /// key; none is in the template. `Err(why)` leaves the node without one, and Citus makes it.
     fn make_certificate(&self, pgdata: &Path) -> Result<(), String> {
         let Some(openssl) = &self.openssl else { return Err("no `openssl` program on PATH".into()) };
-        let (key, crt) = (pgdata.join("server.key"), pgdata.join("server.crt"));
-        let mut c = self.command(openssl);
-        c.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=citus-auto-ssl", "-days", "3650"]);
-        c.arg("-keyout").arg(&key).arg("-out").arg(&crt);
+        let (key_file, crt_file) = (pgdata.join("server.key"), pgdata.join("server.crt"));
+        let write = |path: &Path, pem: &str, mode: u32| -> anyhow::Result<()> {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).with_context(|| format!("creating {}", path.display()))?;
+            f.write_all(pem.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            self.chown(path)
+        };
         // PostgreSQL refuses a key file that others can read.
-        let made = self.run(c, "openssl req").and_then(|()| {
-            fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).with_context(|| format!("making {} private (mode 0600)", key.display()))
-        });
+        let made = crate::p256_certificate(openssl).and_then(|(key, crt)| write(&key_file, &key, 0o600).and_then(|()| write(&crt_file, &crt, 0o644)));
         made.map_err(|e| {
-            let _ = fs::remove_file(&key);
-            let _ = fs::remove_file(&crt);
+            let _ = fs::remove_file(&key_file);
+            let _ = fs::remove_file(&crt_file);
             format!("{e:#}")
         })
     }
