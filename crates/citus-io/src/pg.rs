@@ -119,6 +119,34 @@ pub fn describe(e: &postgres::Error) -> String {
     }
 }
 
+thread_local! {
+    /// The messages servers send as notices (NOTICE, WARNING) on this thread's connections
+    /// while [`with_notices`] runs; `None` otherwise, and then they are dropped.
+    static NOTICES: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` and returns its result with the notices the servers sent meanwhile on the
+/// connections `f` used, each a message. A notice reaches the callback [`connect`] sets while
+/// the client waits in a query, on the thread that called it: the `postgres` crate drives each
+/// connection on a runtime of its own inside that call. Citus says only in a WARNING why
+/// `citus_check_connection_to_node` returned false.
+pub fn with_notices<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let outer = NOTICES.with(|n| n.borrow_mut().replace(Vec::new()));
+    let result = f();
+    let seen = NOTICES.with(|n| std::mem::replace(&mut *n.borrow_mut(), outer)).unwrap_or_default();
+    (result, seen)
+}
+
+/// Why Citus could not reach another node, from the WARNING its connection check sent:
+/// libpq's message without Citus's `connection to the remote node USER@HOST:PORT failed with
+/// the following error: ` before it, on one line.
+pub fn peer_failure(notices: &[String]) -> Option<String> {
+    const HEAD: &str = "failed with the following error: ";
+    let m = notices.iter().find(|m| m.contains(HEAD)).or(notices.last())?;
+    let why = m.split_once(HEAD).map_or(m.as_str(), |(_, why)| why);
+    Some(why.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
 /// Opens one connection to `node`'s client address, in `database`.
 #[expect(clippy::result_large_err, reason = "a failed login is the rare path; its error carries the node, address and fix")]
 pub fn connect(node: &Node, creds: &Credentials, database: &str, timeout: Duration) -> Result<Client, ConnectError> {
@@ -129,7 +157,14 @@ pub fn connect(node: &Node, creds: &Credentials, database: &str, timeout: Durati
         .password(&creds.password)
         .dbname(database)
         .application_name("citus-xtask")
-        .connect_timeout(timeout);
+        .connect_timeout(timeout)
+        .notice_callback(|n| {
+            NOTICES.with(|seen| {
+                if let Some(seen) = seen.borrow_mut().as_mut() {
+                    seen.push(n.message().to_string());
+                }
+            });
+        });
     cfg.connect(NoTls).map_err(|e| {
         let detail = describe(&e);
         let code = e.code().cloned();
@@ -250,6 +285,17 @@ pub fn wait_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_failure_is_libpqs_reason_on_one_line() {
+        let warning = "connection to the remote node commcarehq@localhost:5602 failed with the following error: connection to server at \"localhost\" (127.0.0.1), port 5602 failed: FATAL:  password authentication failed for user \"commcarehq\"\n";
+        assert_eq!(
+            peer_failure(&["some other notice".into(), warning.into()]).as_deref(),
+            Some("connection to server at \"localhost\" (127.0.0.1), port 5602 failed: FATAL: password authentication failed for user \"commcarehq\"")
+        );
+        assert_eq!(peer_failure(&["another\nwarning".into()]).as_deref(), Some("another warning"), "without Citus's words, the last notice");
+        assert_eq!(peer_failure(&[]), None);
+    }
 
     #[test]
     fn readiness_backoff_stays_short_while_servers_usually_start() {

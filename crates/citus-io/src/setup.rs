@@ -715,16 +715,53 @@ fn precheck_reachable(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step) -> any
     if !has_check {
         return Ok(());
     }
-    let ok: bool = c.query_one("SELECT citus_check_connection_to_node($1, $2)", &[&addr.host, &i32::from(addr.port)])?.get(0);
-    if !ok {
-        bail!(
-            "the coordinator {} cannot connect to worker {} at its cluster address {addr}.\n    \
-             Each node has two addresses: the client address this tool uses ({}) and the cluster address the other nodes use ({addr}). \
-             Fix: make {addr} reachable and resolvable from the coordinator, or set `cluster_address` of {} in {} (the seed's CITUS_NODE_NAME), then re-run `cargo xtask setup`",
-            nc.node.name, subject.name, subject.client, subject.name, t.cluster.source.display()
-        );
+    // Citus says why it could not connect only in a WARNING.
+    let (checked, notices) = pg::with_notices(|| c.query_one("SELECT citus_check_connection_to_node($1, $2)", &[&addr.host, &i32::from(addr.port)]));
+    if checked?.get::<_, bool>(0) {
+        return Ok(());
     }
-    Ok(())
+    let why = pg::peer_failure(&notices);
+    let because = why.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
+    if let Some(fix) = why.as_deref().and_then(|w| peer_fix(t, &nc.node.name, &subject.name, &addr.to_string(), w)) {
+        bail!("the coordinator {} cannot connect to worker {} at its cluster address {addr}{because}\n    fix: {fix}", nc.node.name, subject.name);
+    }
+    bail!(
+        "the coordinator {} cannot connect to worker {} at its cluster address {addr}{because}\n    \
+         Each node has two addresses: the client address this tool uses ({}) and the cluster address the other nodes use ({addr}). \
+         Fix: make {addr} reachable and resolvable from the coordinator, or set `cluster_address` of {} in {} (the seed's CITUS_NODE_NAME), then re-run `cargo xtask setup`",
+        nc.node.name,
+        subject.name,
+        subject.client,
+        subject.name,
+        t.cluster.source.display()
+    )
+}
+
+/// The fix for a node that Citus on node `from` could not connect to at `addr` (node `to`),
+/// by libpq's `reason` (see [`pg::peer_failure`]); `None` when the reason is one the caller's
+/// own fix (the two addresses, networking) covers.
+pub(crate) fn peer_fix(t: &Target<'_>, from: &str, to: &str, addr: &str, reason: &str) -> Option<String> {
+    if reason.contains("SSL was required") {
+        Some(ssl_off_fix(t, &format!("{to} at {addr}")))
+    } else if reason.contains("password authentication failed") {
+        Some(format!(
+            "{to} refused the login of {} from {from}: every node logs in to the others with the cluster's password, which `cargo xtask setup` stores on each (pg_dist_authinfo) and which must be {to}'s own for {}: re-run `cargo xtask setup`, or give {to} that password (`ALTER ROLE`)",
+            t.cluster.user, t.cluster.user
+        ))
+    } else {
+        None
+    }
+}
+
+/// The fix when Citus found `who` without TLS (`sslmode=require` refused).
+fn ssl_off_fix(t: &Target<'_>, who: &str) -> String {
+    // CREATE EXTENSION citus turns ssl on; a server where it is off again (ALTER SYSTEM, its
+    // own postgresql.conf) fails this on every run.
+    format!(
+        "{who} runs with ssl off, and Citus connects with `sslmode=require`: either it has no citus extension in database {:?} yet (re-run `cargo xtask setup`, which creates it and with it turns ssl on), or ssl was turned off on it since (turn it on there, or set citus.node_conninfo = \"sslmode=prefer\" in [settings] of {})",
+        t.cluster.database,
+        t.cluster.source.display()
+    )
 }
 
 fn check_added_is_worker(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, nodeid: Option<i32>) -> anyhow::Result<()> {
@@ -758,11 +795,10 @@ fn explain_failure(t: &Target<'_>, node: &Node, step: &Step, detail: &str) -> St
         format!("put citus first in shared_preload_libraries on {} and restart it", node.name)
     } else if detail.contains("could not open extension control file") {
         format!("the citus extension is not installed in {}'s PostgreSQL: install Citus there or use an image that has it", node.name)
-    } else if detail.contains("SSL was required") || detail.contains("assign_distributed_transaction_id") {
-        format!(
-            "{who} has no citus extension in database {:?} (Citus reports this as an SSL error); re-run `cargo xtask setup`, which creates it first",
-            t.cluster.database
-        )
+    } else if detail.contains("SSL was required") {
+        ssl_off_fix(t, &who)
+    } else if detail.contains("assign_distributed_transaction_id") {
+        format!("{who} has no citus extension in database {:?}; re-run `cargo xtask setup`, which creates it first", t.cluster.database)
     } else if detail.contains("cannot add itself") {
         format!("{addr} reaches the coordinator itself, not worker {w}: set `cluster_address` of {w} to the worker's own address")
     } else if detail.contains("password authentication failed") || detail.contains("no password") {

@@ -83,6 +83,7 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     let db = &cluster.database;
     // Reachability, in parallel; a node that answers gets a target-database connection.
     let nodes: Vec<&Node> = cluster.nodes().collect();
+    progress(&format!("logging in to {} nodes, all at once (giving each up to {} s)", nodes.len(), VERIFY_CONNECT_TIMEOUT.as_secs()));
     // Each thread also reads its node's settings and, on a worker, its own metadata: two round
     // trips per node, all nodes at once, instead of the workers' metadata one after another
     // later. Every query goes with its parameter types (`query_typed*`): one round trip, not two.
@@ -140,6 +141,10 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
         report.ok = report.checks.iter().all(|c| c.ok);
         return report;
     }
+    progress(&format!(
+        "checking from {}: its host, the workers' registrations and metadata, the shards, all-pairs health, a distributed round trip",
+        cluster.coordinator.name
+    ));
     coordinator_checks(t, &mut report, &mut live, metadata);
     report.ok = report.checks.iter().all(|c| c.ok);
     report
@@ -415,9 +420,9 @@ fn all_pairs_health(t: &Target<'_>, report: &mut Report, coord: &Node, rows: &[R
         }
     }
     let targets: Vec<&Address> = rows.iter().filter(|r| r.isactive).map(|r| &r.address).collect();
-    // Per source node: its name, and for each target address whether it connected (or why
-    // the checks could not run there).
-    type Checks = Result<Vec<(String, bool)>, String>;
+    // Per source node: its name, and for each target address whether it connected, with
+    // Citus's reason when not (or why the checks could not run there).
+    type Checks = Result<Vec<(String, Result<(), Option<String>>)>, String>;
     let results: Vec<(String, Checks)> = std::thread::scope(|s| {
         let hs: Vec<_> = live
             .iter_mut()
@@ -428,8 +433,13 @@ fn all_pairs_health(t: &Target<'_>, report: &mut Report, coord: &Node, rows: &[R
                     let mut out = Vec::new();
                     for a in targets.iter().filter(|a| ***a != own) {
                         let port = i32::from(a.port);
-                        match client.query_typed_one("SELECT citus_check_connection_to_node($1, $2)", &[(&a.host, Type::TEXT), (&port, Type::INT4)]) {
-                            Ok(r) => out.push((a.to_string(), r.get::<_, bool>(0))),
+                        // Citus says why a connection failed only in a WARNING.
+                        let (checked, notices) = pg::with_notices(|| {
+                            client.query_typed_one("SELECT citus_check_connection_to_node($1, $2)", &[(&a.host, Type::TEXT), (&port, Type::INT4)])
+                        });
+                        match checked {
+                            Ok(r) if r.get::<_, bool>(0) => out.push((a.to_string(), Ok(()))),
+                            Ok(_) => out.push((a.to_string(), Err(pg::peer_failure(&notices)))),
                             Err(e) => return (node.name.clone(), Err(pg::describe(&e))),
                         }
                     }
@@ -441,11 +451,24 @@ fn all_pairs_health(t: &Target<'_>, report: &mut Report, coord: &Node, rows: &[R
     });
     let mut pairs = 0;
     let mut bad = Vec::new();
+    // The fixes the reasons name, each once, in the order first seen.
+    let mut fixes: Vec<String> = Vec::new();
     for (from, r) in results {
         match r {
             Ok(list) => {
                 pairs += list.len();
-                bad.extend(list.into_iter().filter(|(_, ok)| !ok).map(|(to, _)| format!("{from} -> {to}")));
+                for (to, why) in list.into_iter().filter_map(|(to, r)| r.err().map(|why| (to, why))) {
+                    let Some(why) = why else {
+                        bad.push(format!("{from} -> {to}"));
+                        continue;
+                    };
+                    if let Some(fix) = peer_fix(t, &from, &to, &why) {
+                        if !fixes.contains(&fix) {
+                            fixes.push(fix);
+                        }
+                    }
+                    bad.push(format!("{from} -> {to} ({why})"));
+                }
             }
             Err(e) => bad.push(format!("{from}: {e}")),
         }
@@ -454,12 +477,23 @@ fn all_pairs_health(t: &Target<'_>, report: &mut Report, coord: &Node, rows: &[R
         coord,
         "all-pairs health",
         bad.is_empty(),
-        if bad.is_empty() { format!("{pairs} connections ok (every node to every other node)") } else { format!("failing: {}", bad.join(", ")) },
+        if bad.is_empty() { format!("{pairs} connections ok (every node to every other node)") } else { format!("failing: {}", bad.join("; ")) },
         || {
-            "the listed nodes cannot reach each other at their cluster addresses: check `cluster_address`, networking and that every node has the same password"
-                .into()
+            if fixes.is_empty() {
+                "the listed nodes cannot reach each other at their cluster addresses: check `cluster_address`, networking and that every node has the same password"
+                    .into()
+            } else {
+                fixes.join("; ")
+            }
         },
     );
+}
+
+/// The fix for node `from` failing to connect to the cluster address `to`, by libpq's `why`
+/// (see [`crate::setup::peer_fix`]), naming the node of the config at that address.
+fn peer_fix(t: &Target<'_>, from: &str, to: &str, why: &str) -> Option<String> {
+    let name = t.cluster.nodes().find(|n| t.cluster.cluster_address(n, t.backend).to_string() == to).map_or(to, |n| n.name.as_str());
+    crate::setup::peer_fix(t, from, name, to, why)
 }
 
 /// Creates a distributed table, writes rows to every shard, reads them back, drops it.
@@ -497,7 +531,15 @@ fn round_trip(t: &Target<'_>, report: &mut Report, coord: &Node, c: &mut postgre
             "the cluster lost rows: check the workers' logs (`cargo xtask logs`)".into()
         }),
         Err(e) => report.push(coord, "distributed round trip", false, pg::describe(&e), || {
-            "a distributed write failed: a worker is unreachable, disabled or out of sync; run `cargo xtask setup` and check the failing checks above".into()
+            // Citus's "connection to the remote node USER@HOST:PORT failed with the following
+            // error: ...": the fix for that reason, when there is one.
+            let message = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+            let remote =
+                message.split_once("remote node ").and_then(|(_, r)| r.split_once(" failed")).map(|(a, _)| a.rsplit('@').next().unwrap_or(a).to_string());
+            if let Some(fix) = remote.and_then(|to| peer_fix(t, &coord.name, &to, &pg::peer_failure(std::slice::from_ref(&message))?)) {
+                return fix;
+            }
+            "a distributed write failed: a worker is unreachable, disabled or out of sync; run `cargo xtask setup` and check the other failing checks".into()
         }),
     }
     if let Err(e) = cleanup {

@@ -236,19 +236,82 @@ fn node_that_cannot_log_in_to_the_others_fails_all_pairs_health_until_setup() {
     let t = text(&out);
     let line = t.lines().find(|l| l.contains("all-pairs health")).unwrap_or_else(|| panic!("{t}"));
     assert!(line.starts_with("FAIL"), "{t}");
-    // Exactly its two outgoing pairs; no node is asked to reach its own address.
-    let failing: Vec<&str> = line.split("failing: ").nth(1).unwrap_or_else(|| panic!("{t}")).split(", ").collect();
+    // Exactly its two outgoing pairs, each with Citus's reason; no node is asked to reach its
+    // own address.
+    let failing: Vec<&str> = line.split("failing: ").nth(1).unwrap_or_else(|| panic!("{t}")).split("; ").collect();
     let mut want = vec![format!("citus_worker1 -> localhost:{}", c.port(0)), format!("citus_worker1 -> localhost:{}", c.port(2))];
     want.sort();
-    let mut got: Vec<String> = failing.iter().map(|s| s.trim().to_string()).collect();
+    let mut got: Vec<String> = failing.iter().map(|s| s.split(" (").next().unwrap().trim().to_string()).collect();
     got.sort();
     assert_eq!(got, want, "{t}");
-    assert!(t.contains("same password"), "no fix named: {t}");
+    assert!(failing.iter().all(|f| f.contains("(") && f.contains("password authentication failed")), "no reason given: {t}");
+    // The fix names the refused login and what repairs it.
+    let fix = t.lines().skip_while(|l| !l.contains("all-pairs health")).find(|l| l.contains("fix")).unwrap_or_else(|| panic!("no fix: {t}"));
+    assert!(fix.contains("refused the login of commcarehq from citus_worker1") && fix.contains("re-run `cargo xtask setup`"), "{t}");
     assert!(t.lines().any(|l| l.starts_with("ok") && l.contains("distributed round trip")), "{t}");
     let fixed = c.ok(&["setup"]);
     assert!(fixed.contains("citus_worker1"), "{fixed}");
     let ok = c.ok(&["verify"]);
     assert!(ok.contains("6 connections ok"), "{ok}");
+}
+
+/// A worker whose server runs with ssl off after its extension was created (`ALTER SYSTEM`,
+/// as a hand-run server might): registering it fails, and the fix names both causes, not
+/// only the one a re-run of `setup` repairs. Turning ssl on again and re-running `setup`
+/// registers it.
+#[test]
+fn worker_with_ssl_turned_off_fails_setup_naming_ssl_and_the_fix() {
+    if !citus("worker_with_ssl_turned_off_fails_setup_naming_ssl_and_the_fix") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    let ssl = |on: bool| {
+        let mut w2 = c.connect(2, "postgres");
+        w2.batch_execute(if on { "ALTER SYSTEM RESET ssl" } else { "ALTER SYSTEM SET ssl = off" }).unwrap();
+        w2.batch_execute("SELECT pg_reload_conf()").unwrap();
+        // The postmaster reloads when it gets to the signal: wait until new sessions see it.
+        let want = if on { "on" } else { "off" };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let have: String = c.connect(2, "postgres").query_one("SHOW ssl", &[]).unwrap().get(0);
+            if have == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "worker 2 still has ssl = {have} 10 s after its reload");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    ssl(false);
+    // `verify` names Citus's reason for each pair into the worker, and the same fix.
+    let out = c.xtask(&["verify"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let line = t.lines().find(|l| l.contains("all-pairs health")).unwrap_or_else(|| panic!("{t}"));
+    for from in ["citus_master", "citus_worker1"] {
+        assert!(line.contains(&format!("{from} -> localhost:{} (server does not support SSL, but SSL was required)", c.port(2))), "{t}");
+    }
+    assert!(!line.contains("citus_worker2 ->"), "worker 2's own connections need no TLS from it: {t}");
+    // The round trip's write fails on the same connection, and gets the same fix.
+    let mut lines = t.lines().skip_while(|l| !l.contains("distributed round trip"));
+    assert!(lines.next().is_some_and(|l| l.starts_with("FAIL") && l.contains("SSL was required")), "{t}");
+    assert!(lines.next().is_some_and(|l| l.contains("fix: citus_worker2 at localhost:") && l.contains("runs with ssl off")), "{t}");
+    assert!(t.contains(&format!("citus_worker2 at localhost:{} runs with ssl off", c.port(2))), "{t}");
+    let port = i32::from(c.port(2));
+    c.connect(0, &c.database).execute("SELECT citus_remove_node(nodename, nodeport) FROM pg_dist_node WHERE nodeport = $1", &[&port]).unwrap();
+    let out = c.xtask(&["setup"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("SSL was required"), "not the server's message: {t}");
+    let fix = t.lines().find(|l| l.trim_start().starts_with("fix:")).unwrap_or_else(|| panic!("no fix: {t}"));
+    assert!(t.contains(&format!("cannot connect to worker citus_worker2 at its cluster address localhost:{}: server does not support SSL", c.port(2))), "{t}");
+    assert!(fix.contains(&format!("citus_worker2 at localhost:{} runs with ssl off", c.port(2))), "{fix}");
+    assert!(fix.contains("runs with ssl off") && fix.contains("re-run `cargo xtask setup`"), "{fix}");
+    assert!(fix.contains("turn it on there, or set citus.node_conninfo = \"sslmode=prefer\" in [settings] of "), "{fix}");
+    ssl(true);
+    let fixed = c.ok(&["setup"]);
+    assert!(fixed.contains("citus_worker2"), "{fixed}");
+    c.ok(&["verify"]);
 }
 
 #[test]
