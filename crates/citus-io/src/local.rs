@@ -547,12 +547,24 @@ pub(crate) fn other_node_dirs(cluster: &Cluster) -> Vec<(String, NodePaths)> {
 impl Stopping {
     /// Waits until the node has exited, repeating the shutdown's SIGTERM to its Citus
     /// maintenance daemons while it takes long (see [`citus_maintenance_daemons`]).
-    pub fn wait(&self, timeout: Duration) -> anyhow::Result<()> {
+    pub fn wait(&self, timeout: Duration, progress: Progress<'_>) -> anyhow::Result<()> {
         let (pid, name) = (self.pid, &self.name);
         let deadline = self.since + timeout;
         let mut next_nudge = self.since + DAEMON_NUDGE_AFTER;
+        let mut said = false;
         while alive(pid) && self.pgdata.join("postmaster.pid").exists() {
             let now = Instant::now();
+            if !said && now > self.since + STILL_STOPPING_AFTER {
+                // A clean shutdown ends with a checkpoint: after a test run that wrote much,
+                // that takes a while.
+                progress(&format!(
+                    "{name} (pid {pid}): still stopping after {} s (its shutdown checkpoint; waiting up to {} s, see {})",
+                    STILL_STOPPING_AFTER.as_secs(),
+                    timeout.as_secs(),
+                    self.log.display()
+                ));
+                said = true;
+            }
             if now > deadline {
                 bail!(
                     "node {name} (pid {pid}) did not stop within {} s; see {}\n    fix: wait and run `cargo xtask down` again, or stop it at once with `kill -QUIT {pid}` (an immediate stop: the data is kept, recovered at the next start)",
@@ -572,6 +584,9 @@ impl Stopping {
         Ok(())
     }
 }
+
+/// How long [`Stopping::wait`] waits before it says that a node is still stopping.
+const STILL_STOPPING_AFTER: Duration = Duration::from_secs(2);
 
 /// How long [`Stopping::wait`] waits before it repeats the shutdown's SIGTERM to Citus's maintenance
 /// daemons, and then between repeats.
@@ -1166,7 +1181,8 @@ pub fn up(
     }
     // A node moving to another address needs that address free: checked before any node is
     // stopped. Then every node to restart is signalled before any is waited for, as in `down`,
-    // and each is waited for even when another fails (they start again below).
+    // and each is waited for even when another fails. They start again below; when one
+    // did not stop, `up` fails instead, naming the ones that did and are now down.
     for (n, _) in &to_restart {
         if moved_address(&paths(cluster, n).pgdata, n).is_some() {
             check_port_free(cluster, n)?;
@@ -1189,18 +1205,9 @@ pub fn up(
             (*n, signal_stop(cluster, n))
         })
         .collect();
-    let stopped: Vec<anyhow::Result<()>> = stopping
-        .into_iter()
-        .map(|(n, s)| {
-            s.and_then(|s| s.map_or(Ok(()), |s| s.wait(Duration::from_secs(60)))).with_context(|| {
-                format!(
-                    "restarting node {}: its server did not stop; `cargo xtask down` stops it, then `cargo xtask up` starts it with the config's settings",
-                    n.name
-                )
-            })
-        })
-        .collect();
-    crate::all_nodes(stopped)?;
+    let stopped: Vec<(&Node, anyhow::Result<()>)> =
+        stopping.into_iter().map(|(n, s)| (n, s.and_then(|s| s.map_or(Ok(()), |s| s.wait(Duration::from_secs(60), progress))))).collect();
+    restart_stops(stopped)?;
     let missing: Vec<&Node> = nodes.iter().copied().filter(|n| !paths(cluster, n).pgdata.join("PG_VERSION").exists()).collect();
     state::record_backend(cluster, citus_config::Backend::Local)?;
     fs::set_permissions(state::cluster_dir(cluster), fs::Permissions::from_mode(0o755)).ok();
@@ -1298,6 +1305,23 @@ pub fn up(
     crate::all_nodes(results)
 }
 
+/// What stopping the nodes of an `up --restart` came to: `Ok` when every one stopped, else one
+/// error with each failure (each names its node and fix) and then the nodes that did stop,
+/// which `up` does not start again, with the task that does.
+fn restart_stops(stopped: Vec<(&Node, anyhow::Result<()>)>) -> anyhow::Result<()> {
+    if stopped.iter().all(|(_, r)| r.is_ok()) {
+        return Ok(());
+    }
+    let down: Vec<&str> = stopped.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| n.name.as_str()).collect();
+    let errs: Vec<String> = stopped.into_iter().filter_map(|(_, r)| r.err()).map(|e| format!("{e:#}")).collect();
+    let rest = if down.is_empty() {
+        String::new()
+    } else {
+        format!("\n{} stopped for the restart and did not start again (data kept): `cargo xtask up` starts them", down.join(", "))
+    };
+    bail!("up --restart: {}{rest}", errs.join("\n"))
+}
+
 /// The prefix of a node folder that `down --purge` renamed aside before deleting it.
 const PURGING: &str = ".purging-";
 
@@ -1328,7 +1352,7 @@ pub fn down(cluster: &Cluster, purge: bool, progress: Progress<'_>) -> anyhow::R
             .map(|(name, what, signal)| {
                 s.spawn(move || match signal? {
                     Some(stopping) => {
-                        stopping.wait(Duration::from_secs(60))?;
+                        stopping.wait(Duration::from_secs(60), progress)?;
                         progress(&format!("stopped {what}"));
                         Ok(true)
                     }
@@ -1435,6 +1459,28 @@ mod tests {
         assert_eq!(changed_settings(started, now), ["fsync", "full_page_writes", "max_connections"]);
         assert!(changed_settings(now, now).is_empty());
         assert!(changed_settings(now, &now.replace("/b/", "/elsewhere/")).is_empty(), "the header comment names the config file");
+    }
+
+    /// A node that did not stop fails `up --restart` with its own error, and the nodes that
+    /// did stop, now down, are named with the task that starts them.
+    #[test]
+    fn a_restart_that_stops_only_some_nodes_names_the_ones_left_down() {
+        let c = Cluster::parse(
+            "database = \"d\"\n[coordinator]\nname = \"m\"\nport = 7000\n[[workers]]\nname = \"w1\"\nport = 7001\n[[workers]]\nname = \"w2\"\nport = 7002\n",
+            Path::new("/w/citus.toml"),
+        )
+        .unwrap();
+        let nodes: Vec<&Node> = c.nodes().collect();
+        assert!(restart_stops(nodes.iter().map(|n| (*n, Ok(()))).collect()).is_ok());
+        let e = restart_stops(vec![(nodes[0], Ok(())), (nodes[1], Err(anyhow::anyhow!("node w1 (pid 7) did not stop within 60 s"))), (nodes[2], Ok(()))])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "up --restart: node w1 (pid 7) did not stop within 60 s\nm, w2 stopped for the restart and did not start again (data kept): `cargo xtask up` starts them"
+        );
+        let e = restart_stops(vec![(nodes[1], Err(anyhow::anyhow!("node w1: cannot signal its postgres")))]).unwrap_err().to_string();
+        assert_eq!(e, "up --restart: node w1: cannot signal its postgres", "no node left down to name");
     }
 
     #[test]

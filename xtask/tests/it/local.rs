@@ -125,8 +125,86 @@ fn stopped_worker_fails_verify_quickly_and_recovers() {
     assert!(versions.starts_with("FAIL") && versions.contains("not read: citus_worker2"), "{t}");
     assert!(!t.contains("install the same Citus version"), "{t}");
     assert!(took < Duration::from_secs(30), "verify took {took:?}");
+    // Its progress: the logins, then the coordinator's checks.
+    for said in ["logging in to 3 nodes, all at once (giving each up to 5 s)", "2 of 3 nodes reachable", "checking from citus_master: "] {
+        assert!(String::from_utf8_lossy(&out.stderr).contains(said), "no progress line {said:?}: {t}");
+    }
     c.ok(&["up"]);
     c.ok(&["verify"]);
+}
+
+/// A node whose clean shutdown takes long (here its checkpointer is held with SIGSTOP, as a
+/// shutdown checkpoint after much writing would hold it) is named while `down` waits for it,
+/// and `down` still ends with every node stopped cleanly.
+#[test]
+fn down_names_a_node_that_is_slow_to_stop_and_waits_for_it() {
+    if !citus("down_names_a_node_that_is_slow_to_stop_and_waits_for_it") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    let postmaster = c.pid("citus_worker1").unwrap();
+    let checkpointer = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit_once(") ").and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<i32>().ok());
+            ppid == Some(postmaster) && String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).contains("checkpointer")
+        })
+        .expect("worker 1's checkpointer");
+    // Resumed when the guard drops, also when an assertion below fails.
+    struct Resume(i32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            // SAFETY: plain syscall.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    // SAFETY: plain syscall.
+    assert_eq!(unsafe { libc::kill(checkpointer, libc::SIGSTOP) }, 0);
+    let resume = Resume(checkpointer);
+    let mut down = crate::harness::KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["down", "--config"])
+            .arg(&c.config)
+            .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
+            .env_remove("CITUS_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = down.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let want = format!("citus_worker1 (pid {postmaster}): still stopping after 2 s (its shutdown checkpoint; waiting up to 60 s, see ");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.iter().any(|l: &String| l.contains(&want)) {
+        assert!(Instant::now() < deadline, "no line {want:?} within 20 s: {seen:#?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.push(l);
+        }
+    }
+    assert!(down.0.try_wait().unwrap().is_none(), "down ended while worker 1 still runs: {seen:#?}");
+    drop(resume);
+    let status = down.0.wait().unwrap();
+    seen.extend(rx.iter());
+    assert!(status.success(), "down failed once the checkpointer went on: {seen:#?}");
+    assert!(seen.iter().any(|l| l.contains("stopped citus_worker1 at ")), "{seen:#?}");
+    assert!(crate::harness::gone_soon(postmaster), "worker 1's server still runs after down");
+    // A clean shutdown: the next start needs no recovery.
+    let log = std::fs::read_to_string(c.pgdata("citus_worker1").parent().unwrap().join("postgres.log")).unwrap_or_default();
+    assert!(log.contains("database system is shut down"), "no clean shutdown in worker 1's log:\n{log}");
 }
 
 #[test]
