@@ -38,9 +38,13 @@ xflags::xflags! {
             /// `postgres -C` has parsed their new command.
             optional --restart
         }
-        /// Create the database and the citus extension on every node, register the workers on
-        /// the coordinator, and repair what a re-run finds broken. Idempotent; safe to run twice
-        /// at once. Works against any reachable nodes, including ones this tool did not start.
+        /// Create the database and the citus extension on every node, store the inter-node
+        /// password (pg_dist_authinfo), set the coordinator host and register the workers on
+        /// the coordinator; repair what a re-run finds broken (a disabled, desynced or
+        /// re-addressed worker). An installed citus extension older than the server's library
+        /// is updated (ALTER EXTENSION citus UPDATE, workers first; it cannot be undone).
+        /// Idempotent; safe to run twice at once. Works against any reachable nodes, including
+        /// ones this tool did not start, waiting up to [wait] timeout_secs for each to accept a login.
         cmd setup {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
@@ -63,8 +67,9 @@ xflags::xflags! {
         /// Check the cluster: every node reachable with citus preloaded and installed at one
         /// version and the config's [settings] in effect, the coordinator host and exactly
         /// the configured workers registered and active, metadata in sync, every shard
-        /// placement present on its node, all-pairs health, and a distributed round trip.
-        /// Exits 0 only when every check passes.
+        /// placement present on its node, all-pairs health, and a distributed round trip (it
+        /// creates a distributed table citus_xtask_verify_*, writes 1000 rows, reads them back
+        /// and drops it). Exits 0 only when every check passes.
         cmd verify {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
@@ -102,7 +107,9 @@ xflags::xflags! {
             /// (default: the count the last `up --workers` started, else the config's).
             optional -w, --workers n: usize
             /// Also delete the data of the nodes it acts on (local data directories or docker
-            /// volumes); any other node's of this cluster is named and kept.
+            /// volumes); any other node's of this cluster is named and kept. Also forgets the
+            /// backend and the `up --workers` count recorded for the cluster: later tasks use
+            /// the config's again.
             optional --purge
         }
         /// Print what a test runner needs to use the cluster: environment variables, Django

@@ -109,6 +109,8 @@ fn bench(args: &[std::ffi::OsString]) -> ExitCode {
         }
     }
     c.args(args);
+    // `--quiet` hides cargo's lines: a first run compiles the benchmark crate meanwhile.
+    eprintln!("  bench: building and starting the benchmark (`cargo run -p citus-bench`; its first build takes a while)");
     match c.status() {
         Ok(s) => ExitCode::from(s.code().map_or(1, |c| u8::try_from(c).unwrap_or(1))),
         Err(e) => {

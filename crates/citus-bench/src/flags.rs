@@ -15,7 +15,9 @@ xflags::xflags! {
         optional --workers list: String
         /// Where to write the JSON results (default target/bench.json).
         optional --json path: PathBuf
-        /// Also rewrite docs/benchmarks.md with the results table.
+        /// Also write the results page: docs/benchmarks.md, or with --scratch
+        /// docs/benchmarks-<file system>.md (e.g. benchmarks-tmpfs.md). Also times two clean
+        /// builds of xtask and two of a postgres-only crate (--offline; takes minutes).
         optional --write-docs
         /// Folder for the clusters it creates (default target/, on the same file system
         /// as the default data folder .citus-data; /tmp can be much slower or faster).

@@ -156,7 +156,10 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
                 None => format!("\n    fix: a client port is taken; change the `port` of that node in {}", cluster.source.display()),
             }
         } else {
-            String::new()
+            format!(
+                "\n    fix: see compose's message; `docker ps -a --filter label=com.docker.compose.project={}` lists the project's containers, and `cargo xtask down` then `cargo xtask up` starts them anew (volumes kept)",
+                project_name(cluster)
+            )
         };
         bail!("docker compose up failed for project {} ({}): {}{hint}", project_name(cluster), out.status, compose_errors(&err));
     }
@@ -840,6 +843,12 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
     std::fs::create_dir_all(&dir).map_err(|e| state::file_error(cluster, "creating", &dir, e))?;
     std::fs::write(&file, citus_compose::render_owned(cluster, &owner_dir(cluster))).with_context(|| format!("writing {}", file.display()))?;
     let args: &[&str] = if purge { &["down", "--volumes", "--remove-orphans"] } else { &["down", "--remove-orphans"] };
+    // Compose's own lines are captured (for its errors); a container's clean stop can take
+    // seconds, up to compose's 10 s before it kills one.
+    progress(&format!(
+        "docker compose: stopping project {} (a clean shutdown per container; compose kills one still running after 10 s)",
+        project_name(cluster)
+    ));
     let out = compose(&sh, cluster, creds, args)?;
     if !out.status.success() {
         ensure_engine()?;

@@ -384,6 +384,8 @@ fn docker_plain_postgres_nodes_come_up_and_reach_each_other_without_citus() {
     assert!(out.status.success(), "{}", text(&out));
     let t = text(&out);
     assert!(t.contains("1 worker(s) (the count `up --workers 1` started") && t.contains("kept volume ") && t.contains("citus_worker2_data"), "{t}");
+    // Said before compose's wait for the containers to stop, which it does not show.
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("docker compose: stopping project {} (a clean shutdown per container", c.name)), "{t}");
     assert!(project_containers(&c).is_empty(), "containers left after `down --purge`");
     let objects = compose_project_objects(&c.name).unwrap();
     assert!(objects.len() == 1 && objects[0].starts_with("volumes ") && objects[0].ends_with("citus_worker2_data"), "{objects:?}");
