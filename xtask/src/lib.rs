@@ -36,7 +36,27 @@ pub fn run() -> ExitCode {
     if args.first().is_some_and(|a| a == "bench") {
         return bench(&args[1..]);
     }
-    let flags = match flags::Xtask::from_env() {
+    let first = args.first().and_then(|a| a.to_str());
+    if matches!(first, Some("--version" | "-V")) && args.len() == 1 {
+        println!("xtask {} (citus-xtask)", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    // `cargo xtask help [TASK]`, as cargo and git take it: the same as `[TASK] --help`.
+    let args: Vec<std::ffi::OsString> = match (first, args.get(1).and_then(|a| a.to_str())) {
+        (Some("help"), Some("bench")) if args.len() == 2 => return bench(&["--help".into()]),
+        (Some("help"), Some(task)) if args.len() == 2 && TASKS.contains(&task) => vec![task.into(), "--help".into()],
+        (Some("help"), None) => vec!["--help".into()],
+        (Some("help"), Some(other)) => {
+            eprintln!("error: `cargo xtask help` takes one task, not {:?}", args[1..].iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+            if let Some(near) = nearest_task(other) {
+                eprintln!("  did you mean `cargo xtask help {near}`?");
+            }
+            eprintln!("  the tasks: {} (`cargo xtask --help` explains each)", TASKS.join(", "));
+            return ExitCode::from(2);
+        }
+        _ => args,
+    };
+    let flags = match flags::Xtask::from_vec(args.clone()) {
         Ok(f) => f,
         Err(e) if e.is_help() => {
             let full = e.to_string();
@@ -53,7 +73,12 @@ pub fn run() -> ExitCode {
             match task {
                 Some("psql") => eprintln!("  hint: {}", tasks::PSQL_ARGS_HINT),
                 Some(t) => eprintln!("  `cargo xtask {t} --help` lists its flags"),
-                None => eprintln!("  the tasks: {} (`cargo xtask --help` explains each)", TASKS.join(", ")),
+                None => {
+                    if let Some(near) = args.first().and_then(|a| a.to_str()).and_then(nearest_task) {
+                        eprintln!("  did you mean `cargo xtask {near}`?");
+                    }
+                    eprintln!("  the tasks: {} (`cargo xtask --help` explains each)", TASKS.join(", "));
+                }
             }
             return ExitCode::from(2);
         }
@@ -81,6 +106,27 @@ pub fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The task `word` is most likely a misspelling of: the one at the fewest single-character
+/// edits (Levenshtein distance), if at most 2 and fewer than the word's length.
+fn nearest_task(word: &str) -> Option<&'static str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let above = row[j + 1];
+                row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+                diagonal = above;
+            }
+        }
+        row[b.len()]
+    }
+    let word = word.to_ascii_lowercase();
+    TASKS.iter().map(|t| (distance(&word, t), *t)).filter(|(d, _)| *d <= 2 && *d < word.chars().count()).min_by_key(|(d, _)| *d).map(|(_, t)| t)
 }
 
 /// The section of xflags' help text (which describes every task, whichever asked) about `task`:

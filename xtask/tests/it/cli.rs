@@ -21,6 +21,13 @@ fn a_missing_task_or_a_bad_flag_says_what_there_is() {
     let help = text(&xtask(&["--help"]));
     let listed: Vec<&str> = help.lines().filter_map(|l| l.strip_prefix("xtask ")).collect();
     assert_eq!(listed.join(", "), tasks.strip_prefix("the tasks: ").unwrap().split(" (").next().unwrap(), "{help}");
+    // A misspelt task: the nearest one is suggested; nothing is for a word near none.
+    let out = xtask(&["veriffy"]);
+    assert!(text(&out).contains("  did you mean `cargo xtask verify`?\n"), "{}", text(&out));
+    assert!(!text(&xtask(&["deploy"])).contains("did you mean"));
+    let out = xtask(&["help", "stauts"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("did you mean `cargo xtask help status`?") && text(&out).contains(tasks), "{}", text(&out));
     let out = xtask(&["verify", "--jsn"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("error: unexpected flag: `--jsn`") && text(&out).contains("`cargo xtask verify --help` lists its flags"), "{}", text(&out));
@@ -40,6 +47,11 @@ fn help_explains_every_task() {
     assert!(up.starts_with("xtask up\n  Start every node"), "{up}");
     assert!(up.contains("--backend") && up.contains("--workers") && up.contains("--no-setup") && up.contains("--restart"), "{up}");
     assert!(!up.contains("xtask setup") && !up.contains("--purge") && up.ends_with("`cargo xtask --help` explains every task.\n"), "{up}");
+    // `help` and `help TASK`, as cargo and git take them, print the same.
+    assert_eq!(text(&xtask(&["help", "up"])), up);
+    assert_eq!(text(&xtask(&["help"])), t);
+    let version = xtask(&["--version"]);
+    assert!(version.status.success() && text(&version) == format!("xtask {} (citus-xtask)\n", env!("CARGO_PKG_VERSION")), "{}", text(&version));
     let psql = text(&xtask(&["psql", "-h"]));
     assert!(psql.starts_with("xtask psql\n") && psql.contains("<args>...") && !psql.contains("xtask logs"), "{psql}");
 }
