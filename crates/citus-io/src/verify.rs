@@ -451,26 +451,27 @@ fn all_pairs_health(t: &Target<'_>, report: &mut Report, coord: &Node, rows: &[R
     });
     let mut pairs = 0;
     let mut bad = Vec::new();
-    // The fixes the reasons name, each once, in the order first seen.
+    // The fixes the reasons name, each once, in the order first seen; and whether a pair
+    // failed for a reason none of them covers.
     let mut fixes: Vec<String> = Vec::new();
+    let mut unexplained = false;
     for (from, r) in results {
         match r {
             Ok(list) => {
                 pairs += list.len();
                 for (to, why) in list.into_iter().filter_map(|(to, r)| r.err().map(|why| (to, why))) {
-                    let Some(why) = why else {
-                        bad.push(format!("{from} -> {to}"));
-                        continue;
-                    };
-                    if let Some(fix) = peer_fix(t, &from, &to, &why) {
-                        if !fixes.contains(&fix) {
-                            fixes.push(fix);
-                        }
+                    match why.as_deref().and_then(|why| peer_fix(t, &from, &to, why)) {
+                        Some(fix) if !fixes.contains(&fix) => fixes.push(fix),
+                        Some(_) => {}
+                        None => unexplained = true,
                     }
-                    bad.push(format!("{from} -> {to} ({why})"));
+                    bad.push(why.map_or_else(|| format!("{from} -> {to}"), |why| format!("{from} -> {to} ({why})")));
                 }
             }
-            Err(e) => bad.push(format!("{from}: {e}")),
+            Err(e) => {
+                bad.push(format!("{from}: {e}"));
+                unexplained = true;
+            }
         }
     }
     report.push(
@@ -479,12 +480,13 @@ fn all_pairs_health(t: &Target<'_>, report: &mut Report, coord: &Node, rows: &[R
         bad.is_empty(),
         if bad.is_empty() { format!("{pairs} connections ok (every node to every other node)") } else { format!("failing: {}", bad.join("; ")) },
         || {
-            if fixes.is_empty() {
-                "the listed nodes cannot reach each other at their cluster addresses: check `cluster_address`, networking and that every node has the same password"
-                    .into()
-            } else {
-                fixes.join("; ")
+            if unexplained || fixes.is_empty() {
+                fixes.push(
+                    "the listed nodes cannot reach each other at their cluster addresses: check `cluster_address`, networking and that every node has the same password"
+                        .into(),
+                );
             }
+            fixes.join("; ")
         },
     );
 }
