@@ -270,17 +270,7 @@ fn worker_with_ssl_turned_off_fails_setup_naming_ssl_and_the_fix() {
         let mut w2 = c.connect(2, "postgres");
         w2.batch_execute(if on { "ALTER SYSTEM RESET ssl" } else { "ALTER SYSTEM SET ssl = off" }).unwrap();
         w2.batch_execute("SELECT pg_reload_conf()").unwrap();
-        // The postmaster reloads when it gets to the signal: wait until new sessions see it.
-        let want = if on { "on" } else { "off" };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let have: String = c.connect(2, "postgres").query_one("SHOW ssl", &[]).unwrap().get(0);
-            if have == want {
-                break;
-            }
-            assert!(Instant::now() < deadline, "worker 2 still has ssl = {have} 10 s after its reload");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        c.wait_for_setting(2, "ssl", if on { "on" } else { "off" });
     };
     ssl(false);
     // `verify` names Citus's reason for each pair into the worker, and the same fix.

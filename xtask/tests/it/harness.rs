@@ -153,6 +153,51 @@ impl TestCluster {
         text.lines().next()?.trim().parse().ok()
     }
 
+    /// Starts `cargo xtask <args...> --config <this cluster's file>` in the background, killed
+    /// when the guard drops, and hands each line it writes to `stdout` (else stderr) to the
+    /// receiver as it comes; the other stream is dropped.
+    pub(crate) fn spawn_lines(&self, args: &[&str], stdout: bool) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead, BufReader, Read};
+        use std::process::Stdio;
+        let (out, err) = if stdout { (Stdio::piped(), Stdio::null()) } else { (Stdio::null(), Stdio::piped()) };
+        let mut child = KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_xtask"))
+                .args(args)
+                .arg("--config")
+                .arg(&self.config)
+                .env("CITUS_IT_PASSWORD", PASSWORD)
+                .env_remove("CITUS_CONFIG")
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("starting xtask"),
+        );
+        let pipe: Box<dyn Read + Send> = if stdout { Box::new(child.0.stdout.take().expect("piped")) } else { Box::new(child.0.stderr.take().expect("piped")) };
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, rx)
+    }
+
+    /// Waits until new sessions on node `i` see the server setting `name` = `want`: a
+    /// postmaster reloads its configuration when it gets to the signal, not at once.
+    pub(crate) fn wait_for_setting(&self, i: usize, name: &str, want: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let have: String = self.connect(i, "postgres").query_one("SELECT current_setting($1)", &[&name]).unwrap().get(0);
+            if have == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "node {i} still has {name} = {have} 10 s after its reload");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `signal` to a local node's postmaster and waits until it is gone.
     pub(crate) fn kill(&self, node: &str, signal: i32) {
         let pid = self.pid(node).expect("node is running");

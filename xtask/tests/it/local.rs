@@ -141,7 +141,6 @@ fn down_names_a_node_that_is_slow_to_stop_and_waits_for_it() {
     if !citus("down_names_a_node_that_is_slow_to_stop_and_waits_for_it") {
         return;
     }
-    use std::io::{BufRead, BufReader};
     let c = TestCluster::new(Spec::default());
     c.ok(&["up"]);
     let postmaster = c.pid("citus_worker1").unwrap();
@@ -166,26 +165,7 @@ fn down_names_a_node_that_is_slow_to_stop_and_waits_for_it() {
     // SAFETY: plain syscall.
     assert_eq!(unsafe { libc::kill(checkpointer, libc::SIGSTOP) }, 0);
     let resume = Resume(checkpointer);
-    let mut down = crate::harness::KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["down", "--config"])
-            .arg(&c.config)
-            .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
-            .env_remove("CITUS_CONFIG")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = down.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut down, rx) = c.spawn_lines(&["down"], false);
     let want = format!("citus_worker1 (pid {postmaster}): still stopping after 2 s (its shutdown checkpoint; waiting up to 60 s, see ");
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -700,31 +680,11 @@ fn logs_follow_prints_each_new_line_after_its_node_also_across_a_purge() {
     if !citus("logs_follow_prints_each_new_line_after_its_node_also_across_a_purge") {
         return;
     }
-    use std::io::{BufRead, BufReader};
     let c = TestCluster::new(Spec::default());
     c.ok(&["up"]);
     // Killed when the guard drops, also when a wait below panics: `logs --follow` runs on
     // across `down --purge`, so the cluster's own cleanup would not end it.
-    let mut follow = crate::harness::KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["logs", "--follow", "--lines", "1", "--config"])
-            .arg(&c.config)
-            .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
-            .env_remove("CITUS_CONFIG")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = follow.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follow, rx) = c.spawn_lines(&["logs", "--follow", "--lines", "1"], true);
     let mut seen = Vec::new();
     let mut wait_for = |want: &dyn Fn(&str) -> bool, what: &str| {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -756,20 +716,6 @@ fn logs_follow_prints_each_new_line_after_its_node_also_across_a_purge() {
     assert!(follow.0.try_wait().unwrap().is_none(), "`logs --follow` exited on its own");
 }
 
-/// Waits until new sessions on the worker see `log_min_duration_statement` = `want`: the
-/// postmaster reloads its configuration when it gets to the signal, not at once.
-fn reloaded(c: &TestCluster, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let have: String = c.connect(1, "postgres").query_one("SHOW log_min_duration_statement", &[]).unwrap().get(0);
-        if have == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the worker still has log_min_duration_statement = {have} 10 s after its reload");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `[settings]` reach every node's server, and `verify` proves it: each node passes "config
 /// settings" while it runs with them, and fails, naming the node, what it runs with, where that
 /// comes from and the fix, when an `ALTER SYSTEM` overrides one or the config changed under the
@@ -798,7 +744,7 @@ fn settings_reach_every_node_and_verify_names_any_that_is_not_in_effect() {
     let mut worker = c.connect(1, "postgres");
     worker.batch_execute("ALTER SYSTEM SET log_min_duration_statement = '5s'").unwrap();
     worker.batch_execute("SELECT pg_reload_conf()").unwrap();
-    reloaded(&c, "5s");
+    c.wait_for_setting(1, "log_min_duration_statement", "5s");
     let out = c.xtask(&["verify"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
@@ -807,7 +753,7 @@ fn settings_reach_every_node_and_verify_names_any_that_is_not_in_effect() {
     worker.batch_execute("ALTER SYSTEM RESET log_min_duration_statement").unwrap();
     worker.batch_execute("SELECT pg_reload_conf()").unwrap();
     drop(worker);
-    reloaded(&c, "2s");
+    c.wait_for_setting(1, "log_min_duration_statement", "2s");
     c.ok(&["verify"]);
 
     // The config changed under running servers: `up`, `status` and `verify` say so; `up --restart` applies it.
