@@ -41,13 +41,16 @@ pub fn run() -> ExitCode {
         println!("xtask {} (citus-xtask)", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    // `cargo xtask help [TASK]`, as cargo and git take it: the same as `[TASK] --help`.
-    let args: Vec<std::ffi::OsString> = match (first, args.get(1).and_then(|a| a.to_str())) {
-        (Some("help"), Some("bench")) if args.len() == 2 => return bench(&["--help".into()]),
-        (Some("help"), Some(task)) if args.len() == 2 && TASKS.contains(&task) => vec![task.into(), "--help".into()],
-        (Some("help"), None) => vec!["--help".into()],
-        (Some("help"), Some(other)) => {
-            eprintln!("error: `cargo xtask help` takes one task, not {:?}", args[1..].iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+    // `cargo xtask help [TASK]`, as cargo and git take it: the same as `[TASK] --help` (a
+    // `--help` after it changes nothing).
+    let topic: Vec<&std::ffi::OsString> = args.iter().skip(1).filter(|a| *a != "--help" && *a != "-h").collect();
+    let args: Vec<std::ffi::OsString> = match (first, topic.first().and_then(|a| a.to_str())) {
+        (Some("help"), Some("bench")) if topic.len() == 1 => return bench(&["--help".into()]),
+        (Some("help"), Some(task)) if topic.len() == 1 && TASKS.contains(&task) => vec![task.into(), "--help".into()],
+        (Some("help"), None) if topic.is_empty() => vec!["--help".into()],
+        (Some("help"), other) => {
+            let other = other.unwrap_or_default();
+            eprintln!("error: `cargo xtask help` takes one task, not {:?}", topic.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
             if let Some(near) = nearest_task(other) {
                 eprintln!("  did you mean `cargo xtask help {near}`?");
             }
