@@ -558,7 +558,7 @@ impl Stopping {
                 // A clean shutdown ends with a checkpoint: after a test run that wrote much,
                 // that takes a while.
                 progress(&format!(
-                    "{name} (pid {pid}): still stopping after {} s (its shutdown checkpoint; waiting up to {} s, see {})",
+                    "{name} (pid {pid}): still stopping after {} s (a clean shutdown: its sessions end, then its checkpoint; waiting up to {} s, see {})",
                     STILL_STOPPING_AFTER.as_secs(),
                     timeout.as_secs(),
                     self.log.display()

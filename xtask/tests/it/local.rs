@@ -166,7 +166,9 @@ fn down_names_a_node_that_is_slow_to_stop_and_waits_for_it() {
     assert_eq!(unsafe { libc::kill(checkpointer, libc::SIGSTOP) }, 0);
     let resume = Resume(checkpointer);
     let (mut down, rx) = c.spawn_lines(&["down"], false);
-    let want = format!("citus_worker1 (pid {postmaster}): still stopping after 2 s (its shutdown checkpoint; waiting up to 60 s, see ");
+    let want = format!(
+        "citus_worker1 (pid {postmaster}): still stopping after 2 s (a clean shutdown: its sessions end, then its checkpoint; waiting up to 60 s, see "
+    );
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !seen.iter().any(|l: &String| l.contains(&want)) {
