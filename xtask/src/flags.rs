@@ -44,7 +44,8 @@ xflags::xflags! {
         /// re-addressed worker). An installed citus extension older than the server's library
         /// is updated (ALTER EXTENSION citus UPDATE, workers first; it cannot be undone).
         /// Idempotent; safe to run twice at once. Works against any reachable nodes, including
-        /// ones this tool did not start, waiting up to [wait] timeout_secs for each to accept a login.
+        /// ones this tool did not start, waiting up to [wait] timeout_secs for each to accept a login;
+        /// a node this tool started whose server is stopped is named at once with the fix.
         cmd setup {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf

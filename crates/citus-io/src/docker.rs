@@ -771,6 +771,60 @@ pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant,
     crate::all_nodes(results)
 }
 
+/// For `setup`, which waits for nodes it did not start: the first time a node refuses a
+/// login, one `docker ps` (shared by the nodes) says whether its container runs, and a node
+/// without a running container is named at once with the fix, instead of only when the wait
+/// runs out. `setup` still waits, since an `up` may be starting it. Nothing is said when
+/// Docker cannot be asked: the wait's own lines and error then speak.
+pub struct StoppedNote<'c> {
+    cluster: &'c Cluster,
+    seen: Mutex<Option<Vec<Container>>>,
+    told: Mutex<Vec<String>>,
+}
+
+impl<'c> StoppedNote<'c> {
+    pub fn new(cluster: &'c Cluster) -> StoppedNote<'c> {
+        StoppedNote { cluster, seen: Mutex::new(None), told: Mutex::new(Vec::new()) }
+    }
+
+    /// Called after each refused login of `node`; looks once per node.
+    pub fn check(&self, node: &Node, progress: Progress<'_>) {
+        {
+            let mut told = self.told.lock().expect("no panics while holding the lock");
+            if told.contains(&node.name) {
+                return;
+            }
+            told.push(node.name.clone());
+        }
+        let mut seen = self.seen.lock().expect("no panics while holding the lock");
+        if seen.is_none() {
+            match containers(self.cluster) {
+                Ok(cs) => *seen = Some(cs),
+                Err(_) => return,
+            }
+        }
+        let container = seen.as_ref().and_then(|cs| cs.iter().find(|c| c.service == node.name));
+        if let Some(line) = stopped_line(self.cluster, node, container) {
+            progress(&line);
+        }
+    }
+}
+
+/// What [`StoppedNote`] says of `node` whose container is `container` (`None`: the project has
+/// none for it); nothing for one that runs or is starting.
+fn stopped_line(cluster: &Cluster, node: &Node, container: Option<&Container>) -> Option<String> {
+    let why = match container {
+        None => format!("compose project {} has no container for it", project_name(cluster)),
+        // Starting, or being started by an `up` right now.
+        Some(c) if matches!(c.state.as_str(), "running" | "created" | "restarting") => return None,
+        Some(c) => format!("its container {} is not running ({})", c.id, c.status),
+    };
+    Some(format!(
+        "{} at {}: {why}: `cargo xtask up` starts it (waiting up to {} s for one to start meanwhile)",
+        node.name, node.client, cluster.ready_timeout_secs
+    ))
+}
+
 /// Gives a new node its own self-signed TLS certificate before `CREATE EXTENSION citus` would
 /// make one, as the local backend does when it makes a data directory (see
 /// `Local::make_certificate`): Citus's is RSA-2048, whose key takes 0.1-0.5 s of CPU per node
@@ -893,6 +947,32 @@ mod tests {
 
     fn cluster() -> Cluster {
         Cluster::parse(include_str!("../../../citus.toml"), std::path::Path::new("/w/citus.toml")).unwrap()
+    }
+
+    #[test]
+    fn setup_names_a_node_without_a_running_container_with_the_fix() {
+        let c = cluster();
+        let w1 = &c.workers[0];
+        let container = |state: &str, status: &str| Container {
+            id: "aa11".into(),
+            service: w1.name.clone(),
+            state: state.into(),
+            working_dir: String::new(),
+            status: status.into(),
+            config_files: String::new(),
+        };
+        let wait = format!("`cargo xtask up` starts it (waiting up to {} s for one to start meanwhile)", c.ready_timeout_secs);
+        assert_eq!(
+            stopped_line(&c, w1, None).unwrap(),
+            format!("{} at {}: compose project {} has no container for it: {wait}", w1.name, w1.client, project_name(&c))
+        );
+        assert_eq!(
+            stopped_line(&c, w1, Some(&container("exited", "Exited (0) 5 minutes ago"))).unwrap(),
+            format!("{} at {}: its container aa11 is not running (Exited (0) 5 minutes ago): {wait}", w1.name, w1.client)
+        );
+        for starting in ["running", "created", "restarting"] {
+            assert_eq!(stopped_line(&c, w1, Some(&container(starting, "Up 1 second"))), None, "{starting}");
+        }
     }
 
     #[test]

@@ -257,14 +257,16 @@ fn short(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// [`wait_started`] (watching nothing: these servers are not ours to watch) for every node
-/// in parallel, each with its own list of databases to try. Results in node order.
+/// [`wait_started`] for every node in parallel, each with its own list of databases to try;
+/// `watch` is each node's (these servers are not this run's: it can only look at them, as
+/// `setup` does). Results in node order.
 pub fn wait_all(
     nodes: &[&Node],
     creds: &Credentials,
     databases: impl Fn(&Node) -> Vec<String> + Sync,
     deadline: Instant,
     progress: Progress<'_>,
+    watch: &(dyn Fn(&Node, bool, &ConnectError) -> anyhow::Result<()> + Sync),
 ) -> Vec<anyhow::Result<crate::ReadyConn>> {
     let databases = &databases;
     std::thread::scope(|s| {
@@ -274,7 +276,7 @@ pub fn wait_all(
                 s.spawn(move || {
                     let dbs = databases(n);
                     let refs: Vec<&str> = dbs.iter().map(String::as_str).collect();
-                    wait_started(n, creds, &refs, deadline, progress, |_, _| Ok(()))
+                    wait_started(n, creds, &refs, deadline, progress, |timed_out, e| watch(n, timed_out, e))
                 })
             })
             .collect();

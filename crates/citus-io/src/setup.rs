@@ -76,7 +76,16 @@ impl<'a> NodeConn<'a> {
 pub fn connect_all<'a>(t: &Target<'a>, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<Conns<'a>> {
     let nodes: Vec<&Node> = t.cluster.nodes().collect();
     let databases = vec![t.cluster.database.clone(), t.cluster.maintenance_database.clone()];
-    let ready = pg::wait_all(&nodes, t.creds, |_| databases.clone(), deadline, progress);
+    // On Docker the first refused login asks the engine whether the node's container runs,
+    // so that a stopped cluster is named at once (the local backend says so before waiting).
+    let stopped = (t.backend == Backend::Docker).then(|| crate::docker::StoppedNote::new(t.cluster));
+    let watch = |n: &Node, _: bool, _: &pg::ConnectError| {
+        if let Some(note) = &stopped {
+            note.check(n, progress);
+        }
+        Ok(())
+    };
+    let ready = pg::wait_all(&nodes, t.creds, |_| databases.clone(), deadline, progress, &watch);
     let errs: Vec<String> = ready.iter().filter_map(|r| r.as_ref().err()).map(|e| format!("  - {e:#}")).collect();
     if !errs.is_empty() {
         bail!("{} node(s) not ready:\n{}", errs.len(), errs.join("\n"));

@@ -417,6 +417,36 @@ fn docker_container_that_exits_fails_up_at_once_with_its_log_and_fix() {
     assert!(waited < std::time::Duration::from_secs(120), "up took {waited:?}");
     // Nothing was removed: the containers are still there for `docker logs`, and `down` keeps the volumes.
     assert_eq!(project_containers(&c).len(), 3);
+    // `setup` on those exited containers names each at its first refused login, not only at the deadline.
+    let config = std::fs::read_to_string(&c.config).unwrap().replace("timeout_secs = 600", "timeout_secs = 2");
+    std::fs::write(&c.config, config).unwrap();
+    let out = c.xtask(&["setup"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    for (i, node) in ["citus_master", "citus_worker1", "citus_worker2"].iter().enumerate() {
+        let line = t.lines().find(|l| l.contains(&format!("{node} at localhost:{}: its container", c.port(i))));
+        assert!(line.is_some_and(|l| l.contains("is not running (Exited") && l.contains("`cargo xtask up` starts it")), "{node}: {t}");
+    }
+}
+
+/// `setup` of a Docker cluster that no `up` started says so for each node at its first refused
+/// login, with the fix, while it waits; the wait still ends in the error that names the nodes.
+#[test]
+fn docker_setup_without_containers_names_each_node_and_up() {
+    let test = "docker_setup_without_containers_names_each_node_and_up";
+    let Some(env) = require(test, &[Need::Docker]) else { return };
+    let name = format!("itdn{}", std::process::id());
+    let c = TestCluster::new(Spec { name: &name, backend: "docker", extra: "\n[wait]\ntimeout_secs = 2\n", ..Spec::default() });
+    let _g = ComposeProjectGuard::new(env.compose.as_deref().expect("docker needed"), &name);
+    let out = c.xtask(&["setup"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    for (i, node) in ["citus_master", "citus_worker1", "citus_worker2"].iter().enumerate() {
+        let hint = format!("{node} at localhost:{}: compose project {name} has no container for it: `cargo xtask up` starts it (waiting up to 2 s", c.port(i));
+        assert!(t.contains(&hint), "{node}: {t}");
+        assert!(t.contains(&format!("node {node} at localhost:{} did not accept a login within", c.port(i))), "{node}: {t}");
+    }
+    assert_eq!(compose_project_objects(&name).unwrap(), Vec::<String>::new(), "setup created docker objects");
 }
 
 /// An image that is neither on the machine nor pullable fails `up` before compose creates
