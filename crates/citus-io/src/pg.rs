@@ -257,9 +257,8 @@ fn short(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// [`wait_started`] for every node in parallel, each with its own list of databases to try;
-/// `watch` is each node's (these servers are not this run's: it can only look at them, as
-/// `setup` does). Results in node order.
+/// [`wait_started`] for every node in parallel, each with its own list of databases to try
+/// and `watch` as its watch, told which node. Results in node order.
 pub fn wait_all(
     nodes: &[&Node],
     creds: &Credentials,
