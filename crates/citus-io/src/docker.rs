@@ -778,25 +778,23 @@ pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant,
 /// Docker cannot be asked: the wait's own lines and error then speak.
 pub struct StoppedNote<'c> {
     cluster: &'c Cluster,
-    seen: Mutex<Option<Vec<Container>>>,
-    told: Mutex<Vec<String>>,
+    /// The nodes already looked at, and the one `docker ps` (once made).
+    state: Mutex<(Vec<String>, Option<Vec<Container>>)>,
 }
 
 impl<'c> StoppedNote<'c> {
     pub fn new(cluster: &'c Cluster) -> StoppedNote<'c> {
-        StoppedNote { cluster, seen: Mutex::new(None), told: Mutex::new(Vec::new()) }
+        StoppedNote { cluster, state: Mutex::new((Vec::new(), None)) }
     }
 
     /// Called after each refused login of `node`; looks once per node.
     pub fn check(&self, node: &Node, progress: Progress<'_>) {
-        {
-            let mut told = self.told.lock().expect("no panics while holding the lock");
-            if told.contains(&node.name) {
-                return;
-            }
-            told.push(node.name.clone());
+        let mut state = self.state.lock().expect("no panics while holding the lock");
+        let (told, seen) = &mut *state;
+        if told.contains(&node.name) {
+            return;
         }
-        let mut seen = self.seen.lock().expect("no panics while holding the lock");
+        told.push(node.name.clone());
         if seen.is_none() {
             match containers(self.cluster) {
                 Ok(cs) => *seen = Some(cs),
@@ -819,10 +817,7 @@ fn stopped_line(cluster: &Cluster, node: &Node, container: Option<&Container>) -
         Some(c) if matches!(c.state.as_str(), "running" | "created" | "restarting") => return None,
         Some(c) => format!("its container {} is not running ({})", c.id, c.status),
     };
-    Some(format!(
-        "{} at {}: {why}: `cargo xtask up` starts it (waiting up to {} s for one to start meanwhile)",
-        node.name, node.client, cluster.ready_timeout_secs
-    ))
+    Some(format!("{} at {}: {why}: {}", node.name, node.client, crate::up_starts_it(cluster)))
 }
 
 /// Gives a new node its own self-signed TLS certificate before `CREATE EXTENSION citus` would

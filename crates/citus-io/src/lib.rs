@@ -33,6 +33,12 @@ pub type Ready = Vec<ReadyConn>;
 /// server that `up` started; returns the connection to keep (see [`setup::first_steps`]).
 pub type OnStarted<'a> = &'a (dyn Fn(&citus_config::Node, ReadyConn) -> anyhow::Result<ReadyConn> + Sync);
 
+/// The end of the line `setup` prints, on either backend, for a node this tool started whose
+/// server is not running: the fix, and that `setup` waits anyway (an `up` may be starting it).
+pub(crate) fn up_starts_it(cluster: &citus_config::Cluster) -> String {
+    format!("`cargo xtask up` starts it (waiting up to {} s for one to start meanwhile)", cluster.ready_timeout_secs)
+}
+
 /// Per-node results in node order: every value, or one error listing every node that failed.
 pub fn all_nodes<T>(results: Vec<anyhow::Result<T>>) -> anyhow::Result<Vec<T>> {
     let mut ok = Vec::with_capacity(results.len());

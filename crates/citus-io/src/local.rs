@@ -721,12 +721,7 @@ pub fn say_stopped(cluster: &Cluster, progress: Progress<'_>) {
     for n in cluster.nodes() {
         let pgdata = paths(cluster, n).pgdata;
         if running_pid(&pgdata).is_none() && pgdata.join("PG_VERSION").exists() {
-            progress(&format!(
-                "{}: no server runs on its data directory {}: `cargo xtask up` starts it (waiting up to {} s for one to start meanwhile)",
-                n.name,
-                pgdata.display(),
-                cluster.ready_timeout_secs
-            ));
+            progress(&format!("{}: no server runs on its data directory {}: {}", n.name, pgdata.display(), crate::up_starts_it(cluster)));
         }
     }
 }
