@@ -45,7 +45,9 @@ xflags::xflags! {
         /// is updated (ALTER EXTENSION citus UPDATE, workers first; it cannot be undone).
         /// Idempotent; safe to run twice at once. Works against any reachable nodes, including
         /// ones this tool did not start, waiting up to [wait] timeout_secs for each to accept a login;
-        /// a node this tool started whose server is stopped is named at once with the fix.
+        /// a node whose server is stopped (a local data directory with no server running on it,
+        /// a Docker container that has exited or was never made) is named with the fix while
+        /// setup waits: at once on the local backend, at its first refused login on Docker.
         cmd setup {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf

@@ -1,6 +1,6 @@
 //! `cargo xtask`: bring up, set up, verify and tear down a Citus cluster; print test settings.
 //!
-//! One `match` over the parsed flags; each task lives in its own module.
+//! One `match` over the parsed flags; each task is one function of the `tasks` module.
 //! `main.rs` only calls [`run`].
 
 mod config;

@@ -1,4 +1,4 @@
-//! The tasks: up, setup, verify, down, test-env, psql, logs and compose.
+//! The tasks: up, setup, verify, status, down, test-env, psql, logs and compose.
 
 use std::{
     process::ExitCode,

@@ -704,7 +704,8 @@ pub fn exit_fix(cluster: &Cluster, node: &Node, log: &str) -> String {
     }
 }
 
-/// Waits until every node accepts a login in the maintenance database, in parallel, while
+/// Waits until every node accepts a login (in the target database, else the maintenance
+/// database), in parallel, while
 /// watching the containers: a node whose container has exited, died or is restarting fails
 /// at once (its log tail and the fix in the error) instead of at the deadline.
 pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
