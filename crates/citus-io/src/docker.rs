@@ -894,10 +894,11 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
     std::fs::write(&file, citus_compose::render_owned(cluster, &owner_dir(cluster))).with_context(|| format!("writing {}", file.display()))?;
     let args: &[&str] = if purge { &["down", "--volumes", "--remove-orphans"] } else { &["down", "--remove-orphans"] };
     // Compose's own lines are captured (for its errors); a container's clean stop can take
-    // seconds, up to compose's 10 s before it kills one.
+    // seconds, up to the compose file's `stop_grace_period` before compose kills one.
     progress(&format!(
-        "docker compose: stopping project {} (a clean shutdown per container; compose kills one still running after 10 s)",
-        project_name(cluster)
+        "docker compose: stopping project {} (a clean shutdown per container; compose kills one still running after {} s)",
+        project_name(cluster),
+        citus_compose::STOP_GRACE_SECS
     ));
     let out = compose(&sh, cluster, creds, args)?;
     if !out.status.success() {

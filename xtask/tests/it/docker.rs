@@ -82,6 +82,15 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     };
     let a_certificates = certificates(&a, "ASN1 OID: prime256v1");
     certificates(&b, "Public Key Algorithm: rsaEncryption");
+    // Each container gives up a connection to a peer that does not answer after one SYN
+    // retry, and compose gives its server 30 s to stop cleanly (citus_compose::SYN_RETRIES).
+    for node in ["citus_master", "citus_worker1", "citus_worker2"] {
+        let id = container(&a, node);
+        let out = std::process::Command::new("docker").args(["exec", &id, "cat", "/proc/sys/net/ipv4/tcp_syn_retries"]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{node}: {}", text(&out));
+        let out = std::process::Command::new("docker").args(["inspect", "-f", "{{.Config.StopTimeout}}", &id]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "30", "{node}: {}", text(&out));
+    }
     // The coordinator's connections to the workers use TLS, so each worker's server loaded
     // its key and certificate.
     let tls = "SELECT bool_and(success AND result = 't') FROM run_command_on_workers($$SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()$$)";
