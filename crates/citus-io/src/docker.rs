@@ -880,9 +880,22 @@ fn own_certificate(client: &mut postgres::Client, openssl: Option<&std::path::Pa
     write(client).map_err(|e| format!("no TLS certificate of its own ({e}), {left}"))
 }
 
+/// How long `down` waits before it names a container that is still stopping.
+const STILL_STOPPING_AFTER: Duration = Duration::from_secs(2);
+
+/// The progress line for a container still running `after` its stop began.
+fn still_stopping_line(c: &Container, after: Duration) -> String {
+    format!(
+        "{} (container {}): still stopping after {} s (a clean shutdown: its sessions and Citus's connections end, then its checkpoint; compose kills it after {} s, its data kept)",
+        c.service,
+        &c.id[..c.id.len().min(12)],
+        after.as_secs(),
+        citus_compose::STOP_GRACE_SECS
+    )
+}
+
 /// Stops and removes the containers; removes the volumes (the data) only when `purge`.
 pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: Progress<'_>) -> anyhow::Result<()> {
-    let sh = Shell::new()?;
     let _lock = state::lock_down(cluster, progress)?;
     check_owner(cluster, if purge { "down --purge" } else { "down" })?;
     // The file for this run's nodes (with the worker count `up --workers` recorded): its
@@ -894,13 +907,33 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
     std::fs::write(&file, citus_compose::render_owned(cluster, &owner_dir(cluster))).with_context(|| format!("writing {}", file.display()))?;
     let args: &[&str] = if purge { &["down", "--volumes", "--remove-orphans"] } else { &["down", "--remove-orphans"] };
     // Compose's own lines are captured (for its errors); a container's clean stop can take
-    // seconds, up to the compose file's `stop_grace_period` before compose kills one.
+    // seconds, up to the compose file's `stop_grace_period` before compose kills one. Meanwhile
+    // each container still running after STILL_STOPPING_AFTER is named once.
     progress(&format!(
         "docker compose: stopping project {} (a clean shutdown per container; compose kills one still running after {} s)",
         project_name(cluster),
         citus_compose::STOP_GRACE_SECS
     ));
-    let out = compose(&sh, cluster, creds, args)?;
+    let out = std::thread::scope(|s| -> anyhow::Result<std::process::Output> {
+        let run = s.spawn(|| compose(&Shell::new()?, cluster, creds, args));
+        let started = Instant::now();
+        let mut named = std::collections::BTreeSet::new();
+        let mut next_look = STILL_STOPPING_AFTER;
+        while !run.is_finished() {
+            std::thread::sleep(Duration::from_millis(50));
+            if started.elapsed() < next_look || run.is_finished() {
+                continue;
+            }
+            next_look = started.elapsed() + Duration::from_secs(1);
+            // Only a line while waiting: a failed `docker ps` leaves the stop to compose.
+            for c in containers(cluster).unwrap_or_default() {
+                if c.state == "running" && named.insert(c.id.clone()) {
+                    progress(&still_stopping_line(&c, started.elapsed()));
+                }
+            }
+        }
+        run.join().expect("the docker compose thread panicked")
+    })?;
     if !out.status.success() {
         ensure_engine()?;
         bail!(
@@ -944,6 +977,22 @@ mod tests {
 
     fn cluster() -> Cluster {
         Cluster::parse(include_str!("../../../citus.toml"), std::path::Path::new("/w/citus.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_container_still_stopping_is_named_with_its_id_and_the_grace() {
+        let c = Container {
+            id: "0123456789abcdef".into(),
+            service: "citus_worker2".into(),
+            state: "running".into(),
+            working_dir: String::new(),
+            status: "Up 5 minutes".into(),
+            config_files: String::new(),
+        };
+        assert_eq!(
+            still_stopping_line(&c, Duration::from_millis(2400)),
+            "citus_worker2 (container 0123456789ab): still stopping after 2 s (a clean shutdown: its sessions and Citus's connections end, then its checkpoint; compose kills it after 30 s, its data kept)"
+        );
     }
 
     #[test]

@@ -237,6 +237,58 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     }
 }
 
+/// A container whose server is slow to stop (its checkpointer held with SIGSTOP, as after a
+/// test run that left much to write) is named while `down` waits, and its server still shuts
+/// down cleanly: compose's grace is 30 s, not its 10 s.
+#[test]
+fn docker_down_names_a_container_that_is_slow_to_stop_and_waits_for_it() {
+    use std::time::{Duration, Instant};
+    let test = "docker_down_names_a_container_that_is_slow_to_stop_and_waits_for_it";
+    let Some((c, _g)) = docker_cluster(test, &format!("itdslow{}", std::process::id())) else { return };
+    c.ok(&["up"]);
+    let id = container(&c, "citus_worker1");
+    let top = std::process::Command::new("docker").args(["top", &id, "-o", "pid,args"]).output().unwrap();
+    let checkpointer: i32 = String::from_utf8_lossy(&top.stdout)
+        .lines()
+        .find(|l| l.contains("checkpointer"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no checkpointer in worker 1's container: {}", text(&top)));
+    // Resumed when the guard drops, also when an assertion below fails.
+    struct Resume(i32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            // SAFETY: plain syscall.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    // SAFETY: plain syscall.
+    assert_eq!(unsafe { libc::kill(checkpointer, libc::SIGSTOP) }, 0);
+    let resume = Resume(checkpointer);
+    let (mut down, rx) = c.spawn_lines(&["down"], false);
+    let want = format!("citus_worker1 (container {}): still stopping after 2 s (a clean shutdown: ", &id[..12]);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.iter().any(|l: &String| l.contains(&want)) {
+        assert!(Instant::now() < deadline, "no line {want:?} within 20 s: {seen:#?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.push(l);
+        }
+    }
+    assert!(seen.iter().filter(|l| l.contains("still stopping")).count() == 1, "{seen:#?}");
+    // Past compose's own default of 10 s, and it still waits.
+    std::thread::sleep(Duration::from_secs(11));
+    assert!(down.0.try_wait().unwrap().is_none(), "down ended while worker 1 still stops: {seen:#?}");
+    drop(resume);
+    let status = down.0.wait().unwrap();
+    seen.extend(rx.iter());
+    assert!(status.success(), "down failed once the checkpointer went on: {seen:#?}");
+    // A clean shutdown: the next start finds the data shut down, with nothing to recover.
+    c.ok(&["up", "--no-setup"]);
+    let logs = std::process::Command::new("docker").args(["logs", &container(&c, "citus_worker1")]).output().unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr));
+    assert!(log.contains("database system was shut down at") && !log.contains("not properly shut down"), "worker 1 did not shut down cleanly:\n{log}");
+}
+
 #[test]
 fn docker_stopped_worker_fails_verify_and_recovers() {
     let Some((c, _g)) = docker_cluster("docker_stopped_worker_fails_verify_and_recovers", &format!("itds{}", std::process::id())) else { return };
