@@ -242,7 +242,7 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
 /// down cleanly: compose's grace is 30 s, not its 10 s.
 #[test]
 fn docker_down_names_a_container_that_is_slow_to_stop_and_waits_for_it() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let test = "docker_down_names_a_container_that_is_slow_to_stop_and_waits_for_it";
     let Some((c, _g)) = docker_cluster(test, &format!("itdslow{}", std::process::id())) else { return };
     c.ok(&["up"]);
@@ -253,27 +253,10 @@ fn docker_down_names_a_container_that_is_slow_to_stop_and_waits_for_it() {
         .find(|l| l.contains("checkpointer"))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no checkpointer in worker 1's container: {}", text(&top)));
-    // Resumed when the guard drops, also when an assertion below fails.
-    struct Resume(i32);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            // SAFETY: plain syscall.
-            unsafe { libc::kill(self.0, libc::SIGCONT) };
-        }
-    }
-    // SAFETY: plain syscall.
-    assert_eq!(unsafe { libc::kill(checkpointer, libc::SIGSTOP) }, 0);
-    let resume = Resume(checkpointer);
+    let resume = crate::harness::Paused::new(checkpointer);
     let (mut down, rx) = c.spawn_lines(&["down"], false);
     let want = format!("citus_worker1 (container {}): still stopping after 2 s (a clean shutdown: ", &id[..12]);
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !seen.iter().any(|l: &String| l.contains(&want)) {
-        assert!(Instant::now() < deadline, "no line {want:?} within 20 s: {seen:#?}");
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
-            seen.push(l);
-        }
-    }
+    let mut seen = crate::harness::lines_until(&rx, &want, 20);
     assert!(seen.iter().filter(|l| l.contains("still stopping")).count() == 1, "{seen:#?}");
     // Past compose's own default of 10 s, and it still waits.
     std::thread::sleep(Duration::from_secs(11));

@@ -263,6 +263,40 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A process held stopped (SIGSTOP) until the guard is dropped, which lets it go on (SIGCONT),
+/// also when an assertion fails first: a server process that cannot finish its part of a
+/// shutdown, such as a checkpointer.
+pub(crate) struct Paused(i32);
+
+impl Paused {
+    pub(crate) fn new(pid: i32) -> Paused {
+        // SAFETY: plain syscall.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "stopping pid {pid}");
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: plain syscall.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// Collects the lines of `rx` into the returned list until one contains `want`; fails the
+/// test, with every line so far, when none has within `secs` seconds.
+pub(crate) fn lines_until(rx: &std::sync::mpsc::Receiver<String>, want: &str, secs: u64) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !seen.iter().any(|l: &String| l.contains(want)) {
+        assert!(std::time::Instant::now() < deadline, "no line {want:?} within {secs} s: {seen:#?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.push(l);
+        }
+    }
+    seen
+}
+
 /// Text of an output's stdout + stderr.
 pub(crate) fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

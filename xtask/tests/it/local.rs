@@ -154,29 +154,12 @@ fn down_names_a_node_that_is_slow_to_stop_and_waits_for_it() {
             ppid == Some(postmaster) && String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).contains("checkpointer")
         })
         .expect("worker 1's checkpointer");
-    // Resumed when the guard drops, also when an assertion below fails.
-    struct Resume(i32);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            // SAFETY: plain syscall.
-            unsafe { libc::kill(self.0, libc::SIGCONT) };
-        }
-    }
-    // SAFETY: plain syscall.
-    assert_eq!(unsafe { libc::kill(checkpointer, libc::SIGSTOP) }, 0);
-    let resume = Resume(checkpointer);
+    let resume = crate::harness::Paused::new(checkpointer);
     let (mut down, rx) = c.spawn_lines(&["down"], false);
     let want = format!(
         "citus_worker1 (pid {postmaster}): still stopping after 2 s (a clean shutdown: its sessions end, then its checkpoint; waiting up to 60 s, see "
     );
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !seen.iter().any(|l: &String| l.contains(&want)) {
-        assert!(Instant::now() < deadline, "no line {want:?} within 20 s: {seen:#?}");
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
-            seen.push(l);
-        }
-    }
+    let mut seen = crate::harness::lines_until(&rx, &want, 20);
     assert!(down.0.try_wait().unwrap().is_none(), "down ended while worker 1 still runs: {seen:#?}");
     drop(resume);
     let status = down.0.wait().unwrap();
