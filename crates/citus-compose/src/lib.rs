@@ -228,17 +228,17 @@ pub const STOP_GRACE_SECS: u32 = 30;
 
 /// `net.ipv4.tcp_syn_retries` in each container: a connection the container opens gives up
 /// after about 3 s (one retry) when its peer does not answer, instead of about 130 s (the
-/// kernel's 6). On a compose network a running peer answers at once; one that does not
-/// answer has stopped, and its address is gone. That is what a `down` meets: Citus's
-/// maintenance daemon, exiting, cancels each remote command still running through libpq's
-/// `PQcancel`, which opens a new connection and has no timeout, and a peer's container may
-/// already have stopped. Measured on 1 + 8 with `down` right after an `up` on kept volumes
-/// (docs/performance.md, "Sixteenth session" under Docker): without it, 4 of 6 `down`s had
-/// containers killed after compose's 10 s (the daemon still in `connect()` in `PQcancel`;
-/// with a 60 s grace, one still there after 60 s); with it, 8 of 8 stopped cleanly within
-/// 10 s (1.5-7.4 s), and with it and [`STOP_GRACE_SECS`] 8 of 8 more (1.7-15.7 s, two over
-/// 10 s: each cancel to a gone peer still costs its 3 s). It applies only to connections made from inside the container (Citus's between the
-/// nodes, or an extension's such as `postgres_fdw`), not to the host's.
+/// kernel's 6). On a compose network a running peer answers at once; one that does not answer
+/// has stopped, and its address is gone. That is what a `down` meets: Citus's maintenance
+/// daemon, exiting, cancels each remote command still running through libpq's `PQcancel`, which
+/// opens a new connection and has no timeout, and a peer's container may already have stopped.
+/// Measured on 1 + 8 with `down` right after an `up` on kept volumes (docs/performance.md,
+/// "Sixteenth session" under Docker): without it, 4 of 6 `down`s had containers killed after
+/// compose's 10 s (the daemon still in `connect()` in `PQcancel`; with a 60 s grace, three
+/// containers of one `down` still stopping at 60 s); with it, 8 of 8 stopped cleanly within 10 s (1.5-7.4 s), and with it and
+/// [`STOP_GRACE_SECS`] 8 of 8 more (1.7-15.7 s, two over 10 s: each cancel to a gone peer still
+/// costs its 3 s). It applies only to connections made from inside the container (Citus's
+/// between the nodes, or an extension's such as `postgres_fdw`), not to the host's.
 pub const SYN_RETRIES: u32 = 1;
 
 /// Escapes `$` so compose does not interpolate a value taken from the config.

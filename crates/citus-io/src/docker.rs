@@ -705,9 +705,9 @@ pub fn exit_fix(cluster: &Cluster, node: &Node, log: &str) -> String {
 }
 
 /// Waits until every node accepts a login (in the target database, else the maintenance
-/// database), in parallel, while
-/// watching the containers: a node whose container has exited, died or is restarting fails
-/// at once (its log tail and the fix in the error) instead of at the deadline.
+/// database), in parallel, while watching the containers: a node whose container has exited,
+/// died or is restarting fails at once (its log tail and the fix in the error) instead of at
+/// the deadline.
 pub fn wait_ready(cluster: &Cluster, creds: &pg::Credentials, deadline: Instant, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     // One `docker ps` serves every waiting node for half a second.
     let seen: Mutex<Option<(Instant, Vec<Container>)>> = Mutex::new(None);
@@ -915,16 +915,18 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
         citus_compose::STOP_GRACE_SECS
     ));
     let out = std::thread::scope(|s| -> anyhow::Result<std::process::Output> {
-        let run = s.spawn(|| compose(&Shell::new()?, cluster, creds, args));
+        let (done, ended) = std::sync::mpsc::channel::<()>();
+        let run = s.spawn(move || {
+            let out = compose(&Shell::new()?, cluster, creds, args);
+            let _ = done.send(());
+            out
+        });
         let started = Instant::now();
         let mut named = std::collections::BTreeSet::new();
-        let mut next_look = STILL_STOPPING_AFTER;
-        while !run.is_finished() {
-            std::thread::sleep(Duration::from_millis(50));
-            if started.elapsed() < next_look || run.is_finished() {
-                continue;
-            }
-            next_look = started.elapsed() + Duration::from_secs(1);
+        let mut look_at = started + STILL_STOPPING_AFTER;
+        // Until compose has ended (or its thread has, sending nothing): a look every second.
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = ended.recv_timeout(look_at.saturating_duration_since(Instant::now())) {
+            look_at = Instant::now() + Duration::from_secs(1);
             // Only a line while waiting: a failed `docker ps` leaves the stop to compose.
             for c in containers(cluster).unwrap_or_default() {
                 if c.state == "running" && named.insert(c.id.clone()) {
