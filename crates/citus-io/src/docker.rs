@@ -880,9 +880,6 @@ fn own_certificate(client: &mut postgres::Client, openssl: Option<&std::path::Pa
     write(client).map_err(|e| format!("no TLS certificate of its own ({e}), {left}"))
 }
 
-/// How long `down` waits before it names a container that is still stopping.
-const STILL_STOPPING_AFTER: Duration = Duration::from_secs(2);
-
 /// The progress line for a container still running `after` its stop began.
 fn still_stopping_line(c: &Container, after: Duration) -> String {
     format!(
@@ -908,7 +905,7 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
     let args: &[&str] = if purge { &["down", "--volumes", "--remove-orphans"] } else { &["down", "--remove-orphans"] };
     // Compose's own lines are captured (for its errors); a container's clean stop can take
     // seconds, up to the compose file's `stop_grace_period` before compose kills one. Meanwhile
-    // each container still running after STILL_STOPPING_AFTER is named once.
+    // each container still running after crate::STILL_STOPPING_AFTER is named once.
     progress(&format!(
         "docker compose: stopping project {} (a clean shutdown per container; compose kills one still running after {} s)",
         project_name(cluster),
@@ -923,7 +920,7 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
         });
         let started = Instant::now();
         let mut named = std::collections::BTreeSet::new();
-        let mut look_at = started + STILL_STOPPING_AFTER;
+        let mut look_at = started + crate::STILL_STOPPING_AFTER;
         // Until compose has ended (or its thread has, sending nothing): a look every second.
         while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = ended.recv_timeout(look_at.saturating_duration_since(Instant::now())) {
             look_at = Instant::now() + Duration::from_secs(1);

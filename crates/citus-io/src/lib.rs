@@ -33,6 +33,10 @@ pub type Ready = Vec<ReadyConn>;
 /// server that `up` started; returns the connection to keep (see [`setup::first_steps`]).
 pub type OnStarted<'a> = &'a (dyn Fn(&citus_config::Node, ReadyConn) -> anyhow::Result<ReadyConn> + Sync);
 
+/// How long `down`, on either backend, waits for a node's clean shutdown before it names the
+/// node as still stopping (a local server by its pid, a container by its id).
+pub(crate) const STILL_STOPPING_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The end of the line `setup` prints, on either backend, for a node this tool started whose
 /// server is not running: the fix, and that `setup` waits anyway (an `up` may be starting it).
 pub(crate) fn up_starts_it(cluster: &citus_config::Cluster) -> String {

@@ -554,12 +554,12 @@ impl Stopping {
         let mut said = false;
         while alive(pid) && self.pgdata.join("postmaster.pid").exists() {
             let now = Instant::now();
-            if !said && now > self.since + STILL_STOPPING_AFTER {
+            if !said && now > self.since + crate::STILL_STOPPING_AFTER {
                 // A clean shutdown ends with a checkpoint: after a test run that wrote much,
                 // that takes a while.
                 progress(&format!(
                     "{name} (pid {pid}): still stopping after {} s (a clean shutdown: its sessions end, then its checkpoint; waiting up to {} s, see {})",
-                    STILL_STOPPING_AFTER.as_secs(),
+                    crate::STILL_STOPPING_AFTER.as_secs(),
                     timeout.as_secs(),
                     self.log.display()
                 ));
@@ -584,9 +584,6 @@ impl Stopping {
         Ok(())
     }
 }
-
-/// How long [`Stopping::wait`] waits before it says that a node is still stopping.
-const STILL_STOPPING_AFTER: Duration = Duration::from_secs(2);
 
 /// How long [`Stopping::wait`] waits before it repeats the shutdown's SIGTERM to Citus's maintenance
 /// daemons, and then between repeats.
