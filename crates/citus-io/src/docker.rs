@@ -698,7 +698,7 @@ pub fn exit_fix(cluster: &Cluster, node: &Node, log: &str) -> String {
              Set [docker] image (and pg_major) in {source} back to that version, or delete this cluster's data with `cargo xtask down --purge` (it is lost)",
             node.name
         ),
-        Some(crate::StartFailure::PortTaken | crate::StartFailure::BadSetting(_)) | None => {
+        Some(crate::StartFailure::PortTaken | crate::StartFailure::HostNotHere | crate::StartFailure::BadSetting(_)) | None => {
             "the log above says why. Fix that, then run `cargo xtask up` again (the data volumes are kept); `docker logs <id>` shows the whole log".to_string()
         }
     }

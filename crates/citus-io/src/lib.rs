@@ -94,6 +94,9 @@ pub(crate) enum StartFailure<'a> {
     OtherMajor(Option<&'a str>),
     /// The server could not listen on its port (another program took it).
     PortTaken,
+    /// The server could not listen on its host: the name does not resolve, or is no address of
+    /// this machine (`listen_addresses` is the node's client host on the local backend).
+    HostNotHere,
     /// The server refused a setting: `unrecognized configuration parameter "NAME"`, `invalid
     /// value for parameter "NAME"` and the like, with the setting's name.
     BadSetting(&'a str),
@@ -112,8 +115,11 @@ impl<'a> StartFailure<'a> {
                 .filter(|v| !v.is_empty());
             return Some(StartFailure::OtherMajor(made_by));
         }
-        if log.contains("Address already in use") || log.contains("could not create any TCP/IP sockets") {
+        if log.contains("Address already in use") {
             return Some(StartFailure::PortTaken);
+        }
+        if log.contains("could not translate host name") || log.contains("Cannot assign requested address") {
+            return Some(StartFailure::HostNotHere);
         }
         // The server's phrases for a setting it refuses (and not the same name in ALTER SYSTEM's
         // file, which the log then names: the generic fix points there).

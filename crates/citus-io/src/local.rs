@@ -890,6 +890,7 @@ pub fn exit_fix(cluster: &Cluster, bin_dir: &Path, node: &Node, log: &str) -> St
             "another program took port {} while {} started: stop it (`ss -ltnp` names it), or change `port` of {} in {source}",
             node.client.port, node.name, node.name
         ),
+        Some(crate::StartFailure::HostNotHere) => host_fix(cluster, node),
         Some(crate::StartFailure::BadSetting(_)) | None => format!(
             "the log lines above say why. Fix that, then run `cargo xtask up` again (the data is kept); `cargo xtask logs --node {}` shows more",
             node.name
@@ -1009,10 +1010,41 @@ fn tail_lines_between(path: &Path, from: u64, end: u64, lines: usize) -> std::io
     }
 }
 
+/// The fix for a local node whose server cannot listen on its client host.
+fn host_fix(cluster: &Cluster, node: &Node) -> String {
+    format!(
+        "a local server listens on its node's client host: set `host` of {} in {} to `localhost` or an address of this machine (a Docker service name, such as `{}`, resolves only inside a compose network: that is the docker backend's cluster address)",
+        node.name,
+        cluster.source.display(),
+        node.name
+    )
+}
+
+/// Refuses, before anything is started for `node`, a client port another program listens on,
+/// and a client host the server could not listen on (a name that does not resolve, or no
+/// address of this machine). `localhost` counts as free when either of its addresses is.
 fn check_port_free(cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
-    let hosts: Vec<&str> = if node.client.host == "localhost" { vec!["127.0.0.1", "::1"] } else { vec![node.client.host.as_str()] };
-    for h in hosts {
-        if let Err(e) = std::net::TcpListener::bind((h, node.client.port)) {
+    use std::net::ToSocketAddrs;
+    let host = node.client.host.as_str();
+    let addrs: Vec<std::net::SocketAddr> = if host == "localhost" {
+        vec![(std::net::Ipv4Addr::LOCALHOST, node.client.port).into(), (std::net::Ipv6Addr::LOCALHOST, node.client.port).into()]
+    } else {
+        match (host, node.client.port).to_socket_addrs() {
+            Ok(a) => a.collect(),
+            Err(e) => bail!(
+                "node {}: its client host `{host}` ({}) does not resolve ({e}), so its server could not listen there. Nothing was started for this node.\n    fix: {}",
+                node.name,
+                node.client,
+                host_fix(cluster, node)
+            ),
+        }
+    };
+    let mut not_here = Vec::new();
+    for a in &addrs {
+        if let Err(e) = std::net::TcpListener::bind(a) {
+            if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+                not_here.push(format!("{}: {e}", a.ip()));
+            }
             if e.kind() == std::io::ErrorKind::AddrInUse {
                 let by = holder(node.client.port);
                 // docker-proxy publishes a container's port: most likely this very cluster,
@@ -1036,6 +1068,15 @@ fn check_port_free(cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    if host != "localhost" && !addrs.is_empty() && not_here.len() == addrs.len() {
+        bail!(
+            "node {}: its client host `{host}` ({}) is no address of this machine ({}), so its server could not listen there. Nothing was started for this node.\n    fix: {}",
+            node.name,
+            node.client,
+            not_here.join("; "),
+            host_fix(cluster, node)
+        );
     }
     Ok(())
 }
@@ -1495,6 +1536,14 @@ mod tests {
         assert!(fix.contains("(Debian: /usr/lib/postgresql/14/bin)") && fix.contains("`cargo xtask down --purge` (it is lost)"), "{fix}");
         let fix = exit_fix(&c, bin, w, "LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use");
         assert!(fix.starts_with("another program took port 7001 while w1 started"), "{fix}");
+        // A host the server cannot listen on is no taken port, though both end in the same FATAL.
+        for log in [
+            "LOG:  could not translate host name \"citus_worker1\", service \"7001\" to address: Name or service not known\nWARNING:  could not create listen socket for \"citus_worker1\"\nFATAL:  could not create any TCP/IP sockets",
+            "LOG:  could not bind IPv4 address \"192.0.2.1\": Cannot assign requested address\nWARNING:  could not create listen socket for \"192.0.2.1\"\nFATAL:  could not create any TCP/IP sockets",
+        ] {
+            let fix = exit_fix(&c, bin, w, log);
+            assert!(fix.starts_with("a local server listens on its node's client host: set `host` of w1 in /w/citus.toml to `localhost`"), "{fix}");
+        }
         assert!(exit_fix(&c, bin, w, "PANIC:  something else").contains("`cargo xtask logs --node w1` shows more"));
         // A setting of [settings] the server does not know: the fix names it and the config.
         let c = Cluster::parse(
@@ -1508,6 +1557,37 @@ mod tests {
             fix,
             "the server refuses `max_conections = '4'` of [settings] in /w/citus.toml (the lines above say why): correct or remove it, then run `cargo xtask up` again (the data is kept)"
         );
+    }
+
+    /// A client host that does not resolve, or that is no address of this machine, is refused
+    /// before anything starts, with the node, its address and the fix; `localhost` and an
+    /// address of this machine pass.
+    #[test]
+    fn a_client_host_the_server_cannot_listen_on_is_refused_before_it_starts() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cluster = |host: &str| {
+            Cluster::parse(&format!("database = \"d\"\n[coordinator]\nname = \"m\"\nhost = \"{host}\"\nport = {port}\n"), Path::new("/w/citus.toml")).unwrap()
+        };
+        for host in ["localhost", "127.0.0.1"] {
+            let c = cluster(host);
+            check_port_free(&c, &c.coordinator).unwrap();
+        }
+        let c = cluster("citus-xtask-no-such-host.invalid");
+        let e = check_port_free(&c, &c.coordinator).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("node m: its client host `citus-xtask-no-such-host.invalid` (citus-xtask-no-such-host.invalid:{port}) does not resolve (")),
+            "{e}"
+        );
+        assert!(
+            e.contains("Nothing was started for this node")
+                && e.contains("fix: a local server listens on its node's client host: set `host` of m in /w/citus.toml"),
+            "{e}"
+        );
+        // 192.0.2.1 (TEST-NET-1, RFC 5737) is the address of no machine.
+        let c = cluster("192.0.2.1");
+        let e = check_port_free(&c, &c.coordinator).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("node m: its client host `192.0.2.1` (192.0.2.1:{port}) is no address of this machine (192.0.2.1: ")), "{e}");
+        assert!(e.contains("fix: a local server listens"), "{e}");
     }
 
     #[test]
