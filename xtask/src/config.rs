@@ -33,7 +33,7 @@ pub(crate) struct Opened {
 
 /// Loads the cluster like [`load`], with the worker count from `--workers`, else the one the
 /// last `up --workers N` started (`citus_io::state::recorded_workers`), else the config's, and
-/// picks the backend: `--backend`, else the one that started the cluster, else the config's.
+/// picks the backend: `--backend`, else the one of the cluster's last `up`, else the config's.
 /// Says on stderr, once, which file, backend and workers it took, and why.
 pub(crate) fn open(config: Option<&Path>, workers: Option<usize>, backend: Option<Backend>) -> anyhow::Result<Opened> {
     let configured = load(config, None)?;
@@ -56,9 +56,9 @@ pub(crate) fn open(config: Option<&Path>, workers: Option<usize>, backend: Optio
     let b = citus_io::state::choose_backend(&cluster, backend);
     let recorded = citus_io::state::recorded_backend(&cluster);
     let why = match (backend, recorded) {
-        (Some(_), Some(r)) if r != b => format!("--backend; the {r} backend started this cluster"),
+        (Some(_), Some(r)) if r != b => format!("--backend; this cluster's last `up` was on {r}"),
         (Some(_), _) => "--backend".to_string(),
-        (None, Some(_)) => "the backend that started this cluster".to_string(),
+        (None, Some(_)) => "the backend of this cluster's last `up`; --backend picks another".to_string(),
         (None, None) => "the config's `backend`".to_string(),
     };
     eprintln!("cluster `{}` from {}, backend {b} ({why}), {n} worker(s) ({workers_why})", cluster.name, cluster.source.display());

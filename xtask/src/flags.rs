@@ -19,7 +19,7 @@ xflags::xflags! {
         cmd up {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
-            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
+            /// `docker` or `local` (default: the backend of this cluster's last `up`, else the config's).
             optional -b, --backend backend: Backend
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the last `up --workers`, else the config's). Remembered: later tasks
@@ -51,7 +51,7 @@ xflags::xflags! {
         cmd setup {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
-            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
+            /// `docker` or `local` (default: the backend of this cluster's last `up`, else the config's).
             optional -b, --backend backend: Backend
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the count the last `up --workers` started, else the config's).
@@ -76,7 +76,7 @@ xflags::xflags! {
         cmd verify {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
-            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
+            /// `docker` or `local` (default: the backend of this cluster's last `up`, else the config's).
             optional -b, --backend backend: Backend
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the count the last `up --workers` started, else the config's).
@@ -91,7 +91,7 @@ xflags::xflags! {
         cmd status {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
-            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
+            /// `docker` or `local` (default: the backend of this cluster's last `up`, else the config's).
             optional -b, --backend backend: Backend
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the count the last `up --workers` started, else the config's).
@@ -104,7 +104,7 @@ xflags::xflags! {
         cmd down {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
-            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
+            /// `docker` or `local` (default: the backend of this cluster's last `up`, else the config's).
             optional -b, --backend backend: Backend
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the count the last `up --workers` started, else the config's).
@@ -120,7 +120,7 @@ xflags::xflags! {
         cmd test-env {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
-            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
+            /// `docker` or `local` (default: the backend of this cluster's last `up`, else the config's).
             optional -b, --backend backend: Backend
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the count the last `up --workers` started, else the config's).
@@ -143,7 +143,7 @@ xflags::xflags! {
         cmd psql {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
-            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
+            /// `docker` or `local` (default: the backend of this cluster's last `up`, else the config's).
             optional -b, --backend backend: Backend
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the count the last `up --workers` started, else the config's).
@@ -158,7 +158,7 @@ xflags::xflags! {
         cmd logs {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf
-            /// `docker` or `local` (default: the backend that started this cluster, else the config's).
+            /// `docker` or `local` (default: the backend of this cluster's last `up`, else the config's).
             optional -b, --backend backend: Backend
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the count the last `up --workers` started, else the config's).

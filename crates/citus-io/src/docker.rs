@@ -98,7 +98,6 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
     check_ports(cluster)?;
     check_owner(cluster, "up")?;
     let _lock = state::lock_up(cluster, progress)?;
-    state::record_backend(cluster, citus_config::Backend::Docker)?;
     let image = &cluster.docker.image;
     let have_image = cmd!(sh, "docker image inspect --format . {image}").quiet().ignore_stdout().ignore_stderr().run().is_ok();
     if !have_image {
@@ -129,6 +128,9 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
             );
         }
     }
+    // Recorded once the image is here (a missing one makes nothing, and leaves the backend of
+    // the last `up` that did, or the config's, to the next task).
+    state::record_backend(cluster, citus_config::Backend::Docker)?;
     check_settings(cluster, progress)?;
     // Written only now: after a refused check it would hold a command no container runs.
     let file = compose_file(cluster);

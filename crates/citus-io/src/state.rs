@@ -1,5 +1,5 @@
-//! Where a cluster's local files live (data, generated compose file, which backend started it
-//! and with how many workers).
+//! Where a cluster's local files live (data, generated compose file, the backend of its last
+//! `up` and with how many workers).
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ pub fn cluster_dir(cluster: &Cluster) -> PathBuf {
     cluster.local.data_dir.join(&cluster.name)
 }
 
-/// The file naming the backend that started the cluster, in its folder.
+/// The file naming the backend of the cluster's last `up`, in its folder.
 const BACKEND_FILE: &str = "backend";
 /// The lock file of `up` and `down`, in the cluster's folder.
 const UP_LOCK_FILE: &str = ".up.lock";
@@ -35,12 +35,13 @@ pub fn record_backend(cluster: &Cluster, backend: Backend) -> anyhow::Result<()>
     std::fs::write(&file, backend.as_str()).map_err(|e| file_error(cluster, "recording the backend in", &file, e))
 }
 
-/// The backend that last started this cluster, if this machine started it.
+/// The backend of this cluster's last `up` on this machine (recorded once that `up` starts
+/// making nodes), if there was one.
 pub fn recorded_backend(cluster: &Cluster) -> Option<Backend> {
     std::fs::read_to_string(backend_file(cluster)).ok()?.trim().parse().ok()
 }
 
-/// Picks the backend: the command line, else the one that started the cluster, else the config's.
+/// Picks the backend: the command line, else the one of the cluster's last `up`, else the config's.
 pub fn choose_backend(cluster: &Cluster, explicit: Option<Backend>) -> Backend {
     explicit.or_else(|| recorded_backend(cluster)).unwrap_or(cluster.backend)
 }

@@ -515,6 +515,10 @@ fn docker_image_that_cannot_be_pulled_fails_up_and_creates_nothing() {
     // The local backend is offered exactly when this machine's PostgreSQL has Citus.
     assert_eq!(t.contains("which has Citus") && t.contains("`cargo xtask up --backend local`"), env.has_citus, "{t}");
     assert_eq!(compose_project_objects(&name).unwrap(), Vec::<String>::new(), "a failed pull left docker objects behind");
+    // An `up` that made nothing records no backend: the next task takes the config's.
+    let status = c.xtask(&["status"]);
+    let first = String::from_utf8_lossy(&status.stderr).lines().next().unwrap_or_default().to_string();
+    assert!(first.contains("backend docker (the config's `backend`)"), "a failed pull recorded its backend: {first}");
 }
 
 /// A Docker engine that does not answer (here: DOCKER_HOST pointing at a socket that does not
