@@ -168,7 +168,9 @@ xflags::xflags! {
             /// How many lines per node (default 50).
             optional -l, --lines n: usize
             /// Keep printing new lines as the servers write them, each after its node's name,
-            /// until Ctrl-C (on Docker also until every followed container has been removed).
+            /// until Ctrl-C. On Docker a node is followed again when its container runs again
+            /// (restarted, or made anew by `up`), and the follow ends once `down` has removed
+            /// every followed container.
             optional -f, --follow
         }
         /// Print the docker compose file generated from the config: what

@@ -351,8 +351,8 @@ fn follow_logs(
             if followed.is_empty() {
                 anyhow::bail!("no container of project {} to follow: start the cluster with `cargo xtask up`", docker::project_name(cluster));
             }
-            docker::follow_logs(&followed, lines, &print)?;
-            progress("every followed container's log has ended (its container was removed)");
+            docker::follow_logs(cluster, &followed, lines, &print, &progress)?;
+            progress("every followed container has been removed (`cargo xtask down`): the follow ends");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -632,34 +632,89 @@ pub fn log_tail(id: &str, lines: usize) -> String {
     }
 }
 
-/// Follows the logs of `nodes`' containers (`docker logs --follow --tail <lines>`, one per
-/// container, all at once): `line` gets each node and line, the last `lines` first, then
-/// every new one, until every container's log ends (the container is removed) or the
-/// process is interrupted.
-pub fn follow_logs(nodes: &[(&Node, &str)], lines: usize, line: &(dyn Fn(&Node, &str) + Sync)) -> anyhow::Result<()> {
+/// Follows the logs of `nodes`' containers (`docker logs --follow`, one per container, all at
+/// once): `line` gets each node and line, the last `lines` first, then every new one. `docker
+/// logs --follow` ends when its container stops; the node is then followed again, from where
+/// its log ended, once a container of its service runs (the same one started again, or the one
+/// `up` made anew), and its follow ends when its service has no container left (`down`
+/// removed it). Returns when every node's has ended, or when the process is interrupted.
+pub fn follow_logs(
+    cluster: &Cluster,
+    nodes: &[(&Node, &str)],
+    lines: usize,
+    line: &(dyn Fn(&Node, &str) + Sync),
+    progress: Progress<'_>,
+) -> anyhow::Result<()> {
     use std::io::BufRead;
-    let tail = lines.to_string();
     std::thread::scope(|s| {
         let followers: Vec<_> = nodes
             .iter()
-            .map(|(node, id)| {
-                let tail = &tail;
+            .map(|&(node, id)| {
                 s.spawn(move || -> anyhow::Result<()> {
-                    let reader = duct::cmd("docker", ["logs", "--follow", "--tail", tail.as_str(), id])
-                        .stderr_to_stdout()
-                        .unchecked()
-                        .reader()
-                        .with_context(|| format!("running docker logs --follow {id} ({})", node.name))?;
-                    for l in std::io::BufReader::new(reader).split(b'\n') {
-                        let l = l.with_context(|| format!("reading docker logs of {id} ({})", node.name))?;
-                        line(node, String::from_utf8_lossy(&l).trim_end_matches('\r'));
+                    let (mut id, mut since) = (id.to_string(), None::<String>);
+                    loop {
+                        let from = match &since {
+                            Some(t) => ["--since".to_string(), t.clone()],
+                            None => ["--tail".to_string(), lines.to_string()],
+                        };
+                        let reader = duct::cmd("docker", ["logs", "--follow", &from[0], &from[1], id.as_str()])
+                            .stderr_to_stdout()
+                            .unchecked()
+                            .reader()
+                            .with_context(|| format!("running docker logs --follow {id} ({})", node.name))?;
+                        for l in std::io::BufReader::new(reader).split(b'\n') {
+                            let l = l.with_context(|| format!("reading docker logs of {id} ({})", node.name))?;
+                            line(node, String::from_utf8_lossy(&l).trim_end_matches('\r'));
+                        }
+                        // Docker takes a Unix time with fractions for --since.
+                        let ended = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                        since = Some(format!("{}.{:09}", ended.as_secs(), ended.subsec_nanos()));
+                        match next_container(cluster, node, &id, progress)? {
+                            Some(next) => id = next,
+                            None => {
+                                progress(&format!("{}: its container {} was removed: its log ends here", node.name, short_id(&id)));
+                                return Ok(());
+                            }
+                        }
                     }
-                    Ok(())
                 })
             })
             .collect();
         followers.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a log follower panicked"))))
     })
+}
+
+/// After `node`'s log stream from container `id` ended: the id of the container of its service
+/// that runs now (polled every 250 ms while there is one that does not run), or `None` when
+/// the service has no container left.
+fn next_container(cluster: &Cluster, node: &Node, id: &str, progress: Progress<'_>) -> anyhow::Result<Option<String>> {
+    let mut told = false;
+    loop {
+        let of_node: Vec<Container> = containers(cluster)?.into_iter().filter(|c| c.service == node.name).collect();
+        if of_node.is_empty() {
+            return Ok(None);
+        }
+        if let Some(c) = of_node.iter().find(|c| c.state == "running") {
+            if c.id != id || told {
+                progress(&format!("{}: following {} container {} again", node.name, if c.id == id { "its" } else { "its new" }, short_id(&c.id)));
+            }
+            return Ok(Some(c.id.clone()));
+        }
+        if !told {
+            progress(&format!(
+                "{}: its container {} stopped ({}); its log is followed again once it runs (`cargo xtask up`), and ends when it is removed",
+                node.name,
+                short_id(id),
+                of_node.iter().find(|c| c.id == id).map_or("gone", |c| c.status.as_str())
+            ));
+            told = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
 }
 
 /// The last `lines` lines of a container's log: its stdout and stderr through one pipe, so
@@ -887,7 +942,7 @@ fn still_stopping_line(c: &Container, after: Duration) -> String {
     format!(
         "{} (container {}): still stopping after {} s (a clean shutdown: its sessions and Citus's connections end, then its checkpoint; compose kills it after {} s, its data kept)",
         c.service,
-        &c.id[..c.id.len().min(12)],
+        short_id(&c.id),
         after.as_secs(),
         citus_compose::STOP_GRACE_SECS
     )

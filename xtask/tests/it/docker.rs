@@ -543,3 +543,62 @@ fn docker_engine_that_does_not_answer_is_named_with_the_fix() {
     }
     assert_eq!(compose_project_objects(&name).unwrap(), Vec::<String>::new(), "objects were created through another engine");
 }
+
+/// `logs --follow` on Docker goes on across what ends `docker logs --follow`: a `docker
+/// restart`, a `docker stop` and the `up` that starts the container again, and an `up` that
+/// makes the container anew (a changed setting), each time from where the log ended (no line
+/// twice); it ends, with exit 0, once `down` has removed the container.
+#[test]
+fn docker_logs_follow_goes_on_across_restarts_and_ends_when_down_removes_the_container() {
+    let test = "docker_logs_follow_goes_on_across_restarts_and_ends_when_down_removes_the_container";
+    let Some((c, _g)) = docker_cluster(test, &format!("itdf{}", std::process::id())) else { return };
+    c.ok(&["up", "--workers", "0"]);
+    let (mut follow, rx) = c.spawn_lines(&["logs", "--follow", "--lines", "1"], true);
+    let mut seen: Vec<String> = Vec::new();
+    let mut wait_for = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                let hit = l.starts_with("citus_master | ") && l.ends_with(want);
+                seen.push(l);
+                if hit {
+                    return seen.clone();
+                }
+            }
+        }
+        panic!("no line ending in {want:?} within 30 s: {seen:#?}");
+    };
+    let raise = |marker: &str| {
+        // `setup` waits until the node accepts logins again.
+        c.ok(&["setup"]);
+        c.connect(0, &c.database).batch_execute(&format!("DO $$ BEGIN RAISE LOG '{marker}'; END $$")).unwrap();
+        format!("LOG:  {marker}")
+    };
+    let docker = |verb: &str, id: &str| assert!(std::process::Command::new("docker").args([verb, id]).status().unwrap().success(), "docker {verb}");
+    wait_for(&raise("follow-marker-one"));
+    let id = container(&c, "citus_master");
+    docker("restart", &id);
+    wait_for(&raise("follow-marker-two"));
+    docker("stop", &id);
+    c.ok(&["up"]);
+    wait_for(&raise("follow-marker-three"));
+    std::fs::write(&c.config, std::fs::read_to_string(&c.config).unwrap() + "\n[settings]\nwork_mem = \"5MB\"\n").unwrap();
+    c.ok(&["up"]);
+    assert_ne!(container(&c, "citus_master"), id, "the changed setting did not make the container anew");
+    let seen = wait_for(&raise("follow-marker-four"));
+    for marker in ["one", "two", "three"] {
+        let n = seen.iter().filter(|l| l.ends_with(&format!("LOG:  follow-marker-{marker}"))).count();
+        assert_eq!(n, 1, "follow-marker-{marker} printed {n} times: {seen:#?}");
+    }
+    assert!(follow.0.try_wait().unwrap().is_none(), "`logs --follow` ended while the container ran");
+    c.ok(&["down"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = follow.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "`logs --follow` still runs 15 s after `down` removed the container");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "`logs --follow` ended with {status}");
+}
