@@ -270,6 +270,11 @@ mod tests {
         let mut custom = local.clone();
         custom.set(DecisionKind::FixedDatabaseName, true, "fixed");
         assert_eq!(custom.test_database_name("db"), "db");
-        assert_eq!(custom.get(DecisionKind::FixedDatabaseName).reason, "fixed");
+        // The overridden decision is what the outputs' comments show; the others are untouched.
+        let comments: Vec<String> = custom.decisions().iter().map(Decision::comment).collect();
+        let local_comments: Vec<String> = local.decisions().iter().map(Decision::comment).collect();
+        assert_eq!(comments[0], "fixed database name: yes: fixed");
+        assert_eq!(comments[1..], local_comments[1..]);
+        assert_eq!(custom.pytest_args(), ["--create-db"]);
     }
 }

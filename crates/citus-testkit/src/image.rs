@@ -7,13 +7,13 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 
-use crate::need::{loud, pg_dirs, Env};
-use crate::process::output;
+use crate::need::{is_root, loud, pg_dirs, Env};
+use crate::process::{output, run_with_timeout};
 
 /// The entrypoint script put at `/usr/local/bin/docker-entrypoint.sh`.
 pub const ENTRYPOINT_SCRIPT: &str = include_str!("../image/docker-entrypoint.sh");
@@ -323,6 +323,103 @@ fn image_exists(tag: &str) -> anyhow::Result<bool> {
         Ok(false)
     } else {
         bail!("docker image inspect {tag} failed: {}", stderr.trim())
+    }
+}
+
+/// Whether the test images a test asking for Docker and PostgreSQL uses can be had here: `Ok`
+/// when this process can build them (`mmdebstrap` on PATH, and root or user namespaces for its
+/// unshare mode), else when the Docker engine already has them (the image for `env` and, when
+/// `env.has_citus`, the one without Citus that tests of plain PostgreSQL nodes use); else the
+/// reason, naming what is missing. Building is what [`test_image`] does when the image is not
+/// there, so a test that passes this gets its image.
+pub(crate) fn obtainable(env: &Env) -> Result<(), String> {
+    let Some(blocker) = build_blocker() else {
+        return Ok(());
+    };
+    let mut variants = vec![env.clone()];
+    if env.has_citus {
+        variants.push(Env { has_citus: false, ..env.clone() });
+    }
+    let mut missing = Vec::new();
+    for variant in &variants {
+        let tag =
+            test_image_tag(variant).map_err(|e| format!("the test image cannot be built here ({blocker}), and which one to look for is unknown: {e:#}"))?;
+        match image_exists(&tag) {
+            Ok(true) => {}
+            Ok(false) => missing.push(tag),
+            Err(e) => return Err(format!("the test image cannot be built here ({blocker}), and looking for it failed: {e:#}")),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let (what, is) = if missing.len() == 1 { ("image", "is") } else { ("images", "are") };
+    Err(format!("the test {what} {} {is} not in the Docker engine and cannot be built here: {blocker}", missing.join(" and ")))
+}
+
+/// What keeps this process from building the test image, if anything: `mmdebstrap` missing,
+/// or neither root nor the user namespaces of mmdebstrap's unshare mode.
+fn build_blocker() -> Option<String> {
+    if which::which("mmdebstrap").is_err() {
+        return Some(
+            "mmdebstrap, which builds the image, is not on PATH (ci/test.sh installs it, \
+             `apt-get install mmdebstrap`, when a Docker engine answers)"
+                .to_string(),
+        );
+    }
+    if is_root() {
+        return None;
+    }
+    unshare_blocker().map(|why| {
+        format!(
+            "this process is not root, and mmdebstrap's unshare mode cannot run: {why} (run the tests as root, \
+             or give this user subordinate ids: `usermod --add-subuids 100000-165535 --add-subgids \
+             100000-165535 <user>`)"
+        )
+    })
+}
+
+/// Why mmdebstrap's unshare mode (a user namespace with this user's subordinate ids) cannot run
+/// here, if it cannot.
+fn unshare_blocker() -> Option<String> {
+    for tool in ["newuidmap", "newgidmap"] {
+        if which::which(tool).is_err() {
+            return Some(format!("{tool} is not on PATH (Debian: uidmap)"));
+        }
+    }
+    let user = current_user_name();
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = fs::read_to_string(file).unwrap_or_default();
+        let listed = text.lines().any(|l| {
+            let owner = l.split(':').next().unwrap_or_default();
+            !owner.is_empty() && (Some(owner) == user.as_deref() || owner == current_uid().to_string())
+        });
+        if !listed {
+            return Some(format!("{file} has no range for {}", user.as_deref().unwrap_or("this user")));
+        }
+    }
+    let mut probe = Command::new("unshare");
+    probe.args(["--user", "--map-root-user", "true"]);
+    match run_with_timeout(&mut probe, Duration::from_secs(10)) {
+        Ok(out) if out.success => None,
+        Ok(out) => Some(format!("`unshare --user --map-root-user true` failed: {}", out.stderr.trim())),
+        Err(_) => Some("`unshare --user --map-root-user true` could not be run".to_string()),
+    }
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+fn current_user_name() -> Option<String> {
+    // SAFETY: getpwuid returns NULL or a pointer to static storage, read here at once and not kept.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned())
     }
 }
 

@@ -22,7 +22,11 @@
 //!   `<sharedir>/extension/citus.control` of that PostgreSQL. Citus is built
 //!   outside the repository and installed into it (see DEVELOPERS.md).
 //! * [`Need::Docker`]: `docker info` answers within 10 s and there is a
-//!   compose (`docker compose` v2, else `docker-compose` v1).
+//!   compose (`docker compose` v2, else `docker-compose` v1). Together with
+//!   [`Need::Postgres`], which is what the tests that use [`test_image`] ask
+//!   for, also the test image: already in the engine (with and without
+//!   Citus, when the host has Citus), or buildable here (`mmdebstrap` on
+//!   PATH, and root or user namespaces for its unshare mode).
 //!
 //! When a need is missing the test is **skipped**: a block
 //!
@@ -37,7 +41,9 @@
 //! the file that `CITUS_XTASK_SKIP_LOG` names ([`SKIP_LOG_VAR`]), when it is
 //! set; `ci/test.sh` sets it and lists the skips after the run. A machine
 //! without PostgreSQL, Citus or Docker thus still runs the suite green, and
-//! says what it skipped.
+//! says what it skipped. A test that cannot run for a reason of its own (a
+//! program it reads its output with is missing, say) skips the same way with
+//! [`skip`].
 //!
 //! # `CITUS_XTASK_REQUIRE`
 //!
@@ -68,6 +74,6 @@ mod tmp;
 
 pub use docker::{cleanup_compose_project, compose_project_objects, normalize_project_name, ComposeProjectGuard, ContainerGuard};
 pub use image::{image_packages, test_image, test_image_tag, ENTRYPOINT_SCRIPT, IMAGE_REPOSITORY};
-pub use need::{require, Env, Need, DEFAULT_PG_MAJOR, REQUIRE_VAR, SKIP_LOG_VAR};
+pub use need::{require, skip, Env, Need, DEFAULT_PG_MAJOR, REQUIRE_VAR, SKIP_LOG_VAR};
 pub use ports::{free_port, free_ports};
 pub use tmp::{temp_dir, TempDir};

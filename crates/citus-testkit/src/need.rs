@@ -38,7 +38,10 @@ pub enum Need {
     Postgres,
     /// The Citus extension installed into that PostgreSQL.
     Citus,
-    /// A Docker engine that answers and a compose binary.
+    /// A Docker engine that answers and a compose binary. Asked for with [`Need::Postgres`]
+    /// (as the tests that run [`test_image`](crate::test_image) do), also the test image of
+    /// that PostgreSQL: in the engine already, or buildable here (`mmdebstrap` on PATH, and
+    /// root or user namespaces).
     Docker,
 }
 
@@ -108,6 +111,7 @@ pub(crate) struct PgInstall {
 static POSTGRES: OnceLock<Result<PgInstall, String>> = OnceLock::new();
 static CITUS: OnceLock<Result<(), String>> = OnceLock::new();
 static DOCKER: OnceLock<Result<Vec<String>, String>> = OnceLock::new();
+static IMAGE: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// Decides whether the test `test_name`, which needs `needs`, can run here.
 ///
@@ -131,15 +135,20 @@ pub fn require(test_name: &str, needs: &[Need]) -> Option<Env> {
         Err(_) => BTreeSet::new(),
     };
     let wanted: BTreeSet<Need> = needs.iter().copied().collect();
-    match decide(test_name, &wanted, &insisted, check) {
+    // Docker with PostgreSQL is what the tests of the test image ask for: the image is built
+    // from that PostgreSQL (`test_image`), so it must be there or buildable.
+    let with_image = wanted.contains(&Need::Postgres);
+    let check_need = |need: Need| {
+        check(need)?;
+        match need {
+            Need::Docker if with_image => image().clone(),
+            _ => Ok(()),
+        }
+    };
+    match decide(test_name, &wanted, &insisted, check_need) {
         Decision::Run => {}
         Decision::Skip(text) => {
-            loud(&text);
-            if let Some(path) = std::env::var_os(SKIP_LOG_VAR).filter(|p| !p.is_empty()) {
-                if let Err(e) = append_skip_log(Path::new(&path), &text) {
-                    loud(&format!("citus-testkit: could not append to {SKIP_LOG_VAR}={}: {e}\n", Path::new(&path).display()));
-                }
-            }
+            report_skip(&text);
             return None;
         }
         Decision::Panic(text) => panic!("{text}"),
@@ -152,6 +161,33 @@ pub fn require(test_name: &str, needs: &[Need]) -> Option<Env> {
         pg_major: pg.map(|pg| pg.pg_major).unwrap_or(DEFAULT_PG_MAJOR),
         compose: if wanted.contains(&Need::Docker) { docker().as_ref().ok().cloned() } else { None },
     })
+}
+
+/// Skips the test `test_name` loudly, for a reason that is none of the [`Need`]s (a program
+/// such as `python3` missing, an installation without an older Citus to test against), exactly
+/// as [`require`] skips one: the block
+///
+/// ```text
+/// ==== SKIPPED <test_name>: <why> ====
+/// ```
+///
+/// goes to the process's stderr, bypassing the test harness's capture, and, when
+/// [`SKIP_LOG_VAR`] names a file, as one line to that file (which `ci/test.sh` lists after the
+/// run). The caller then returns from the test. [`REQUIRE_VAR`] insists on needs only, so this
+/// never panics; a test that must not skip for a reason of its own should fail instead.
+pub fn skip(test_name: &str, why: &str) {
+    report_skip(&skip_block(test_name, why));
+}
+
+/// Prints skip blocks loudly and appends them to the skip log, when there is one: what
+/// [`require`] and [`skip`] do on a skip.
+fn report_skip(text: &str) {
+    loud(text);
+    if let Some(path) = std::env::var_os(SKIP_LOG_VAR).filter(|p| !p.is_empty()) {
+        if let Err(e) = append_skip_log(Path::new(&path), text) {
+            loud(&format!("citus-testkit: could not append to {SKIP_LOG_VAR}={}: {e}\n", Path::new(&path).display()));
+        }
+    }
 }
 
 /// What [`require`] does about a test.
@@ -194,9 +230,14 @@ pub(crate) fn append_skip_log(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(lines.as_bytes())
 }
 
-/// The block printed for a skipped test.
+/// The block printed for a test skipped for a missing need.
 pub(crate) fn skip_message(test_name: &str, need: Need, reason: &str) -> String {
-    format!("\n==== SKIPPED {test_name}: needs {need}, but {reason} ====\n")
+    skip_block(test_name, &format!("needs {need}, but {reason}"))
+}
+
+/// The block printed for a skipped test.
+pub(crate) fn skip_block(test_name: &str, why: &str) -> String {
+    format!("\n==== SKIPPED {test_name}: {why} ====\n")
 }
 
 /// Parses the value of [`REQUIRE_VAR`]: comma separated need names, or `all`.
@@ -234,6 +275,16 @@ fn citus() -> &'static Result<(), String> {
 
 fn docker() -> &'static Result<Vec<String>, String> {
     DOCKER.get_or_init(detect_docker)
+}
+
+/// Whether the test image of this machine's PostgreSQL is in the engine or can be built
+/// (`image::obtainable`). Asked only once Docker and PostgreSQL are known to be there; without
+/// PostgreSQL that need is the reason given.
+fn image() -> &'static Result<(), String> {
+    IMAGE.get_or_init(|| match postgres() {
+        Ok(pg) => crate::image::obtainable(&Env { bin_dir: pg.bin_dir.clone(), has_citus: citus().is_ok(), pg_major: pg.pg_major, compose: None }),
+        Err(_) => Ok(()),
+    })
 }
 
 // ---------------------------------------------------------------- Postgres
@@ -315,7 +366,7 @@ pub(crate) fn check_os_user(is_root: bool, postgres_user_exists: bool) -> Result
     Ok(())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -467,6 +518,12 @@ mod tests {
              does not exist (build Citus outside the repository and install it into this \
              PostgreSQL; see DEVELOPERS.md) ====\n"
         );
+    }
+
+    #[test]
+    fn a_skip_of_its_own_is_the_same_block_as_a_missing_need() {
+        assert_eq!(skip_block("t", "`python3` is not on PATH"), "\n==== SKIPPED t: `python3` is not on PATH ====\n");
+        assert_eq!(skip_message("t", Need::Docker, "no engine"), skip_block("t", "needs Docker, but no engine"));
     }
 
     #[test]
