@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use citus_testkit::{require, Need};
+use citus_testkit::{require, skip, Need};
 
-use crate::harness::{text, Spec, TestCluster};
+use crate::harness::{text, KillGroupOnDrop, KillOnDrop, Spec, TestCluster};
 
 fn citus(test: &str) -> bool {
     require(test, &[Need::Postgres, Need::Citus]).is_some()
@@ -308,31 +308,72 @@ fn worker_with_ssl_turned_off_fails_setup_naming_ssl_and_the_fix() {
 
 #[test]
 fn stale_extension_is_reported_and_updated() {
-    if !citus("stale_extension_is_reported_and_updated") {
+    let test = "stale_extension_is_reported_and_updated";
+    if !citus(test) {
         return;
     }
     let c = TestCluster::new(Spec::default());
     c.ok(&["up", "--no-setup"]);
-    // `up` copies the database from the template; the test installs an old citus in it.
+    // `up` copies the database from the template; the test installs an older citus in it, one
+    // of the versions this installation can create.
     let mut w = c.connect(1, &c.database);
-    if let Err(e) = w.batch_execute("CREATE EXTENSION citus VERSION '13.1-1'") {
-        panic!("cannot create an older citus to test skew: {e}");
+    let library: String = w.query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'citus'", &[]).unwrap().get(0);
+    let versions: Vec<String> =
+        w.query("SELECT version FROM pg_available_extension_versions WHERE name = 'citus'", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let Some(old) = older_citus(&library, &versions) else {
+        skip(test, &format!("this Citus ({library}) has no older version to create (pg_available_extension_versions: {})", versions.join(", ")));
+        return;
+    };
+    if let Err(e) = w.batch_execute(&format!("CREATE EXTENSION citus VERSION '{old}'")) {
+        panic!("cannot create citus {old} to test skew with the library's {library}: {e}");
     }
     // `verify` reports the skew on that worker, both versions as the catalogs spell them.
     let out = c.xtask(&["verify"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
     let line = t.lines().find(|l| l.contains("citus_worker1") && l.contains("library matches extension")).unwrap_or_else(|| panic!("{t}"));
-    assert!(line.starts_with("FAIL") && line.contains("installed 13.1-1, library 13.2-"), "{line}");
+    assert!(line.starts_with("FAIL") && line.contains(&format!("installed {old}, library {library}")), "{line}");
     let out = c.xtask(&["setup"]);
     assert!(out.status.success(), "{}", text(&out));
-    // The progress lines say why; the summary says what setup did.
+    // The progress lines say why (with major.minor versions); the summary says what setup did.
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(stderr.contains("citus_worker1: installed extension 13.1") && stderr.contains("older than the loaded library"), "{stderr}");
+    let major_minor = |v: &str| v.split('-').next().unwrap().to_string();
+    assert!(
+        stderr.contains(&format!("citus_worker1: installed extension {}", major_minor(&old)))
+            && stderr.contains(&format!("older than the loaded library {}", major_minor(&library))),
+        "{stderr}"
+    );
     assert!(stdout.contains(&format!("citus_worker1: updated extension citus in \"{}\"", c.database)), "{stdout}");
     let v: String = c.connect(1, &c.database).query_one("SELECT extversion FROM pg_extension WHERE extname = 'citus'", &[]).unwrap().get(0);
-    assert!(v.starts_with("13.2"), "{v}");
+    assert_eq!(v, library);
     c.ok(&["verify"]);
+}
+
+/// The citus version (`13.1-1`) to install under a library of `library`'s version: among
+/// `versions`, the newest whose major.minor is older than the library's (the tool compares
+/// major.minor), of the same major if there is one. `None` when there is no older one.
+fn older_citus(library: &str, versions: &[String]) -> Option<String> {
+    let parse = |v: &str| -> Option<(u32, u32, u32)> {
+        let (core, revision) = v.split_once('-')?;
+        let (major, minor) = core.split_once('.')?;
+        Some((major.parse().ok()?, minor.parse().ok()?, revision.parse().ok()?))
+    };
+    let (major, minor, _) = parse(library)?;
+    let older: Vec<((u32, u32, u32), &String)> =
+        versions.iter().filter_map(|v| Some((parse(v)?, v))).filter(|((a, b, _), _)| (*a, *b) < (major, minor)).collect();
+    let newest = |same_major: bool| older.iter().filter(|((a, _, _), _)| !same_major || *a == major).max_by_key(|(k, _)| *k).map(|(_, v)| v.to_string());
+    newest(true).or_else(|| newest(false))
+}
+
+#[test]
+fn older_citus_prefers_the_newest_older_minor_of_the_same_major() {
+    let versions = |vs: &[&str]| vs.iter().map(|v| v.to_string()).collect::<Vec<_>>();
+    let all = versions(&["12.1-1", "13.0-1", "13.1-1", "13.2-1", "9.5-3", "13.1-2-dev", "x"]);
+    assert_eq!(older_citus("13.2-1", &all).as_deref(), Some("13.1-1"));
+    assert_eq!(older_citus("13.0-1", &all).as_deref(), Some("12.1-1"));
+    assert_eq!(older_citus("13.2-1", &versions(&["13.2-1", "13.3-1"])), None);
+    // Another revision of the same major.minor is no skew for the tool.
+    assert_eq!(older_citus("13.2-2", &versions(&["13.2-1"])), None);
 }
 
 #[test]
@@ -483,12 +524,16 @@ fn worker_killed_during_setup_then_rerun_completes_without_duplicates() {
     c.ok(&["up", "--no-setup"]);
     let holder = hold_extension_catalog(&c, 1);
     let first = std::thread::scope(|s| {
+        // Owned by this closure, so that a panic below drops it (releasing the lock, so setup
+        // goes on and ends) before the scope waits for the setup thread.
+        let holder = holder;
         let setup = s.spawn(|| c.xtask(&["setup"]));
         wait_until_setup_blocks_on(&c, 1);
         c.kill("citus_worker1", libc::SIGKILL);
-        setup.join().unwrap()
+        let first = setup.join().unwrap();
+        drop(holder);
+        first
     });
-    drop(holder);
     assert_eq!(first.status.code(), Some(1), "setup did not fail when worker 1 died: {}", text(&first));
     let t = text(&first);
     assert!(t.contains("citus_worker1") && t.contains(&format!("localhost:{}", c.port(1))), "the failure does not name the killed worker: {t}");
@@ -508,19 +553,22 @@ fn interrupted_setup_leaves_no_process_and_the_next_run_resumes() {
     let nodes = ["citus_master", "citus_worker1", "citus_worker2"];
     let servers_before: Vec<i32> = nodes.iter().map(|n| c.pid(n).unwrap()).collect();
     let holder = hold_extension_catalog(&c, 1);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["setup", "--backend", "local", "--config"])
-        .arg(&c.config)
-        .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed and reaped if an assertion fails first (before `holder` goes, the later local).
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["setup", "--backend", "local", "--config"])
+            .arg(&c.config)
+            .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_until_setup_blocks_on(&c, 1);
-    let setup_pid = child.id() as i32;
+    let setup_pid = child.0.id() as i32;
     // SAFETY: plain syscall on our own child.
     unsafe { libc::kill(setup_pid, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(!status.success(), "setup was not interrupted");
     drop(holder);
     // Nothing the interrupted run started is left: no process has it as parent, and the
@@ -555,19 +603,22 @@ fn interrupted_up_then_rerun_completes() {
     }
     for (i, moment) in ["initdb: creating the pristine template", ": new data directory", "ready: "].iter().enumerate() {
         let c = TestCluster::new(Spec { name: &format!("itint{i}"), ..Spec::default() });
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["up", "--backend", "local", "--config"])
-            .arg(&c.config)
-            .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pgid = child.id() as i32;
+        // Its group (`up`, its cp and initdb) is killed if the test fails before the wait.
+        let mut child = KillGroupOnDrop::new(
+            std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+                .args(["up", "--backend", "local", "--config"])
+                .arg(&c.config)
+                .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        );
+        let pgid = child.pgid();
         let mut seen = Vec::new();
         let mut interrupted = false;
-        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        for line in BufReader::new(child.take_stderr().unwrap()).lines() {
             let line = line.unwrap();
             seen.push(line.clone());
             if !interrupted && line.contains(moment) {
@@ -576,7 +627,7 @@ fn interrupted_up_then_rerun_completes() {
                 interrupted = true;
             }
         }
-        let status = child.wait().unwrap();
+        let status = child.wait();
         assert!(interrupted, "`{moment}` never appeared: {seen:#?}");
         eprintln!("interrupted at `{moment}`: {status}");
         let rerun = c.ok(&["up"]);

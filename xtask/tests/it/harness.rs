@@ -243,11 +243,12 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
         c.args(["down", "--purge", "--backend", self.backend, "--config"]).arg(&self.config).env("CITUS_IT_PASSWORD", PASSWORD);
-        let out = c.output();
-        if let Ok(o) = out {
-            if !o.status.success() {
-                eprintln!("cleanup `down --purge` failed: {}", String::from_utf8_lossy(&o.stderr));
+        match c.output() {
+            Ok(o) if !o.status.success() => {
+                eprintln!("cleanup `down --purge --config {}` failed: {}", self.config.display(), String::from_utf8_lossy(&o.stderr));
             }
+            Ok(_) => {}
+            Err(e) => eprintln!("cleanup `down --purge --config {}` could not be started: {e}", self.config.display()),
         }
     }
 }
@@ -260,6 +261,49 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A child started in a process group of its own (`process_group(0)`) whose whole group is
+/// killed (SIGKILL) and the child reaped when the guard is dropped before [`wait`](Self::wait)
+/// reaped it, also when the test panics first: the child's own children (`psql`, `cp`, `initdb`)
+/// go too.
+pub(crate) struct KillGroupOnDrop {
+    child: std::process::Child,
+    reaped: bool,
+}
+
+impl KillGroupOnDrop {
+    pub(crate) fn new(child: std::process::Child) -> KillGroupOnDrop {
+        KillGroupOnDrop { child, reaped: false }
+    }
+
+    /// The child's pid, which is its process group's id.
+    pub(crate) fn pgid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The child's stderr, when it was piped.
+    pub(crate) fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
+    }
+
+    /// Waits for the child to exit; its group is left alone from then on (its id may be reused).
+    pub(crate) fn wait(&mut self) -> std::process::ExitStatus {
+        let status = self.child.wait().expect("waiting for the child");
+        self.reaped = true;
+        status
+    }
+}
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // Not reaped yet, so the id is still this group's. SAFETY: plain syscall.
+            unsafe { libc::kill(-self.pgid(), libc::SIGKILL) };
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -428,17 +428,21 @@ fn psql_opens_the_chosen_node_with_the_password_in_its_environment() {
     // cancels the running query and psql exits on its own, and the xtask waits for it and
     // passes its exit code on, instead of dying and leaving psql without its parent.
     {
+        use std::io::Read;
         use std::os::unix::process::CommandExt;
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["psql", "--config"])
-            .arg(&c.config)
-            .args(["--", "-XAtc", "SELECT pg_sleep(30)"])
-            .env("CITUS_IT_PASSWORD", secret)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
+        // Its group (the xtask and its psql) is killed if an assertion fails before the wait.
+        let mut child = crate::harness::KillGroupOnDrop::new(
+            std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+                .args(["psql", "--config"])
+                .arg(&c.config)
+                .args(["--", "-XAtc", "SELECT pg_sleep(30)"])
+                .env("CITUS_IT_PASSWORD", secret)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        );
         let started = Instant::now();
         // Until the session's query runs on the coordinator.
         let mut admin = c.connect_with(0, "postgres", secret);
@@ -447,10 +451,12 @@ fn psql_opens_the_chosen_node_with_the_password_in_its_environment() {
             std::thread::sleep(Duration::from_millis(50));
         }
         // SAFETY: plain syscall on our own child's process group.
-        unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "the xtask did not wait for psql: {} {stderr}", out.status);
+        unsafe { libc::kill(-child.pgid(), libc::SIGINT) };
+        let mut bytes = Vec::new();
+        child.take_stderr().expect("piped").read_to_end(&mut bytes).unwrap();
+        let status = child.wait();
+        let stderr = String::from_utf8_lossy(&bytes);
+        assert_eq!(status.code(), Some(1), "the xtask did not wait for psql: {status} {stderr}");
         assert!(stderr.contains("canceling statement due to user request"), "{stderr}");
         assert!(started.elapsed() < Duration::from_secs(25), "the query was not cancelled");
     }
