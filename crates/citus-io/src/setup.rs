@@ -47,7 +47,8 @@ impl<'a> NodeConn<'a> {
     /// The target-database connection, opened on first use.
     pub fn target(&mut self, t: &Target<'_>) -> anyhow::Result<&mut Client> {
         if self.target.is_none() {
-            self.target = Some(pg::connect(self.node, t.creds, &t.cluster.database, std::time::Duration::from_secs(10))?);
+            self.target =
+                Some(pg::connect(self.node, t.creds, &t.cluster.database, std::time::Duration::from_secs(10)).map_err(|e| if_went_away(self.node, e))?);
         }
         Ok(self.target.as_mut().expect("just opened"))
     }
@@ -55,7 +56,9 @@ impl<'a> NodeConn<'a> {
     /// The maintenance-database connection, opened on first use.
     pub fn maint(&mut self, t: &Target<'_>) -> anyhow::Result<&mut Client> {
         if self.maint.is_none() {
-            self.maint = Some(pg::connect(self.node, t.creds, &t.cluster.maintenance_database, std::time::Duration::from_secs(10))?);
+            self.maint = Some(
+                pg::connect(self.node, t.creds, &t.cluster.maintenance_database, std::time::Duration::from_secs(10)).map_err(|e| if_went_away(self.node, e))?,
+            );
         }
         Ok(self.maint.as_mut().expect("just opened"))
     }
@@ -204,18 +207,17 @@ fn observe_node(t: &Target<'_>, nc: &mut NodeConn<'_>, wanted_authinfo: &str) ->
     // Logged in to the target database: it exists, and the installed version is read at once.
     let (database_exists, available, mut installed, id): (bool, Option<String>, Option<Option<String>>, String) = match nc.target.as_mut() {
         Some(c) => {
-            let r = c.query_typed_one(&format!("SELECT {AVAILABLE}, {INSTALLED}, {SERVER_IDENTITY}"), &[]).with_context(ctx)?;
+            let r = c.query_typed_one(&format!("SELECT {AVAILABLE}, {INSTALLED}, {SERVER_IDENTITY}"), &[]);
+            let r = r.map_err(|e| no_superuser(t, c, e)).with_context(ctx)?;
             (true, r.get(0), Some(r.get(1)), r.get(2))
         }
         None => {
-            let r = nc
-                .maint(t)
-                .with_context(ctx)?
-                .query_typed_one(
-                    &format!("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1), {AVAILABLE}, {SERVER_IDENTITY}"),
-                    &[(&t.cluster.database, Type::TEXT)],
-                )
-                .with_context(ctx)?;
+            let c = nc.maint(t).with_context(ctx)?;
+            let r = c.query_typed_one(
+                &format!("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1), {AVAILABLE}, {SERVER_IDENTITY}"),
+                &[(&t.cluster.database, Type::TEXT)],
+            );
+            let r = r.map_err(|e| no_superuser(t, c, e)).with_context(ctx)?;
             (r.get(0), r.get(1), None, r.get(2))
         }
     };
@@ -241,6 +243,25 @@ fn observe_node(t: &Target<'_>, nc: &mut NodeConn<'_>, wanted_authinfo: &str) ->
         st.authinfo_in_place = r.get(2);
     }
     Ok((st, id))
+}
+
+/// The error of `setup`'s first query on a node: when the server refused it for lack of
+/// privilege (its identity needs `pg_control_system()`, a superuser's) and the cluster's user
+/// is no superuser there, that, with the fix; else the error as it is.
+fn no_superuser(t: &Target<'_>, c: &mut postgres::Client, e: postgres::Error) -> anyhow::Error {
+    if e.code() != Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+        return e.into();
+    }
+    match c.query_typed_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[]).map(|r| r.get::<_, bool>(0)) {
+        Ok(false) => anyhow::anyhow!(
+            "user {:?} is no superuser there: setup creates the database and the citus extension, registers the nodes and stores the inter-node password in pg_dist_authinfo, which need one ({})\n    fix: set `user` in {} to a superuser of every node, or make it one there (`ALTER ROLE {} SUPERUSER`, as a superuser)",
+            t.cluster.user,
+            pg::describe(&e),
+            t.cluster.source.display(),
+            postgres_protocol::escape::escape_identifier(&t.cluster.user)
+        ),
+        _ => e.into(),
+    }
 }
 
 /// Refuses when two configured nodes' client addresses reach the same server (`ids`: each
@@ -786,6 +807,23 @@ fn check_added_is_worker(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, nod
     Ok(())
 }
 
+/// The fix for a node that stopped answering in the middle of `setup`.
+fn went_away_fix(node: &Node) -> String {
+    format!(
+        "{} at {} went away during setup (stopped, crashed or restarted): start it again (`cargo xtask up` for nodes this tool runs) and re-run `cargo xtask setup`; every step is safe to repeat",
+        node.name, node.client
+    )
+}
+
+/// A connection `setup` opens once every node has accepted a login (on first use): a node
+/// that does not answer now went away meanwhile, and the error says so, with the fix.
+fn if_went_away(node: &Node, e: pg::ConnectError) -> anyhow::Error {
+    match e {
+        pg::ConnectError::Unreachable { .. } => anyhow::anyhow!("{e}\n    fix: {}", went_away_fix(node)),
+        e => e.into(),
+    }
+}
+
 fn explain_failure(t: &Target<'_>, node: &Node, step: &Step, detail: &str) -> String {
     let head = format!("node {} at {}: {} failed: {detail}", node.name, node.client, step.sql);
     let subject = subject_address(t, step);
@@ -796,10 +834,7 @@ fn explain_failure(t: &Target<'_>, node: &Node, step: &Step, detail: &str) -> St
     let (w, addr) = subject.unwrap_or_default();
     let lost = ["connection closed", "server closed the connection", "terminating connection", "connection reset"];
     let fix = if lost.iter().any(|l| detail.contains(l)) {
-        format!(
-            "{} at {} went away during setup (stopped, crashed or restarted): start it again (`cargo xtask up` for nodes this tool runs) and re-run `cargo xtask setup`; every step is safe to repeat",
-            node.name, node.client
-        )
+        went_away_fix(node)
     } else if detail.contains("can only be loaded via shared_preload_libraries") {
         format!("put citus first in shared_preload_libraries on {} and restart it", node.name)
     } else if detail.contains("could not open extension control file") {
@@ -818,4 +853,26 @@ fn explain_failure(t: &Target<'_>, node: &Node, step: &Step, detail: &str) -> St
         "see the server's message above".to_string()
     };
     format!("{head}\n    fix: {fix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node that stops answering between the wait and a connection `setup` opens later is
+    /// named with its address and the fix; a refused login keeps its own fix.
+    #[test]
+    fn a_node_that_went_away_during_setup_is_named_with_the_fix() {
+        let c = Cluster::parse("database = \"d\"\n[coordinator]\nname = \"m\"\nport = 7000\n", std::path::Path::new("/w/citus.toml")).unwrap();
+        let m = &c.coordinator;
+        let e = if_went_away(m, pg::ConnectError::Unreachable { node: "m".into(), address: m.client.clone(), detail: "connection refused".into() }).to_string();
+        assert_eq!(
+            e,
+            "node m at localhost:7000: connection refused\n    fix: m at localhost:7000 went away during setup (stopped, crashed or restarted): start it again (`cargo xtask up` for nodes this tool runs) and re-run `cargo xtask setup`; every step is safe to repeat"
+        );
+        let auth =
+            pg::ConnectError::Auth { node: "m".into(), address: m.client.clone(), user: "u".into(), origin: "CITUS_PASSWORD".into(), detail: "x".into() };
+        let e = if_went_away(m, auth).to_string();
+        assert!(e.contains("authentication failed") && !e.contains("went away"), "{e}");
+    }
 }

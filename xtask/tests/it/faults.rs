@@ -925,3 +925,35 @@ fn drop_orphaned_shards_names_a_worker_of_the_run() {
     let out = c.xtask(&["setup", "--dry-run", "--drop-orphaned-shards", "citus_worker2"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+/// `setup` against nodes where the config's `user` is no superuser (nodes this tool did not
+/// start, a role made by hand) says so, naming the node, its address and the fix, instead of
+/// the server's bare "permission denied for function pg_control_system".
+#[test]
+fn a_user_that_is_no_superuser_is_named_with_the_fix() {
+    if !citus("a_user_that_is_no_superuser_is_named_with_the_fix") {
+        return;
+    }
+    let c = TestCluster::new(Spec { workers: 1, ..Spec::default() });
+    c.ok(&["up"]);
+    // On every node: Citus would propagate a role made on the coordinator, so each node gets
+    // it only where it is missing.
+    for i in 0..2 {
+        c.connect(i, "postgres")
+            .batch_execute(&format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'plain') THEN CREATE ROLE plain LOGIN PASSWORD '{}'; END IF; END $$",
+                crate::harness::PASSWORD
+            ))
+            .unwrap();
+    }
+    let config = std::fs::read_to_string(&c.config).unwrap();
+    let own_user = format!("user = \"{}\"\n", c.user);
+    assert!(config.contains(&own_user), "{config}");
+    std::fs::write(&c.config, config.replace(&own_user, "user = \"plain\"\n")).unwrap();
+    let out = c.xtask(&["setup"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains(&format!("observing citus_master at localhost:{}: user \"plain\" is no superuser there", c.port(0))), "{t}");
+    assert!(t.contains("fix: set `user` in ") && t.contains("(`ALTER ROLE \"plain\" SUPERUSER`, as a superuser)"), "{t}");
+    std::fs::write(&c.config, config).unwrap();
+}
