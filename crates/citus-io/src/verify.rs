@@ -505,33 +505,53 @@ fn round_trip(t: &Target<'_>, report: &mut Report, coord: &Node, c: &mut postgre
         std::process::id(),
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
     );
-    // One shard per worker: placement is round-robin, so every worker holds one.
-    let shards = t.cluster.workers.len().max(1) as i32;
-    let result = (|| -> Result<String, postgres::Error> {
+    // One shard per node that takes shards (the active workers, and the coordinator if it has
+    // shouldhaveshards): placement is round-robin, so each of them holds one.
+    let result = (|| -> Result<(String, Vec<String>, i64), postgres::Error> {
         c.batch_execute(&format!("CREATE TABLE {table} (id bigint PRIMARY KEY, payload text)"))?;
-        c.query_typed(&format!("SELECT create_distributed_table('{table}', 'id', shard_count => $1)"), &[(&shards, Type::INT4)])?;
+        c.query_typed(
+            &format!(
+                "SELECT create_distributed_table('{table}', 'id', shard_count => \
+                 (SELECT greatest(1, count(*))::int FROM pg_dist_node WHERE shouldhaveshards AND isactive AND noderole = 'primary'))"
+            ),
+            &[],
+        )?;
         c.batch_execute(&format!("INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, 1000) g"))?;
         let r = c.query_typed_one(&format!("SELECT count(*), sum(id)::bigint FROM {table}"), &[])?;
         let (count, sum): (i64, i64) = (r.get(0), r.get(1));
-        let placed: i64 =
-            c.query_typed_one(&format!("SELECT count(DISTINCT (nodename, nodeport)) FROM citus_shards WHERE table_name = '{table}'::regclass"), &[])?.get(0);
+        // Where the shards went, as the coordinator has the nodes registered.
+        let rows =
+            c.query_typed(&format!("SELECT nodename, nodeport, count(*) FROM citus_shards WHERE table_name = '{table}'::regclass GROUP BY 1, 2"), &[])?;
+        let placed: Vec<String> =
+            rows.iter().map(|r| Address::new(r.get::<_, String>(0), u16::try_from(r.get::<_, i32>(1)).unwrap_or(0)).to_string()).collect();
+        let shards: i64 = rows.iter().map(|r| r.get::<_, i64>(2)).sum();
         if count != 1000 || sum != 500_500 {
-            return Ok(format!("FAIL read back {count} rows (sum {sum}), wrote 1000 (sum 500500)"));
+            return Ok((format!("read back {count} rows (sum {sum}), wrote 1000 (sum 500500)"), placed, shards));
         }
-        Ok(format!("ok 1000 rows across {shards} shards on {placed} nodes"))
+        Ok((String::new(), placed, shards))
     })();
     let cleanup = c.batch_execute(&format!("DROP TABLE IF EXISTS {table}"));
-    let workers = t.cluster.workers.len() as i64;
     match result {
-        Ok(msg) if msg.starts_with("ok") => {
-            let placed_ok = msg.contains(&format!("on {} nodes", workers.max(1))) || workers == 0;
-            report.push(coord, "distributed round trip", placed_ok, msg[3..].to_string(), || {
-                "shards were not placed on every worker: check that every worker is active (cargo xtask setup)".into()
+        Ok((lost, placed, shards)) if lost.is_empty() => {
+            // A worker with no shard of the table (a coordinator that holds shards takes one).
+            let without: Vec<String> = t
+                .cluster
+                .workers
+                .iter()
+                .filter(|w| !placed.contains(&t.cluster.cluster_address(w, t.backend).to_string()))
+                .map(|w| format!("{} ({})", w.name, t.cluster.cluster_address(w, t.backend)))
+                .collect();
+            let detail = match without.as_slice() {
+                [] => format!("1000 rows across {shards} shards on {} node(s)", placed.len()),
+                _ => format!("1000 rows across {shards} shards on {}; no shard on {}", placed.join(", "), without.join(", ")),
+            };
+            report.push(coord, "distributed round trip", without.is_empty(), detail, || {
+                "shards were not placed on every worker: check that every worker is registered, active and has shouldhaveshards (`cargo xtask setup`, and `SELECT * FROM pg_dist_node` on the coordinator)".into()
             })
         }
-        Ok(msg) => report.push(coord, "distributed round trip", false, msg[5..].to_string(), || {
-            "the cluster lost rows: check the workers' logs (`cargo xtask logs`)".into()
-        }),
+        Ok((lost, _, _)) => {
+            report.push(coord, "distributed round trip", false, lost, || "the cluster lost rows: check the workers' logs (`cargo xtask logs`)".into())
+        }
         Err(e) => report.push(coord, "distributed round trip", false, pg::describe(&e), || {
             // Citus's "connection to the remote node USER@HOST:PORT failed with the following
             // error: ...": the fix for that reason, when there is one.

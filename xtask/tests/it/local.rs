@@ -188,6 +188,35 @@ fn disabled_worker_fails_verify_and_setup_reactivates_it() {
     c.ok(&["verify"]);
 }
 
+/// The round trip's shards go to every node that takes shards: a coordinator with
+/// `shouldhaveshards` takes one more and `verify` passes; a worker without it gets none, and
+/// `verify` fails naming it, its cluster address and the fix.
+#[test]
+fn the_round_trip_names_a_worker_that_got_no_shard() {
+    if !citus("the_round_trip_names_a_worker_that_got_no_shard") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    let mut coord = c.connect(0, &c.database);
+    let set = |coord: &mut postgres::Client, port: u16, on: bool| {
+        coord.execute("SELECT citus_set_node_property('localhost', $1, 'shouldhaveshards', $2)", &[&i32::from(port), &on]).unwrap();
+    };
+    set(&mut coord, c.port(0), true);
+    let out = c.ok(&["verify"]);
+    assert!(out.lines().any(|l| l.contains("distributed round trip") && l.contains("1000 rows across 3 shards on 3 node(s)")), "{out}");
+    set(&mut coord, c.port(0), false);
+    set(&mut coord, c.port(2), false);
+    let out = c.xtask(&["verify"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let line = t.lines().find(|l| l.contains("distributed round trip")).unwrap_or_else(|| panic!("{t}"));
+    assert!(line.starts_with("FAIL") && line.contains(&format!("no shard on citus_worker2 (localhost:{})", c.port(2))), "{t}");
+    assert!(t.contains("shards were not placed on every worker") && t.contains("shouldhaveshards"), "{t}");
+    set(&mut coord, c.port(2), true);
+    c.ok(&["verify"]);
+}
+
 #[test]
 fn worker_count_from_the_command_line() {
     if !citus("worker_count_from_the_command_line") {
