@@ -111,14 +111,17 @@ pub(crate) fn setup(f: flags::Setup) -> anyhow::Result<ExitCode> {
         return Err(UsageError("--citus-version: only a --dry-run plans for a version; a live setup reads each node's own".into()).into());
     }
     if f.dry_run {
-        let v = match f.citus_version.as_deref() {
-            Some(s) => citus_plan::Version::parse(s).ok_or_else(|| UsageError(format!("--citus-version {s}: expected MAJOR.MINOR, e.g. 13.2")))?,
-            None => citus_plan::Version::new(13, 2),
+        let (v, from) = match f.citus_version.as_deref() {
+            Some(s) => (
+                citus_plan::Version::parse(s).ok_or_else(|| UsageError(format!("--citus-version {s}: expected MAJOR.MINOR, e.g. 13.2")))?,
+                "--citus-version".to_string(),
+            ),
+            None => dry_run_version(&cluster, backend),
         };
         let observed = citus_plan::Observed::fresh(&cluster, v);
         // The dry run never reads the password: it is masked in the output anyway.
         let plan = citus_plan::plan(&cluster, backend, &observed, "").map_err(|e| UsageError(e.to_string()))?;
-        println!("-- plan for a fresh cluster `{}` (citus {v}, backend {backend}); nothing was connected to", cluster.name);
+        println!("-- plan for a fresh cluster `{}` (citus {v}: {from}; backend {backend}); nothing was connected to", cluster.name);
         print!("{}", plan.render());
         return Ok(ExitCode::SUCCESS);
     }
@@ -356,6 +359,22 @@ fn follow_logs(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The citus version `setup --dry-run` plans for without `--citus-version`, and where it
+/// comes from: the image's tag (`citusdata/citus:13.0.3-pg15`) on Docker, the citus.control of
+/// the local PostgreSQL on the local backend, else the version this tool was tested with.
+fn dry_run_version(cluster: &citus_config::Cluster, backend: Backend) -> (citus_plan::Version, String) {
+    let found = match backend {
+        Backend::Docker => {
+            let image = &cluster.docker.image;
+            // No tag: `localhost:5000/citus` has a registry port, not a tag.
+            let tag = image.split('@').next().unwrap_or(image).rsplit_once(':').map(|(_, tag)| tag).filter(|tag| !tag.contains('/'));
+            tag.and_then(citus_plan::Version::parse).map(|v| (v, format!("the tag of image {image}")))
+        }
+        Backend::Local => local::installed_citus(cluster).and_then(|(v, control)| citus_plan::Version::parse(&v).map(|v| (v, control.display().to_string()))),
+    };
+    found.unwrap_or_else(|| (citus_plan::Version::new(13, 2), "assumed, found nowhere; --citus-version picks another".to_string()))
 }
 
 pub(crate) fn compose(f: flags::Compose) -> anyhow::Result<ExitCode> {

@@ -88,6 +88,19 @@ pub fn detect(cluster: &Cluster) -> anyhow::Result<Local> {
 /// `pg_config --bindir` of a `pg_config` on PATH that is not Debian's `/usr/bin/pg_config`
 /// (a wrapper script that costs ~40 ms and picks the newest `/usr/lib/postgresql/N`, as the
 /// second step does without it), then that Debian layout, then `/usr/bin/pg_config` itself.
+/// The citus version a new local node would get: `default_version` of `citus.control` in the
+/// extension folder of the PostgreSQL `up` would use, and that file; `None` when there is no
+/// such PostgreSQL or it has no Citus. Reads files and runs its `pg_config`; connects to nothing.
+pub fn installed_citus(cluster: &Cluster) -> Option<(String, PathBuf)> {
+    let bin_dir = cluster.local.bin_dir.clone().or_else(find_bin_dir)?;
+    let out = std::process::Command::new(bin_dir.join("pg_config")).arg("--sharedir").output().ok()?;
+    let control = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("extension").join("citus.control");
+    let text = fs::read_to_string(&control).ok()?;
+    let version =
+        text.lines().find_map(|l| l.trim().strip_prefix("default_version")?.trim().strip_prefix('=').map(|v| v.trim().trim_matches('\'').to_string()))?;
+    Some((version, control))
+}
+
 fn find_bin_dir() -> Option<PathBuf> {
     let from_pg_config = |pg_config: &Path| -> Option<PathBuf> {
         let out = std::process::Command::new(pg_config).arg("--bindir").output().ok()?;

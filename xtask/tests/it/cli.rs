@@ -88,6 +88,24 @@ fn dry_run_prints_the_plan_without_connecting() {
     assert!(out.contains("CREATE DATABASE \"commcare_ucr_citus\""), "{out}");
     assert!(out.contains("SELECT citus_add_node($1, $2)"), "{out}");
     assert!(out.contains("<secret>") && !out.contains("password='"), "the password is not masked in the plan: {out}");
+    // The version planned for, and where it came from: the local PostgreSQL's citus.control
+    // when it has one, on Docker the image's tag; else an assumption that says so.
+    let control = std::process::Command::new("/bin/sh")
+        .args(["-c", "pg_config --sharedir 2>/dev/null || ls -d /usr/share/postgresql/*/ | sort -V | tail -1"])
+        .output()
+        .ok()
+        .map(|o| std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("extension/citus.control"));
+    let head = out.lines().next().unwrap_or_default();
+    match control.filter(|c| c.exists()) {
+        Some(_) => assert!(head.contains("/extension/citus.control; backend local)"), "{head}"),
+        None => assert!(head.contains("citus 13.2: assumed, found nowhere; --citus-version picks another; backend local)"), "{head}"),
+    }
+    let docker = TestCluster::new(Spec { backend: "docker", extra: "\n[docker]\nimage = \"registry.example:5000/citus:12.1.5-pg16\"\n", ..Spec::default() });
+    let head = docker.ok(&["setup", "--dry-run"]).lines().next().unwrap_or_default().to_string();
+    assert!(head.contains("(citus 12.1: the tag of image registry.example:5000/citus:12.1.5-pg16; backend docker)"), "{head}");
+    let docker = TestCluster::new(Spec { backend: "docker", extra: "\n[docker]\nimage = \"registry.example:5000/citus\"\n", ..Spec::default() });
+    let head = docker.ok(&["setup", "--dry-run"]).lines().next().unwrap_or_default().to_string();
+    assert!(head.contains("(citus 13.2: assumed, found nowhere; --citus-version picks another; backend docker)"), "{head}");
 }
 
 #[test]
