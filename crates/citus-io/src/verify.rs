@@ -17,7 +17,13 @@ pub struct Check {
     /// That node's client address.
     pub address: String,
     pub check: String,
+    /// False for a failed check; true for a passed one, and for one that could not run here
+    /// (`skipped`), which fails nothing.
     pub ok: bool,
+    /// The check could not run against this cluster (e.g. a Citus without the function it
+    /// uses): not counted as passed. Only in the JSON when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
     /// What was seen.
     pub detail: String,
     /// The likely fix, for a failed check.
@@ -39,8 +45,22 @@ impl Report {
             address: node.client.to_string(),
             check: check.into(),
             ok,
+            skipped: false,
             detail: detail.into(),
             fix: (!ok).then(fix),
+        });
+    }
+
+    /// A check that could not run here, and why: shown as `skip`, failing nothing.
+    fn push_skipped(&mut self, node: &Node, check: &str, why: impl Into<String>) {
+        self.checks.push(Check {
+            node: node.name.clone(),
+            address: node.client.to_string(),
+            check: check.into(),
+            ok: true,
+            skipped: true,
+            detail: why.into(),
+            fix: None,
         });
     }
 
@@ -53,7 +73,13 @@ impl Report {
         for c in &self.checks {
             out.push_str(&format!(
                 "{:<4}  {:<w_node$}  {:<w_addr$}  {:<w_check$}  {}\n",
-                if c.ok { "ok" } else { "FAIL" },
+                if c.skipped {
+                    "skip"
+                } else if c.ok {
+                    "ok"
+                } else {
+                    "FAIL"
+                },
                 c.node,
                 c.address,
                 c.check,
@@ -64,10 +90,15 @@ impl Report {
             }
         }
         let failed = self.checks.iter().filter(|c| !c.ok).count();
-        out.push_str(&if failed == 0 {
-            format!("all {} checks passed\n", self.checks.len())
-        } else {
-            format!("{failed} of {} checks failed\n", self.checks.len())
+        let skipped = self.checks.iter().filter(|c| c.skipped).count();
+        let skipped_note = match skipped {
+            0 => String::new(),
+            n => format!(" ({n} skipped: could not run on this cluster, see above)"),
+        };
+        out.push_str(&match (failed, skipped) {
+            (0, 0) => format!("all {} checks passed\n", self.checks.len()),
+            (0, _) => format!("{} of {} checks passed{skipped_note}\n", self.checks.len() - skipped, self.checks.len()),
+            _ => format!("{failed} of {} checks failed{skipped_note}\n", self.checks.len()),
         });
         out
     }
@@ -134,7 +165,7 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     progress(&format!("{} of {} nodes reachable", live.len(), nodes.len()));
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     let (ok, detail, fix) = version_check(&names, &versions);
-    report.checks.push(Check { node: "cluster".into(), address: "-".into(), check: "same citus version".into(), ok, detail, fix });
+    report.checks.push(Check { node: "cluster".into(), address: "-".into(), check: "same citus version".into(), ok, skipped: false, detail, fix });
 
     let coord_live = live.first().is_some_and(|(n, _)| n.name == cluster.coordinator.name);
     if !coord_live {
@@ -294,6 +325,7 @@ fn coordinator_checks(
             address: r.address.to_string(),
             check: "no unconfigured workers".into(),
             ok: false,
+            skipped: false,
             detail: format!("node {} at {} is registered ({}) but not in {}", r.nodeid, r.address, if r.isactive { "active" } else { "inactive" }, cluster.source.display()),
             fix: Some(format!("add it to the config, or drain and remove it yourself: SELECT citus_drain_node('{0}', {1}); SELECT citus_remove_node('{0}', {1}); (see README)", r.address.host, r.address.port)),
         });
@@ -406,12 +438,10 @@ fn all_pairs_health(t: &Target<'_>, report: &mut Report, coord: &Node, rows: &[R
         Ok(r) if r.get::<_, bool>(0) => {}
         Ok(_) => {
             // Citus before 11.0, which `setup` still serves: said in the row, not failed.
-            return report.push(
+            return report.push_skipped(
                 coord,
                 "all-pairs health",
-                true,
-                "skipped: this Citus has no citus_check_connection_to_node (Citus 11.0 and later have it); the distributed round trip checks the coordinator's connections to the workers".to_string(),
-                String::new,
+                "this Citus has no citus_check_connection_to_node (Citus 11.0 and later have it); the distributed round trip checks the coordinator's connections to the workers",
             );
         }
         Err(e) => {
@@ -587,6 +617,25 @@ mod tests {
         assert!(!fix.contains("start the node"), "{fix}");
         let db = pg::ConnectError::NoDatabase { node, address, database: "app".into(), detail: String::new() };
         assert!(unreachable_fix(&db, w, "u").starts_with("run `cargo xtask setup`: it creates \"app\""));
+    }
+
+    /// A check that could not run is shown as `skip`, counted apart from the passed ones and
+    /// in the JSON as `"skipped": true`; it fails nothing.
+    #[test]
+    fn a_skipped_check_is_not_counted_as_passed() {
+        let cluster = citus_config::Cluster::parse(include_str!("../../../citus.toml"), "citus.toml".as_ref()).unwrap();
+        let m = &cluster.coordinator;
+        let mut r = Report { ok: true, checks: Vec::new() };
+        r.push(m, "reachable", true, "login ok", String::new);
+        r.push_skipped(m, "all-pairs health", "this Citus has no citus_check_connection_to_node");
+        let table = r.table();
+        assert!(table.lines().any(|l| l.starts_with("skip") && l.contains("all-pairs health")), "{table}");
+        assert!(table.ends_with("1 of 2 checks passed (1 skipped: could not run on this cluster, see above)\n"), "{table}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["checks"][1]["skipped"], true);
+        assert!(json["checks"][0].get("skipped").is_none(), "{json}");
+        r.push(m, "extension installed", false, "no citus", || "run setup".into());
+        assert!(r.table().ends_with("1 of 3 checks failed (1 skipped: could not run on this cluster, see above)\n"), "{}", r.table());
     }
 
     fn v(s: &str) -> Option<Version> {
