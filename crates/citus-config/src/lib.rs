@@ -366,7 +366,8 @@ struct RawCluster {
     #[serde(default)]
     wait: RawWait,
     #[serde(default)]
-    settings: BTreeMap<String, Spanned<toml::Value>>,
+    /// Spanned keys too: an error about a setting's name points at the name.
+    settings: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -604,9 +605,9 @@ impl Cluster {
         }
         let mut settings = BTreeMap::new();
         let mut in_file_order: Vec<_> = raw.settings.iter().collect();
-        in_file_order.sort_by_key(|(_, v)| v.span().start);
+        in_file_order.sort_by_key(|(k, _)| k.span().start);
         for (name, value) in in_file_order {
-            flatten_setting(name, value.get_ref(), value.span(), &mut settings, &mut err);
+            flatten_setting(name.get_ref(), value.get_ref(), Spans { name: name.span(), value: value.span() }, &mut settings, &mut err);
         }
         if let Some(span) = ssl_off_under_required_tls(&settings, &raw.settings) {
             err(
@@ -727,7 +728,15 @@ fn check_identifier(what: &str, value: &Spanned<String>, err: &mut impl FnMut(Ra
 
 /// Adds the setting `name` of `[settings]` (a nested table, as TOML makes of a dotted key such
 /// as `citus.shard_count = 4`, adds one setting per leaf, its name joined with dots) to `out`.
-fn flatten_setting(name: &str, value: &toml::Value, span: Range<usize>, out: &mut BTreeMap<String, String>, err: &mut impl FnMut(Range<usize>, String)) {
+/// Where a setting of `[settings]` is in the file: its name (the first key of a dotted or
+/// nested one) and its value (the table, for a nested one).
+#[derive(Clone)]
+struct Spans {
+    name: Range<usize>,
+    value: Range<usize>,
+}
+
+fn flatten_setting(name: &str, value: &toml::Value, span: Spans, out: &mut BTreeMap<String, String>, err: &mut impl FnMut(Range<usize>, String)) {
     let text = match value {
         toml::Value::Table(table) => {
             for (part, v) in table {
@@ -740,7 +749,7 @@ fn flatten_setting(name: &str, value: &toml::Value, span: Range<usize>, out: &mu
         toml::Value::Float(f) => f.to_string(),
         toml::Value::Boolean(b) => (if *b { "on" } else { "off" }).to_string(),
         toml::Value::Array(_) | toml::Value::Datetime(_) => {
-            err(span, format!("settings.{name}: a setting's value is a string, a number or a boolean (a list setting is one string: \"a,b\")"));
+            err(span.value, format!("settings.{name}: a setting's value is a string, a number or a boolean (a list setting is one string: \"a,b\")"));
             return;
         }
     };
@@ -751,13 +760,13 @@ fn flatten_setting(name: &str, value: &toml::Value, span: Range<usize>, out: &mu
         |part: &str| part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     let parts: Vec<&str> = lower.split('.').collect();
     if parts.len() > 2 || !parts.iter().all(|p| identifier(p)) {
-        err(span, format!("settings: `{name}` is not a PostgreSQL setting name (ASCII letters, digits and `_`, not starting with a digit; an extension's settings as `prefix.name`, one dot)"));
+        err(span.name, format!("settings: `{name}` is not a PostgreSQL setting name (ASCII letters, digits and `_`, not starting with a digit; an extension's settings as `prefix.name`, one dot)"));
     } else if let Some((_, why)) = RESERVED_SETTINGS.iter().find(|(n, _)| *n == lower) {
-        err(span, format!("settings.{name} is not accepted: {why}"));
+        err(span.name, format!("settings.{name} is not accepted: {why}"));
     } else if text.chars().any(char::is_control) {
-        err(span, format!("settings.{name}: the value {text:?} contains a control character (a newline, tab or NUL)"));
+        err(span.value, format!("settings.{name}: the value {text:?} contains a control character (a newline, tab or NUL)"));
     } else if out.insert(lower.clone(), text).is_some() {
-        err(span, format!("settings: `{name}` sets `{lower}` a second time (PostgreSQL's setting names are case-insensitive)"));
+        err(span.name, format!("settings: `{name}` sets `{lower}` a second time (PostgreSQL's setting names are case-insensitive)"));
     }
 }
 
@@ -778,7 +787,7 @@ pub fn parse_bool(value: &str) -> Option<bool> {
 /// Where `ssl` is turned off while Citus's connections between the nodes still require TLS:
 /// `citus.node_conninfo` unset (Citus's default is `sslmode=require`) or set with `sslmode`
 /// `require` or `verify-*`. A conninfo without `sslmode` gets libpq's `prefer`.
-fn ssl_off_under_required_tls(settings: &BTreeMap<String, String>, raw: &BTreeMap<String, Spanned<toml::Value>>) -> Option<Range<usize>> {
+fn ssl_off_under_required_tls(settings: &BTreeMap<String, String>, raw: &BTreeMap<Spanned<String>, Spanned<toml::Value>>) -> Option<Range<usize>> {
     let off = settings.get("ssl").and_then(|v| parse_bool(v)) == Some(false);
     let required = match settings.get("citus.node_conninfo") {
         None => true,
@@ -792,7 +801,7 @@ fn ssl_off_under_required_tls(settings: &BTreeMap<String, String>, raw: &BTreeMa
             mode.is_some_and(|m| m == "require" || m.starts_with("verify"))
         }
     };
-    (off && required).then(|| raw.iter().find(|(k, _)| k.eq_ignore_ascii_case("ssl")).map_or(0..0, |(_, v)| v.span()))
+    (off && required).then(|| raw.iter().find(|(k, _)| k.get_ref().eq_ignore_ascii_case("ssl")).map_or(0..0, |(_, v)| v.span()))
 }
 
 /// Library names go into a server setting and a command line: no quotes, commas or spaces.
