@@ -251,7 +251,8 @@ impl Local {
         let root = dir.parent().expect("the template folder has a parent");
         let key = dir.file_name().expect("the template folder has a name").to_string_lossy().into_owned();
         fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-        fs::set_permissions(&cluster.local.data_dir, fs::Permissions::from_mode(0o755)).ok();
+        // Only the tool's own folder: `[local] data_dir` is the user's (`up` made it enterable
+        // if it made it, see `make_dirs_enterable`).
         fs::set_permissions(root, fs::Permissions::from_mode(0o755)).ok();
         self.chown(root)?;
         remove_stale_partials(root, &format!("{key}.tmp"));
@@ -631,7 +632,10 @@ pub fn citus_maintenance_daemons(postmaster: i32) -> Vec<i32> {
     children.into_iter().filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(24).any(|w| w == b"Citus Maintenance Daemon"))).collect()
 }
 
-/// The postmaster's pid if `pgdata/postmaster.pid` names a live postgres process.
+/// The postmaster's pid if `pgdata/postmaster.pid` names a live postgres process whose working
+/// folder is `pgdata` (a postmaster works in its data directory): after a crash or a reboot,
+/// the file's pid may be another process's by now, another PostgreSQL server's even, which
+/// `down` must not stop. A process whose folder cannot be read (another user's) is not ours.
 pub fn running_pid(pgdata: &Path) -> Option<i32> {
     let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
     let pid: i32 = text.lines().next()?.trim().parse().ok()?;
@@ -639,7 +643,11 @@ pub fn running_pid(pgdata: &Path) -> Option<i32> {
         return None;
     }
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&cmdline).contains("postgres").then_some(pid)
+    if !String::from_utf8_lossy(&cmdline).contains("postgres") {
+        return None;
+    }
+    let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    (fs::canonicalize(pgdata).ok()? == cwd).then_some(pid)
 }
 
 /// The file in each data directory that `up` writes the server's settings to on every start
@@ -734,6 +742,22 @@ pub fn say_stopped(cluster: &Cluster, progress: Progress<'_>) {
             progress(&format!("{}: no server runs on its data directory {}: {}", n.name, pgdata.display(), crate::up_starts_it(cluster)));
         }
     }
+}
+
+/// Makes each folder on the way to `dir` that does not exist yet, mode 0755 whatever the umask,
+/// so that the servers' user can enter it ([`closed_folder`] counts on that); folders that
+/// exist are left as they are.
+fn make_dirs_enterable(dir: &Path) -> std::io::Result<()> {
+    let mut p = PathBuf::new();
+    for part in dir.components() {
+        p.push(part);
+        match fs::create_dir(&p) {
+            Ok(()) => fs::set_permissions(&p, fs::Permissions::from_mode(0o755))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The first existing folder on the way to `dir` that user `uid` (primary group `gid`) may
@@ -1188,6 +1212,7 @@ pub fn up(
                 cluster.source.display()
             );
         }
+        make_dirs_enterable(&data_dir).map_err(|e| state::file_error(cluster, "creating", &data_dir, e))?;
     }
     let _lock = state::lock_up(cluster, progress)?;
     let nodes: Vec<&Node> = cluster.nodes().collect();
@@ -1477,6 +1502,50 @@ mod tests {
         assert!(e.contains("fix: free space on the file system of /w/.citus-data") && e.contains("set [local] data_dir in /w/citus.toml"), "{e}");
         let e = failing("initdb: error: invalid locale settings\\n");
         assert!(e.ends_with("initdb: error: invalid locale settings") && !e.contains("fix:"), "{e}");
+    }
+
+    /// A live process that `postmaster.pid` names counts as the node's server only when it works
+    /// in that data directory: a pid reused by a process elsewhere (another server) does not.
+    #[test]
+    fn a_reused_pid_of_a_process_elsewhere_is_no_running_server() {
+        let pgdata = std::env::temp_dir().join(format!("citus-io-pid-{}", std::process::id()));
+        fs::create_dir_all(&pgdata).unwrap();
+        let postgres_in = |dir: &Path| std::process::Command::new("bash").args(["-c", "exec -a postgres sleep 30"]).current_dir(dir).spawn().unwrap();
+        for (dir, ours) in [(std::env::temp_dir(), false), (pgdata.clone(), true)] {
+            let mut child = postgres_in(&dir);
+            let pid = child.id() as i32;
+            fs::write(pgdata.join("postmaster.pid"), format!("{pid}\n{}\n", pgdata.display())).unwrap();
+            // Until bash has exec'd, the command line is bash's.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !String::from_utf8_lossy(&fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).starts_with("postgres") {
+                assert!(Instant::now() < deadline, "sleep never ran as `postgres`");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let seen = running_pid(&pgdata);
+            child.kill().unwrap();
+            child.wait().unwrap();
+            assert_eq!(seen, ours.then_some(pid), "a postgres process working in {}", dir.display());
+        }
+        fs::remove_dir_all(&pgdata).unwrap();
+    }
+
+    /// Folders `up` makes on the way to `[local] data_dir` are enterable (0755, whatever the
+    /// umask); folders that exist keep their mode, such as /tmp's 1777 (before, building the
+    /// template set `data_dir` itself to 0755, dropping /tmp's sticky bit when it was /tmp).
+    #[test]
+    fn only_the_folders_up_makes_on_the_way_to_data_dir_get_a_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("citus-io-enterable-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o1777)).unwrap();
+        let dir = root.join("a").join("b");
+        make_dirs_enterable(&dir).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!((mode(&root), mode(&root.join("a")), mode(&dir)), (0o1777, 0o755, 0o755));
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).unwrap();
+        make_dirs_enterable(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o711, "an existing folder was changed");
+        fs::remove_dir_all(&root).unwrap();
     }
 
     /// The first folder another user cannot enter is found on the way down; one that does not
