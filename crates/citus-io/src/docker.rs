@@ -99,7 +99,10 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
     check_owner(cluster, "up")?;
     let _lock = state::lock_up(cluster, progress)?;
     let image = &cluster.docker.image;
-    let have_image = cmd!(sh, "docker image inspect --format . {image}").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+    let format = "{{json .Config}}";
+    let inspect = || cmd!(sh, "docker image inspect --format {format} {image}").quiet().ignore_stderr().read().ok();
+    let mut config = inspect();
+    let have_image = config.is_some();
     if !have_image {
         // Not "no such image" when the engine itself does not answer.
         ensure_engine()?;
@@ -127,6 +130,13 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
                 missing_image()
             );
         }
+        config = inspect();
+    }
+    if let Some(why) = config.as_deref().and_then(|c| data_outside_the_volume(c, cluster.docker.data_mount())) {
+        bail!(
+            "image {image} would keep the nodes' data outside their volumes ({why}): it would be lost when a container is made anew, and nothing was started.\n    fix: set [docker] pg_major in {} to the PostgreSQL major version of {image} (the volume goes to /var/lib/postgresql/data before 18, /var/lib/postgresql from 18 on), or use an image of that major",
+            cluster.source.display()
+        );
     }
     // Recorded once the image is here (a missing one makes nothing, and leaves the backend of
     // the last `up` that did, or the config's, to the next task).
@@ -587,6 +597,34 @@ fn local_alternative(cluster: &Cluster) -> Option<String> {
     })
 }
 
+/// Why the image whose `docker image inspect` `.Config` is `config_json` would keep its data
+/// outside the named volume mounted at `mount`, if it would: its `PGDATA` (the official
+/// entrypoint's `/var/lib/postgresql/data` when it sets none) is not under the mount, or a
+/// `VOLUME` the image declares under the mount holds it, so that an anonymous volume of the
+/// container's own gets the data (an image of PostgreSQL 18 under `pg_major` 17, or one of 17
+/// under 18). `None` when the data goes into the volume, or the JSON cannot be read.
+fn data_outside_the_volume(config_json: &str, mount: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ImageConfig {
+        #[serde(rename = "Env", default)]
+        env: Option<Vec<String>>,
+        #[serde(rename = "Volumes", default)]
+        volumes: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    }
+    let config: ImageConfig = serde_json::from_str(config_json.trim()).ok()?;
+    let pgdata = config.env.unwrap_or_default().iter().find_map(|e| e.strip_prefix("PGDATA=").map(str::to_string));
+    let pgdata = pgdata.unwrap_or_else(|| "/var/lib/postgresql/data".to_string());
+    let under = |path: &str, dir: &str| {
+        let (path, dir) = (path.trim_end_matches('/'), dir.trim_end_matches('/'));
+        path == dir || path.starts_with(&format!("{dir}/"))
+    };
+    if !under(&pgdata, mount) {
+        return Some(format!("its PGDATA {pgdata} is not under the volume's mount {mount}"));
+    }
+    let shadowing = config.volumes.unwrap_or_default().into_keys().find(|v| v.trim_end_matches('/') != mount && under(v, mount) && under(&pgdata, v));
+    shadowing.map(|v| format!("it declares VOLUME {v}, which holds its PGDATA {pgdata} inside the volume's mount {mount}"))
+}
+
 /// The containers of `cluster`'s compose project. It asks the engine by compose's labels,
 /// which compose v1 and v2 both set, so it works with either.
 pub fn containers(cluster: &Cluster) -> anyhow::Result<Vec<Container>> {
@@ -1030,6 +1068,34 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The data goes into the named volume only when the image's PGDATA is under the mount and
+    /// no VOLUME of the image's own between them holds it.
+    #[test]
+    fn an_image_whose_data_would_miss_the_volume_is_named() {
+        let config = |pgdata: Option<&str>, volumes: &[&str]| {
+            let env: Vec<String> = pgdata.map(|p| format!("PGDATA={p}")).into_iter().chain(["LANG=C.UTF-8".to_string()]).collect();
+            let volumes: serde_json::Map<String, serde_json::Value> = volumes.iter().map(|v| (v.to_string(), serde_json::json!({}))).collect();
+            serde_json::json!({ "Env": env, "Volumes": if volumes.is_empty() { serde_json::Value::Null } else { volumes.into() } }).to_string()
+        };
+        let (old, new) = ("/var/lib/postgresql/data", "/var/lib/postgresql");
+        // The official images before 18, and from 18 on, each under its own pg_major.
+        assert_eq!(data_outside_the_volume(&config(Some(old), &[old]), old), None);
+        assert_eq!(data_outside_the_volume(&config(Some("/var/lib/postgresql/18/docker"), &[new]), new), None);
+        // This project's test image (no VOLUME), under either; an image that sets no PGDATA.
+        assert_eq!(data_outside_the_volume(&config(Some(old), &[]), old), None);
+        assert_eq!(data_outside_the_volume(&config(Some(old), &[]), new), None);
+        assert_eq!(data_outside_the_volume(&config(None, &[old]), old), None);
+        // An 18 image under pg_major 15, a 17 image under pg_major 18.
+        let why = data_outside_the_volume(&config(Some("/var/lib/postgresql/18/docker"), &[new]), old).unwrap();
+        assert_eq!(why, "its PGDATA /var/lib/postgresql/18/docker is not under the volume's mount /var/lib/postgresql/data");
+        let why = data_outside_the_volume(&config(Some(old), &[old]), new).unwrap();
+        assert_eq!(
+            why,
+            "it declares VOLUME /var/lib/postgresql/data, which holds its PGDATA /var/lib/postgresql/data inside the volume's mount /var/lib/postgresql"
+        );
+        assert_eq!(data_outside_the_volume("not json", old), None);
+    }
 
     fn cluster() -> Cluster {
         Cluster::parse(include_str!("../../../citus.toml"), std::path::Path::new("/w/citus.toml")).unwrap()

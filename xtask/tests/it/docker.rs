@@ -575,6 +575,8 @@ fn docker_logs_follow_goes_on_across_restarts_and_ends_when_down_removes_the_con
         format!("LOG:  {marker}")
     };
     let docker = |verb: &str, id: &str| assert!(std::process::Command::new("docker").args([verb, id]).status().unwrap().success(), "docker {verb}");
+    // The tail first: only then is `docker logs` attached, and a line written now is a new one.
+    wait_for("");
     wait_for(&raise("follow-marker-one"));
     let id = container(&c, "citus_master");
     docker("restart", &id);
@@ -601,4 +603,45 @@ fn docker_logs_follow_goes_on_across_restarts_and_ends_when_down_removes_the_con
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert!(status.success(), "`logs --follow` ended with {status}");
+}
+
+/// An image whose data would land outside the nodes' named volumes (here the test image with
+/// the official images' `VOLUME /var/lib/postgresql/data`, under `pg_major = 18`, whose volume
+/// goes to /var/lib/postgresql) is refused before anything is made: its data would be in an
+/// anonymous volume, lost when a container is made anew.
+#[test]
+fn docker_image_whose_data_would_miss_the_volume_is_refused_before_anything_starts() {
+    let test = "docker_image_whose_data_would_miss_the_volume_is_refused_before_anything_starts";
+    let Some(env) = require(test, &[Need::Docker, Need::Postgres]) else { return };
+    let base = test_image(&env).expect("building the test image");
+    let name = format!("itdv{}", std::process::id());
+    let image = format!("citus-xtask-volume-{name}:test");
+    let build = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &image, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut b| {
+            use std::io::Write;
+            b.stdin.take().expect("piped").write_all(format!("FROM {base}\nVOLUME /var/lib/postgresql/data\n").as_bytes())?;
+            b.wait()
+        })
+        .unwrap();
+    assert!(build.success(), "docker build of {image}");
+    struct RemoveImage(String);
+    impl Drop for RemoveImage {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker").args(["image", "rm", "-f", &self.0]).output();
+        }
+    }
+    let _rm = RemoveImage(image.clone());
+    let extra = format!("\n[docker]\nimage = \"{image}\"\npg_major = 18\n");
+    let c = TestCluster::new(Spec { name: &name, backend: "docker", extra: &extra, ..Spec::default() });
+    let _g = ComposeProjectGuard::new(env.compose.as_deref().expect("docker needed"), &name);
+    let out = c.xtask(&["up"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains(&format!("image {image} would keep the nodes' data outside their volumes (it declares VOLUME /var/lib/postgresql/data")), "{t}");
+    assert!(t.contains("fix: set [docker] pg_major in ") && t.contains("nothing was started"), "{t}");
+    assert_eq!(compose_project_objects(&name).unwrap(), Vec::<String>::new(), "the refused up made docker objects");
 }
