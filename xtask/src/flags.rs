@@ -125,8 +125,10 @@ xflags::xflags! {
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the count the last `up --workers` started, else the config's).
             optional -w, --workers n: usize
-            /// shell (default), dotenv, json, github, django or pytest (the flags alone, for
-            /// `pytest $(cargo xtask test-env --format pytest)`; the reasons go to stderr).
+            /// shell (default), dotenv (quoted as python-dotenv reads it), json, github, django
+            /// or pytest (the flags alone: `args=$(cargo xtask test-env --format pytest) &&
+            /// pytest $args`, in two steps so that a failing test-env fails the line; the
+            /// reasons go to stderr).
             optional -f, --format format: String
             /// ci or local (default: ci when $CI is `true` or `1`, else local).
             optional -p, --profile profile: String
