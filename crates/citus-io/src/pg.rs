@@ -147,9 +147,34 @@ pub fn peer_failure(notices: &[String]) -> Option<String> {
     Some(why.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
-/// Opens one connection to `node`'s client address, in `database`.
+/// Opens one connection to `node`'s client address, in `database`, within `timeout` for the
+/// whole login: the client's `connect_timeout` covers only the TCP connect, and a server that
+/// accepts connections but does not answer them (a postmaster stopped with SIGSTOP, a paused
+/// container, an overloaded machine) would hold the login, and every wait and check behind
+/// it, forever. The login runs on a thread of its own, left to end by itself when it overruns.
 #[expect(clippy::result_large_err, reason = "a failed login is the rare path; its error carries the node, address and fix")]
 pub fn connect(node: &Node, creds: &Credentials, database: &str, timeout: Duration) -> Result<Client, ConnectError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let (n, c, db) = (node.clone(), creds.clone(), database.to_string());
+    std::thread::spawn(move || {
+        // A receiver gone (the login overran) drops the client, which closes the connection.
+        let _ = tx.send(login(&n, &c, &db, timeout));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Unreachable {
+            node: node.name.clone(),
+            address: node.client.clone(),
+            detail: format!(
+                "it accepted the connection but did not answer the login within {:.1} s (a server stopped with SIGSTOP, a paused container, or an overloaded machine)",
+                timeout.as_secs_f64()
+            ),
+        }),
+    }
+}
+
+#[expect(clippy::result_large_err, reason = "as connect")]
+fn login(node: &Node, creds: &Credentials, database: &str, timeout: Duration) -> Result<Client, ConnectError> {
     let mut cfg = postgres::Config::new();
     cfg.host(&node.client.host)
         .port(node.client.port)

@@ -217,6 +217,36 @@ fn the_round_trip_names_a_worker_that_got_no_shard() {
     c.ok(&["verify"]);
 }
 
+/// A node whose server accepts connections but answers none (its postmaster stopped with
+/// SIGSTOP) holds no task past its deadline: `status` names it within its 3 s per login, and
+/// `setup` gives up within `[wait] timeout_secs`, naming it; both succeed once it runs again.
+#[test]
+fn a_server_that_accepts_but_never_answers_is_named_within_the_deadline() {
+    if !citus("a_server_that_accepts_but_never_answers_is_named_within_the_deadline") {
+        return;
+    }
+    let c = TestCluster::new(Spec { workers: 1, extra: "\n[wait]\ntimeout_secs = 3\n", ..Spec::default() });
+    c.ok(&["up"]);
+    let frozen = crate::harness::Paused::new(c.pid("citus_worker1").expect("worker 1 runs"));
+    let t0 = Instant::now();
+    let out = c.xtask(&["status"]);
+    let (took, t) = (t0.elapsed(), text(&out));
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(took < Duration::from_secs(15), "status took {took:?}: {t}");
+    let w1 = t.split("citus_worker1 ").nth(1).unwrap_or_else(|| panic!("{t}"));
+    assert!(w1.contains("login FAILED: it accepted the connection but did not answer the login within 3.0 s"), "{t}");
+    let t0 = Instant::now();
+    let out = c.xtask(&["setup"]);
+    let (took, t) = (t0.elapsed(), text(&out));
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(took < Duration::from_secs(20), "setup took {took:?}: {t}");
+    assert!(t.contains(&format!("node citus_worker1 at localhost:{} did not accept a login within", c.port(1))), "{t}");
+    assert!(t.contains("it accepted the connection but did not answer the login within"), "{t}");
+    drop(frozen);
+    c.ok(&["status"]);
+    c.ok(&["setup"]);
+}
+
 #[test]
 fn worker_count_from_the_command_line() {
     if !citus("worker_count_from_the_command_line") {
