@@ -115,11 +115,9 @@ impl<'a> StartFailure<'a> {
                 .filter(|v| !v.is_empty());
             return Some(StartFailure::OtherMajor(made_by));
         }
-        if log.contains("Address already in use") {
+        // Only when no address could be listened on (see HostNotHere below).
+        if log.contains("Address already in use") && log.contains("could not create any TCP/IP sockets") {
             return Some(StartFailure::PortTaken);
-        }
-        if log.contains("could not translate host name") || log.contains("Cannot assign requested address") {
-            return Some(StartFailure::HostNotHere);
         }
         // The server's phrases for a setting it refuses (and not the same name in ALTER SYSTEM's
         // file, which the log then names: the generic fix points there).
@@ -135,6 +133,13 @@ impl<'a> StartFailure<'a> {
                     return Some(StartFailure::BadSetting(name));
                 }
             }
+        }
+        // Only when no address could be listened on: a server that cannot bind one of
+        // `localhost`'s (no ::1 without IPv6) says so at every start and runs on the other.
+        if log.contains("could not create any TCP/IP sockets")
+            && (log.contains("could not translate host name") || log.contains("Cannot assign requested address"))
+        {
+            return Some(StartFailure::HostNotHere);
         }
         None
     }

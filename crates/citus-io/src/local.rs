@@ -85,9 +85,6 @@ pub fn detect(cluster: &Cluster) -> anyhow::Result<Local> {
     Ok(Local { bin_dir, run_as, home, openssl: which::which("openssl").ok(), data_dir: cluster.local.data_dir.clone(), source: cluster.source.clone() })
 }
 
-/// `pg_config --bindir` of a `pg_config` on PATH that is not Debian's `/usr/bin/pg_config`
-/// (a wrapper script that costs ~40 ms and picks the newest `/usr/lib/postgresql/N`, as the
-/// second step does without it), then that Debian layout, then `/usr/bin/pg_config` itself.
 /// The citus version a new local node would get: `default_version` of `citus.control` in the
 /// extension folder of the PostgreSQL `up` would use, and that file; `None` when there is no
 /// such PostgreSQL or it has no Citus. Reads files and runs its `pg_config`; connects to nothing.
@@ -101,6 +98,9 @@ pub fn installed_citus(cluster: &Cluster) -> Option<(String, PathBuf)> {
     Some((version, control))
 }
 
+/// `pg_config --bindir` of a `pg_config` on PATH that is not Debian's `/usr/bin/pg_config`
+/// (a wrapper script that costs ~40 ms and picks the newest `/usr/lib/postgresql/N`, as the
+/// second step does without it), then that Debian layout, then `/usr/bin/pg_config` itself.
 fn find_bin_dir() -> Option<PathBuf> {
     let from_pg_config = |pg_config: &Path| -> Option<PathBuf> {
         let out = std::process::Command::new(pg_config).arg("--bindir").output().ok()?;
@@ -1059,7 +1059,8 @@ fn host_fix(cluster: &Cluster, node: &Node) -> String {
 
 /// Refuses, before anything is started for `node`, a client port another program listens on,
 /// and a client host the server could not listen on (a name that does not resolve, or no
-/// address of this machine). `localhost` counts as free when either of its addresses is.
+/// address of this machine). For `localhost`, each of its two addresses must be free of other
+/// programs, and one it cannot have (no ::1 without IPv6) is no reason to refuse.
 fn check_port_free(cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
     use std::net::ToSocketAddrs;
     let host = node.client.host.as_str();
@@ -1616,8 +1617,14 @@ mod tests {
         let fix = exit_fix(&c, bin, w, log);
         assert!(fix.contains("w1/pgdata was made by PostgreSQL 14, not by the PostgreSQL in /pg/15/bin"), "{fix}");
         assert!(fix.contains("(Debian: /usr/lib/postgresql/14/bin)") && fix.contains("`cargo xtask down --purge` (it is lost)"), "{fix}");
-        let fix = exit_fix(&c, bin, w, "LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use");
+        let fix = exit_fix(&c, bin, w, "LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use\nFATAL:  could not create any TCP/IP sockets");
         assert!(fix.starts_with("another program took port 7001 while w1 started"), "{fix}");
+        // One of `localhost`'s addresses that cannot be had, while the server listens on the
+        // other, is not why a start failed.
+        for bind in ["Cannot assign requested address", "Address already in use"] {
+            let log = format!("LOG:  could not bind IPv6 address \"::1\": {bind}\nFATAL:  could not map anonymous shared memory: Cannot allocate memory");
+            assert!(exit_fix(&c, bin, w, &log).contains("`cargo xtask logs --node w1` shows more"), "{log}");
+        }
         // A host the server cannot listen on is no taken port, though both end in the same FATAL.
         for log in [
             "LOG:  could not translate host name \"citus_worker1\", service \"7001\" to address: Name or service not known\nWARNING:  could not create listen socket for \"citus_worker1\"\nFATAL:  could not create any TCP/IP sockets",
@@ -1665,7 +1672,11 @@ mod tests {
                 && e.contains("fix: a local server listens on its node's client host: set `host` of m in /w/citus.toml"),
             "{e}"
         );
-        // 192.0.2.1 (TEST-NET-1, RFC 5737) is the address of no machine.
+        // 192.0.2.1 (TEST-NET-1, RFC 5737) is the address of no machine; unless the kernel lets
+        // any address be bound (net.ipv4.ip_nonlocal_bind = 1).
+        if std::net::TcpListener::bind("192.0.2.1:0").is_ok() {
+            return;
+        }
         let c = cluster("192.0.2.1");
         let e = check_port_free(&c, &c.coordinator).unwrap_err().to_string();
         assert!(e.starts_with(&format!("node m: its client host `192.0.2.1` (192.0.2.1:{port}) is no address of this machine (192.0.2.1: ")), "{e}");
