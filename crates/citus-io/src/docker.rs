@@ -138,10 +138,11 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) ->
             cluster.source.display()
         );
     }
-    // Recorded once the image is here (a missing one makes nothing, and leaves the backend of
-    // the last `up` that did, or the config's, to the next task).
-    state::record_backend(cluster, citus_config::Backend::Docker)?;
     check_settings(cluster, progress)?;
+    // Recorded once the image is here and the settings passed (a missing image or a refused
+    // setting makes nothing, and leaves the backend of the last `up` that did, or the
+    // config's, to the next task).
+    state::record_backend(cluster, citus_config::Backend::Docker)?;
     // Written only now: after a refused check it would hold a command no container runs.
     let file = compose_file(cluster);
     std::fs::write(&file, citus_compose::render_owned(cluster, &owner_dir(cluster))).with_context(|| format!("writing {}", file.display()))?;
@@ -690,7 +691,11 @@ pub fn follow_logs(
             .map(|&(node, id)| {
                 s.spawn(move || -> anyhow::Result<()> {
                     let (mut id, mut since) = (id.to_string(), None::<String>);
+                    // `docker logs --follow` that ends at once while the same container runs
+                    // (a logging driver it cannot read, a daemon error) is not retried for ever.
+                    let mut quick_ends = 0;
                     loop {
+                        let attached = std::time::Instant::now();
                         let from = match &since {
                             Some(t) => ["--since".to_string(), t.clone()],
                             None => ["--tail".to_string(), lines.to_string()],
@@ -708,7 +713,21 @@ pub fn follow_logs(
                         let ended = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                         since = Some(format!("{}.{:09}", ended.as_secs(), ended.subsec_nanos()));
                         match next_container(cluster, node, &id, progress)? {
-                            Some(next) => id = next,
+                            Some(next) if next == id && attached.elapsed() < std::time::Duration::from_secs(1) => {
+                                quick_ends += 1;
+                                if quick_ends == 3 {
+                                    bail!(
+                                        "{}: `docker logs --follow {}` ended at once three times while its container runs: its log cannot be followed (the lines above say why; its logging driver?)",
+                                        node.name,
+                                        short_id(&id)
+                                    );
+                                }
+                                std::thread::sleep(std::time::Duration::from_secs(1));
+                            }
+                            Some(next) => {
+                                quick_ends = 0;
+                                id = next;
+                            }
                             None => {
                                 progress(&format!("{}: its container {} was removed: its log ends here", node.name, short_id(&id)));
                                 return Ok(());
