@@ -224,7 +224,9 @@ pub fn wait_started(
     let mut last_note: Option<Instant> = None;
     let mut refused = false;
     loop {
-        let timeout = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(200), Duration::from_secs(2));
+        // Each attempt's whole login may take up to 10 s (a refused connection returns at
+        // once; a slow machine's login still finishes), never much past the deadline.
+        let timeout = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(200), Duration::from_secs(10));
         let mut attempt = Err(ConnectError::Unreachable { node: node.name.clone(), address: node.client.clone(), detail: "no database to try".into() });
         for (i, db) in databases.iter().enumerate() {
             attempt = connect(node, creds, db, timeout).map(|c| (c, i));

@@ -818,8 +818,12 @@ fn went_away_fix(node: &Node) -> String {
 /// A connection `setup` opens once every node has accepted a login (on first use): a node
 /// that does not answer now went away meanwhile, and the error says so, with the fix.
 fn if_went_away(node: &Node, e: pg::ConnectError) -> anyhow::Error {
+    // Not a refusal the server explains itself (too many clients, CONNECT revoked).
+    const GONE: [&str; 5] = ["refused", "reset", "closed", "did not answer the login", "timed out"];
     match e {
-        pg::ConnectError::Unreachable { .. } => anyhow::anyhow!("{e}\n    fix: {}", went_away_fix(node)),
+        pg::ConnectError::Unreachable { ref detail, .. } if GONE.iter().any(|g| detail.to_ascii_lowercase().contains(g)) => {
+            anyhow::anyhow!("{e}\n    fix: {}", went_away_fix(node))
+        }
         e => e.into(),
     }
 }
@@ -870,6 +874,12 @@ mod tests {
             e,
             "node m at localhost:7000: connection refused\n    fix: m at localhost:7000 went away during setup (stopped, crashed or restarted): start it again (`cargo xtask up` for nodes this tool runs) and re-run `cargo xtask setup`; every step is safe to repeat"
         );
+        let full = pg::ConnectError::Unreachable {
+            node: "m".into(),
+            address: m.client.clone(),
+            detail: "FATAL: sorry, too many clients already (SQLSTATE 53300)".into(),
+        };
+        assert_eq!(if_went_away(m, full).to_string(), "node m at localhost:7000: FATAL: sorry, too many clients already (SQLSTATE 53300)");
         let auth =
             pg::ConnectError::Auth { node: "m".into(), address: m.client.clone(), user: "u".into(), origin: "CITUS_PASSWORD".into(), detail: "x".into() };
         let e = if_went_away(m, auth).to_string();
