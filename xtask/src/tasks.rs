@@ -368,8 +368,10 @@ fn dry_run_version(cluster: &citus_config::Cluster, backend: Backend) -> (citus_
     let found = match backend {
         Backend::Docker => {
             let image = &cluster.docker.image;
-            // No tag: `localhost:5000/citus` has a registry port, not a tag.
+            // No tag: `localhost:5000/citus` has a registry port, not a tag; and a tag without
+            // MAJOR.MINOR (`postgres:16`, `latest`) names no Citus version.
             let tag = image.split('@').next().unwrap_or(image).rsplit_once(':').map(|(_, tag)| tag).filter(|tag| !tag.contains('/'));
+            let tag = tag.filter(|t| t.split(['-', '_']).next().is_some_and(|v| v.split('.').count() >= 2));
             tag.and_then(citus_plan::Version::parse).map(|v| (v, format!("the tag of image {image}")))
         }
         Backend::Local => local::installed_citus(cluster).and_then(|(v, control)| citus_plan::Version::parse(&v).map(|v| (v, control.display().to_string()))),

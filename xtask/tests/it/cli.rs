@@ -103,9 +103,11 @@ fn dry_run_prints_the_plan_without_connecting() {
     let docker = TestCluster::new(Spec { backend: "docker", extra: "\n[docker]\nimage = \"registry.example:5000/citus:12.1.5-pg16\"\n", ..Spec::default() });
     let head = docker.ok(&["setup", "--dry-run"]).lines().next().unwrap_or_default().to_string();
     assert!(head.contains("(citus 12.1: the tag of image registry.example:5000/citus:12.1.5-pg16; backend docker)"), "{head}");
-    let docker = TestCluster::new(Spec { backend: "docker", extra: "\n[docker]\nimage = \"registry.example:5000/citus\"\n", ..Spec::default() });
-    let head = docker.ok(&["setup", "--dry-run"]).lines().next().unwrap_or_default().to_string();
-    assert!(head.contains("(citus 13.2: assumed, found nowhere; --citus-version picks another; backend docker)"), "{head}");
+    for image in ["registry.example:5000/citus", "postgres:16", "citusdata/citus:latest"] {
+        let docker = TestCluster::new(Spec { backend: "docker", extra: &format!("\n[docker]\nimage = \"{image}\"\n"), ..Spec::default() });
+        let head = docker.ok(&["setup", "--dry-run"]).lines().next().unwrap_or_default().to_string();
+        assert!(head.contains("(citus 13.2: assumed, found nowhere; --citus-version picks another; backend docker)"), "{image}: {head}");
+    }
 }
 
 #[test]

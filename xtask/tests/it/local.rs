@@ -225,8 +225,10 @@ fn a_server_that_accepts_but_never_answers_is_named_within_the_deadline() {
     if !citus("a_server_that_accepts_but_never_answers_is_named_within_the_deadline") {
         return;
     }
-    let c = TestCluster::new(Spec { workers: 1, extra: "\n[wait]\ntimeout_secs = 3\n", ..Spec::default() });
+    let c = TestCluster::new(Spec { workers: 1, ..Spec::default() });
+    // Up with the default timeout (a first run builds the template meanwhile), then 3 s.
     c.ok(&["up"]);
+    std::fs::write(&c.config, std::fs::read_to_string(&c.config).unwrap() + "\n[wait]\ntimeout_secs = 3\n").unwrap();
     let frozen = crate::harness::Paused::new(c.pid("citus_worker1").expect("worker 1 runs"));
     let t0 = Instant::now();
     let out = c.xtask(&["status"]);
