@@ -172,7 +172,7 @@ xflags::xflags! {
             /// Keep printing new lines as the servers write them, each after its node's name,
             /// until Ctrl-C. On Docker a node is followed again when its container runs again
             /// (restarted, or made anew by `up`), and the follow ends once `down` has removed
-            /// every followed container.
+            /// every followed container and none has come back for 5 s.
             optional -f, --follow
         }
         /// Print the docker compose file generated from the config: what

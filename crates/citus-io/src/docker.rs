@@ -741,16 +741,27 @@ pub fn follow_logs(
     })
 }
 
+/// How long a service may have no container before its follow ends: compose makes a
+/// container anew by removing the old one first (v2), and `down` removes it for good.
+const GONE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// After `node`'s log stream from container `id` ended: the id of the container of its service
-/// that runs now (polled every 250 ms while there is one that does not run), or `None` when
-/// the service has no container left.
+/// that runs now (polled every 250 ms while there is one that does not run, or none for less
+/// than [`GONE_FOR`]), or `None` when the service has had no container for that long.
 fn next_container(cluster: &Cluster, node: &Node, id: &str, progress: Progress<'_>) -> anyhow::Result<Option<String>> {
     let mut told = false;
+    let mut gone_since: Option<std::time::Instant> = None;
     loop {
         let of_node: Vec<Container> = containers(cluster)?.into_iter().filter(|c| c.service == node.name).collect();
         if of_node.is_empty() {
-            return Ok(None);
+            let since = *gone_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= GONE_FOR {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            continue;
         }
+        gone_since = None;
         if let Some(c) = of_node.iter().find(|c| c.state == "running") {
             if c.id != id || told {
                 progress(&format!("{}: following {} container {} again", node.name, if c.id == id { "its" } else { "its new" }, short_id(&c.id)));
