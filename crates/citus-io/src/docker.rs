@@ -690,30 +690,67 @@ pub fn follow_logs(
             .iter()
             .map(|&(node, id)| {
                 s.spawn(move || -> anyhow::Result<()> {
-                    let (mut id, mut since) = (id.to_string(), None::<String>);
+                    let mut id = id.to_string();
+                    // Each line comes with docker's timestamp (`--timestamps`, taken off before it
+                    // is printed): a follow attached again starts `--since` the last line's, and
+                    // skips the lines of that instant it printed already, so that no line is lost
+                    // or printed twice however late `docker logs` noticed the stop. Before any
+                    // line, it starts from when the first follow was attached.
+                    let first = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    let first = format!("{}.{:09}", first.as_secs(), first.subsec_nanos());
+                    let (mut last, mut printed_at_last): (Option<String>, Vec<String>) = (None, Vec::new());
+                    let mut attached_before = false;
                     // `docker logs --follow` that ends at once while the same container runs
                     // (a logging driver it cannot read, a daemon error) is not retried for ever.
                     let mut quick_ends = 0;
                     loop {
                         let attached = std::time::Instant::now();
-                        let from = match &since {
-                            Some(t) => ["--since".to_string(), t.clone()],
-                            None => ["--tail".to_string(), lines.to_string()],
+                        let run = started_at(&id);
+                        let from = match (&last, attached_before) {
+                            (Some(t), _) => ["--since".to_string(), t.clone()],
+                            (None, true) => ["--since".to_string(), first.clone()],
+                            (None, false) => ["--tail".to_string(), lines.to_string()],
                         };
-                        let reader = duct::cmd("docker", ["logs", "--follow", &from[0], &from[1], id.as_str()])
+                        attached_before = true;
+                        let again = last.clone();
+                        let reader = duct::cmd("docker", ["logs", "--follow", "--timestamps", &from[0], &from[1], id.as_str()])
                             .stderr_to_stdout()
                             .unchecked()
                             .reader()
                             .with_context(|| format!("running docker logs --follow {id} ({})", node.name))?;
                         for l in std::io::BufReader::new(reader).split(b'\n') {
                             let l = l.with_context(|| format!("reading docker logs of {id} ({})", node.name))?;
-                            line(node, String::from_utf8_lossy(&l).trim_end_matches('\r'));
+                            let text = String::from_utf8_lossy(&l);
+                            let text = text.trim_end_matches('\r');
+                            let Some((ts, message)) = text.split_once(' ').filter(|(ts, _)| is_docker_timestamp(ts)) else {
+                                // docker's own words (an error), not a line of the log.
+                                line(node, text);
+                                continue;
+                            };
+                            if again.as_deref() == Some(ts) && printed_at_last.iter().any(|p| p == message) {
+                                continue;
+                            }
+                            if last.as_deref() != Some(ts) {
+                                last = Some(ts.to_string());
+                                printed_at_last.clear();
+                            }
+                            printed_at_last.push(message.to_string());
+                            line(node, message);
                         }
-                        // Docker takes a Unix time with fractions for --since.
-                        let ended = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                        since = Some(format!("{}.{:09}", ended.as_secs(), ended.subsec_nanos()));
-                        match next_container(cluster, node, &id, progress)? {
-                            Some(next) if next == id && attached.elapsed() < std::time::Duration::from_secs(1) => {
+                        // The stream ends when the container's process does; docker may still
+                        // call the container running for a moment: the same run of it is asked
+                        // again for up to 2 s before it counts as one docker could not follow.
+                        let same_run = |next: &Option<String>| next.as_deref() == Some(id.as_str()) && started_at(&id) == run;
+                        let settled = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                        let next = loop {
+                            let next = next_container(cluster, node, &id, progress)?;
+                            if !same_run(&next) || std::time::Instant::now() >= settled {
+                                break next;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        };
+                        match next {
+                            Some(_) if same_run(&next) && attached.elapsed() < std::time::Duration::from_secs(5) => {
                                 quick_ends += 1;
                                 if quick_ends == 3 {
                                     bail!(
@@ -779,6 +816,17 @@ fn next_container(cluster: &Cluster, node: &Node, id: &str, progress: Progress<'
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
+}
+
+/// When container `id` last started (`docker inspect`'s `.State.StartedAt`), if it can be read.
+fn started_at(id: &str) -> Option<String> {
+    let out = std::process::Command::new("docker").args(["inspect", "--format", "{{.State.StartedAt}}", id]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `docker logs --timestamps`' prefix: RFC 3339 with nanoseconds, `2026-12-03T14:57:50.4961Z`.
+fn is_docker_timestamp(s: &str) -> bool {
+    s.len() >= 20 && s.as_bytes()[..4].iter().all(u8::is_ascii_digit) && s.as_bytes()[4] == b'-' && s.contains('T') && s.ends_with('Z')
 }
 
 fn short_id(id: &str) -> &str {
