@@ -675,7 +675,7 @@ pub fn log_tail(id: &str, lines: usize) -> String {
 /// once): `line` gets each node and line, the last `lines` first, then every new one. `docker
 /// logs --follow` ends when its container stops; the node is then followed again, from its last
 /// line, once a container of its service runs (the same one started again, or the one `up` made
-/// anew), and its follow ends when its service has had no container for [`GONE_FOR`] (`down`
+/// anew), and its follow ends when its service has had no container for 5 s (`down`
 /// removed it). Returns when every node's has ended, or when the process is interrupted.
 pub fn follow_logs(
     cluster: &Cluster,
