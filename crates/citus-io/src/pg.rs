@@ -92,6 +92,13 @@ impl ConnectError {
     pub fn is_transient(&self) -> bool {
         matches!(self, ConnectError::Unreachable { .. })
     }
+
+    /// True when no server answered: refused, reset, timed out, or a login that overran its
+    /// deadline; not a refusal the server gave itself (too many clients, starting up), whose
+    /// [`describe`]d detail carries its SQLSTATE.
+    pub fn no_answer(&self) -> bool {
+        matches!(self, ConnectError::Unreachable { detail, .. } if !detail.contains("(SQLSTATE "))
+    }
 }
 
 /// Full text of a postgres error, including the server's message and SQLSTATE.

@@ -818,13 +818,10 @@ fn went_away_fix(node: &Node) -> String {
 /// A connection `setup` opens once every node has accepted a login (on first use): a node
 /// that does not answer now went away meanwhile, and the error says so, with the fix.
 fn if_went_away(node: &Node, e: pg::ConnectError) -> anyhow::Error {
-    // Not a refusal the server explains itself (too many clients, CONNECT revoked).
-    const GONE: [&str; 5] = ["refused", "reset", "closed", "did not answer the login", "timed out"];
-    match e {
-        pg::ConnectError::Unreachable { ref detail, .. } if GONE.iter().any(|g| detail.to_ascii_lowercase().contains(g)) => {
-            anyhow::anyhow!("{e}\n    fix: {}", went_away_fix(node))
-        }
-        e => e.into(),
+    if e.no_answer() {
+        anyhow::anyhow!("{e}\n    fix: {}", went_away_fix(node))
+    } else {
+        e.into()
     }
 }
 
