@@ -319,12 +319,16 @@ fn follow_logs(
 ) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let width = nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
+    // A closed stdout (`| head`) ends the follow, quietly, as Ctrl-C would, once a line finds
+    // it closed; the followers then stop what they started.
+    let closed = std::sync::atomic::AtomicBool::new(false);
     let print = |node: &citus_config::Node, text: &str| {
         let mut out = std::io::stdout().lock();
-        // A closed stdout (`| head`) ends the follow like Ctrl-C would.
-        if writeln!(out, "{:width$} | {text}", node.name).and_then(|()| out.flush()).is_err() {
-            std::process::exit(0);
+        if closed.load(std::sync::atomic::Ordering::SeqCst) || writeln!(out, "{:width$} | {text}", node.name).and_then(|()| out.flush()).is_err() {
+            closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            return std::ops::ControlFlow::Break(());
         }
+        std::ops::ControlFlow::Continue(())
     };
     match backend {
         Backend::Local => {
@@ -332,7 +336,11 @@ fn follow_logs(
             for node in nodes {
                 let (log, tail, end) = local::log_lines_and_end(cluster, node, lines)?;
                 match tail {
-                    Some(tail) => tail.iter().for_each(|l| print(node, l)),
+                    Some(tail) => {
+                        if tail.iter().any(|l| print(node, l).is_break()) {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                    }
                     None => progress(&format!("{}: no log yet at {} (this tool has not started this node here); waiting for one", node.name, log.display())),
                 }
                 from.push(end);
@@ -355,7 +363,9 @@ fn follow_logs(
                 anyhow::bail!("no container of project {} to follow: start the cluster with `cargo xtask up`", docker::project_name(cluster));
             }
             docker::follow_logs(cluster, &followed, lines, &print, &progress)?;
-            progress("every followed container has been removed (`cargo xtask down`): the follow ends");
+            if !closed.load(std::sync::atomic::Ordering::SeqCst) {
+                progress("every followed container has been removed (`cargo xtask down`): the follow ends");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -676,15 +676,29 @@ pub fn log_tail(id: &str, lines: usize) -> String {
 /// logs --follow` ends when its container stops; the node is then followed again, from its last
 /// line, once a container of its service runs (the same one started again, or the one `up` made
 /// anew), and its follow ends when its service has had no container for 5 s (`down`
-/// removed it). Returns when every node's has ended, or when the process is interrupted.
+/// removed it). Returns when every node's has ended, or once `line` breaks (its reader went
+/// away: `| head`), having stopped every `docker logs` it started.
 pub fn follow_logs(
     cluster: &Cluster,
     nodes: &[(&Node, &str)],
     lines: usize,
-    line: &(dyn Fn(&Node, &str) + Sync),
+    line: &(dyn Fn(&Node, &str) -> std::ops::ControlFlow<()> + Sync),
     progress: Progress<'_>,
 ) -> anyhow::Result<()> {
     use std::io::BufRead;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    // Set once `line` breaks; every follow then ends, and the `docker logs` of the others,
+    // blocked reading a quiet container, are killed to let them see it.
+    let stop = AtomicBool::new(false);
+    let live: Mutex<Vec<Arc<duct::ReaderHandle>>> = Mutex::new(Vec::new());
+    let stop_all = || {
+        stop.store(true, Ordering::SeqCst);
+        for r in live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            let _ = r.kill();
+        }
+    };
+    let (stop, live, stop_all) = (&stop, &live, &stop_all);
     std::thread::scope(|s| {
         let followers: Vec<_> = nodes
             .iter()
@@ -713,18 +727,32 @@ pub fn follow_logs(
                         };
                         attached_before = true;
                         let again = last.clone();
-                        let reader = duct::cmd("docker", ["logs", "--follow", "--timestamps", &from[0], &from[1], id.as_str()])
-                            .stderr_to_stdout()
-                            .unchecked()
-                            .reader()
-                            .with_context(|| format!("running docker logs --follow {id} ({})", node.name))?;
-                        for l in std::io::BufReader::new(reader).split(b'\n') {
-                            let l = l.with_context(|| format!("reading docker logs of {id} ({})", node.name))?;
+                        let reader = Arc::new(
+                            duct::cmd("docker", ["logs", "--follow", "--timestamps", &from[0], &from[1], id.as_str()])
+                                .stderr_to_stdout()
+                                .unchecked()
+                                .reader()
+                                .with_context(|| format!("running docker logs --follow {id} ({})", node.name))?,
+                        );
+                        live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Arc::clone(&reader));
+                        if stop.load(Ordering::SeqCst) {
+                            return Ok(());
+                        }
+                        for l in std::io::BufReader::new(&*reader).split(b'\n') {
+                            let Ok(l) = l else {
+                                if stop.load(Ordering::SeqCst) {
+                                    return Ok(());
+                                }
+                                return Err(l.unwrap_err()).with_context(|| format!("reading docker logs of {id} ({})", node.name));
+                            };
                             let text = String::from_utf8_lossy(&l);
                             let text = text.trim_end_matches('\r');
                             let Some((ts, message)) = text.split_once(' ').filter(|(ts, _)| is_docker_timestamp(ts)) else {
                                 // docker's own words (an error), not a line of the log.
-                                line(node, text);
+                                if line(node, text).is_break() {
+                                    stop_all();
+                                    return Ok(());
+                                }
                                 continue;
                             };
                             if again.as_deref() == Some(ts) && printed_at_last.iter().any(|p| p == message) {
@@ -735,7 +763,14 @@ pub fn follow_logs(
                                 printed_at_last.clear();
                             }
                             printed_at_last.push(message.to_string());
-                            line(node, message);
+                            if line(node, message).is_break() {
+                                stop_all();
+                                return Ok(());
+                            }
+                        }
+                        live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|r| !Arc::ptr_eq(r, &reader));
+                        if stop.load(Ordering::SeqCst) {
+                            return Ok(());
                         }
                         // The stream ends when the container's process does; docker may still
                         // call the container running for a moment: the same run of it is asked
@@ -743,7 +778,10 @@ pub fn follow_logs(
                         let same_run = |next: &Option<String>| next.as_deref() == Some(id.as_str()) && started_at(&id) == run;
                         let settled = std::time::Instant::now() + std::time::Duration::from_secs(2);
                         let next = loop {
-                            let next = next_container(cluster, node, &id, progress)?;
+                            let next = next_container(cluster, node, &id, stop, progress)?;
+                            if stop.load(Ordering::SeqCst) {
+                                return Ok(());
+                            }
                             if !same_run(&next) || std::time::Instant::now() >= settled {
                                 break next;
                             }
@@ -784,11 +822,15 @@ const GONE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// After `node`'s log stream from container `id` ended: the id of the container of its service
 /// that runs now (polled every 250 ms while there is one that does not run, or none for less
-/// than [`GONE_FOR`]), or `None` when the service has had no container for that long.
-fn next_container(cluster: &Cluster, node: &Node, id: &str, progress: Progress<'_>) -> anyhow::Result<Option<String>> {
+/// than [`GONE_FOR`]), or `None` when the service has had no container for that long, or as
+/// soon as `stop` is set.
+fn next_container(cluster: &Cluster, node: &Node, id: &str, stop: &std::sync::atomic::AtomicBool, progress: Progress<'_>) -> anyhow::Result<Option<String>> {
     let mut told = false;
     let mut gone_since: Option<std::time::Instant> = None;
     loop {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
+        }
         let of_node: Vec<Container> = containers(cluster)?.into_iter().filter(|c| c.service == node.name).collect();
         if of_node.is_empty() {
             let since = *gone_since.get_or_insert_with(std::time::Instant::now);

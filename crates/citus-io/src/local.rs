@@ -959,9 +959,9 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// Follows the server logs of `nodes`, each from byte `from[i]` on (see
 /// [`log_lines_and_end`]), calling `line` with the node and each whole line written since,
-/// until the process is interrupted. A log that is deleted (`down --purge`) or starts over
+/// until the process is interrupted or `line` breaks (its reader went away). A log that is deleted (`down --purge`) or starts over
 /// is followed from the start of the new one; a node without a log is waited for.
-pub fn follow_logs(cluster: &Cluster, nodes: &[&Node], from: &[u64], line: &mut dyn FnMut(&Node, &str)) -> anyhow::Result<()> {
+pub fn follow_logs(cluster: &Cluster, nodes: &[&Node], from: &[u64], line: &mut dyn FnMut(&Node, &str) -> std::ops::ControlFlow<()>) -> anyhow::Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::MetadataExt;
     struct Followed {
@@ -1002,7 +1002,9 @@ pub fn follow_logs(cluster: &Cluster, nodes: &[&Node], from: &[u64], line: &mut 
             read_any = true;
             while let Some(nl) = partial.iter().position(|b| *b == b'\n') {
                 let text: Vec<u8> = partial.drain(..=nl).collect();
-                line(node, String::from_utf8_lossy(&text[..nl]).trim_end_matches('\r'));
+                if line(node, String::from_utf8_lossy(&text[..nl]).trim_end_matches('\r')).is_break() {
+                    return Ok(());
+                }
             }
         }
         if !read_any {

@@ -605,6 +605,45 @@ fn docker_logs_follow_goes_on_across_restarts_and_ends_when_down_removes_the_con
     assert!(status.success(), "`logs --follow` ended with {status}");
 }
 
+/// `logs --follow | head`: once a line finds stdout closed, the follow ends with success and
+/// stops the `docker logs --follow` of every node, also of a quiet one whose follower was
+/// blocked reading, instead of leaving them to the next line their container writes.
+#[test]
+fn docker_logs_follow_ends_with_a_closed_stdout_and_stops_every_docker_logs() {
+    let test = "docker_logs_follow_ends_with_a_closed_stdout_and_stops_every_docker_logs";
+    let Some((c, _g)) = docker_cluster(test, &format!("itdp{}", std::process::id())) else { return };
+    c.ok(&["up", "--workers", "1"]);
+    let mut follow = crate::harness::KillOnDrop(
+        c.command(&["logs", "--follow", "--lines", "1"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap(),
+    );
+    let pid = follow.0.id();
+    let mut out = std::io::BufReader::new(follow.0.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    // The tail of both nodes: only then is each `docker logs` attached.
+    while !(seen.iter().any(|l: &String| l.starts_with("citus_master ")) && seen.iter().any(|l| l.starts_with("citus_worker1 "))) {
+        let mut l = String::new();
+        assert!(std::io::BufRead::read_line(&mut out, &mut l).unwrap() > 0, "`logs --follow` ended early: {seen:#?}");
+        seen.push(l);
+    }
+    let followers: Vec<(i32, String)> = crate::harness::children_of(pid).into_iter().filter(|(_, cmd)| cmd.contains("docker logs")).collect();
+    assert_eq!(followers.len(), 2, "one `docker logs --follow` per node: {followers:?}");
+    drop(out);
+    // A new line on the coordinator finds stdout closed; the worker stays quiet.
+    c.connect(0, &c.database).batch_execute("DO $$ BEGIN RAISE LOG 'closed-stdout-marker'; END $$").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = follow.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "`logs --follow` still runs 15 s after its stdout closed and a line came");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "`logs --follow` ended with {status}");
+    for (p, cmd) in &followers {
+        assert!(crate::harness::gone_soon(*p), "`{cmd}` (pid {p}) still runs after `logs --follow` ended");
+    }
+}
+
 /// An image whose data would land outside the nodes' named volumes (here the test image with
 /// the official images' `VOLUME /var/lib/postgresql/data`, under `pg_major = 18`, whose volume
 /// goes to /var/lib/postgresql) is refused before anything is made: its data would be in an

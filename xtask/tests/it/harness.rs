@@ -160,18 +160,7 @@ impl TestCluster {
         use std::io::{BufRead, BufReader, Read};
         use std::process::Stdio;
         let (out, err) = if stdout { (Stdio::piped(), Stdio::null()) } else { (Stdio::null(), Stdio::piped()) };
-        let mut child = KillOnDrop(
-            Command::new(env!("CARGO_BIN_EXE_xtask"))
-                .args(args)
-                .arg("--config")
-                .arg(&self.config)
-                .env("CITUS_IT_PASSWORD", PASSWORD)
-                .env_remove("CITUS_CONFIG")
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .expect("starting xtask"),
-        );
+        let mut child = KillOnDrop(self.command(args).stdout(out).stderr(err).spawn().expect("starting xtask"));
         let pipe: Box<dyn Read + Send> = if stdout { Box::new(child.0.stdout.take().expect("piped")) } else { Box::new(child.0.stderr.take().expect("piped")) };
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         std::thread::spawn(move || {
@@ -182,6 +171,14 @@ impl TestCluster {
             }
         });
         (child, rx)
+    }
+
+    /// `xtask <args...> --config <this cluster's file>`, not started, for a test that handles
+    /// the child's pipes itself.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(args).arg("--config").arg(&self.config).env("CITUS_IT_PASSWORD", PASSWORD).env_remove("CITUS_CONFIG");
+        c
     }
 
     /// Waits until new sessions on node `i` see the server setting `name` = `want`: a
@@ -222,6 +219,23 @@ pub(crate) fn gone_soon(pid: i32) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     gone()
+}
+
+/// The processes whose parent is `pid`, each with its command line (arguments joined by
+/// spaces), read from /proc.
+pub(crate) fn children_of(pid: u32) -> Vec<(i32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.split(' ').nth(1)?.parse::<u32>().ok()))
+                == Some(pid)
+        })
+        .map(|p| {
+            (p, std::fs::read(format!("/proc/{p}/cmdline")).map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim_end().to_string()).unwrap_or_default())
+        })
+        .collect()
 }
 
 pub(crate) fn is_zombie(pid: i32) -> bool {
