@@ -142,8 +142,20 @@ pub fn file_error(cluster: &Cluster, what: &str, path: &Path, e: std::io::Error)
     )
 }
 
+/// How long `up` or `down` waits for another one holding the cluster's lock, in units of the
+/// cluster's `[wait] timeout_secs`: the holder's own waits are bounded by it (per node, at
+/// once), so a holder that keeps it for ten of them is stuck.
+pub const LOCK_WAIT_TIMEOUTS: u64 = 10;
+
+/// How often a wait for the lock says it still waits.
+const LOCK_WAIT_SAYS: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The lock file holds `<task> <pid>` of its holder (an older one only the pid).
 fn lock(cluster: &Cluster, task: &str, progress: Progress<'_>) -> anyhow::Result<UpLock> {
+    lock_within(cluster, task, std::time::Duration::from_secs(cluster.ready_timeout_secs.saturating_mul(LOCK_WAIT_TIMEOUTS)), progress)
+}
+
+fn lock_within(cluster: &Cluster, task: &str, wait: std::time::Duration, progress: Progress<'_>) -> anyhow::Result<UpLock> {
     use anyhow::Context;
     use std::io::Write;
     let path = up_lock_file(cluster);
@@ -152,25 +164,108 @@ fn lock(cluster: &Cluster, task: &str, progress: Progress<'_>) -> anyhow::Result
         std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| file_error(cluster, "opening", &path, e))?;
     match file.try_lock() {
         Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            let (other, pid) = match holder.trim().split_once(' ') {
-                Some((t, pid)) => (t.to_string(), pid.to_string()),
-                None => ("up".to_string(), holder.trim().to_string()),
-            };
-            let doing = if other == "down" { "stopping" } else { "starting" };
-            progress(&format!(
-                "{task}: waiting for another `{other}` of cluster `{}`{} to finish {doing} its nodes ({})",
-                cluster.name,
-                if pid.is_empty() { String::new() } else { format!(" (pid {pid})") },
-                path.display()
-            ));
-            file.lock().with_context(|| format!("locking {}", path.display()))?;
-        }
+        Err(std::fs::TryLockError::WouldBlock) => wait_for_lock(cluster, task, &file, &path, wait, progress)?,
         Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
     }
     file.set_len(0).and_then(|()| write!(file, "{task} {}", std::process::id())).with_context(|| format!("writing {}", path.display()))?;
     Ok(UpLock { _file: file })
+}
+
+/// Waits up to `wait` for the holder of the lock on `file` to let it go, polling, saying every
+/// [`LOCK_WAIT_SAYS`] that it still waits and, once, when the holder is stopped (Ctrl-Z in
+/// its terminal, a debugger): it keeps the lock until it goes on.
+fn wait_for_lock(cluster: &Cluster, task: &str, file: &std::fs::File, path: &Path, wait: std::time::Duration, progress: Progress<'_>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::time::{Duration, Instant};
+    let written = std::fs::read_to_string(path).unwrap_or_default();
+    let (other, written_pid) = match written.trim().split_once(' ') {
+        Some((t, pid)) => (t.to_string(), pid.parse::<u32>().ok()),
+        None => ("up".to_string(), written.trim().parse::<u32>().ok()),
+    };
+    // The kernel's word on who holds it wins over the file's (a holder in another PID
+    // namespace, or one that has not written its pid yet).
+    let pid = lock_holder(file).or(written_pid);
+    let other = if pid == written_pid { other } else { "up` or `down".to_string() };
+    let doing = if other == "down" {
+        "stopping"
+    } else if other == "up" {
+        "starting"
+    } else {
+        "starting or stopping"
+    };
+    let holder = pid.map_or(String::new(), |p| format!(" (pid {p})"));
+    progress(&format!(
+        "{task}: waiting for another `{other}` of cluster `{}`{holder} to finish {doing} its nodes (the lock {}; waiting up to {} s)",
+        cluster.name,
+        path.display(),
+        wait.as_secs()
+    ));
+    let start = Instant::now();
+    let mut said = start;
+    let mut told_stopped = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+        let stopped = pid.is_some_and(is_stopped);
+        if stopped && !told_stopped {
+            let p = pid.unwrap_or_default();
+            progress(&format!(
+                "{task}: the `{other}` holding the lock (pid {p}) is stopped (Ctrl-Z in its terminal, or a debugger) and keeps the lock until it goes on: `fg` in its terminal or `kill -CONT {p}`, or end it (`kill {p}`)"
+            ));
+            told_stopped = true;
+        }
+        if start.elapsed() >= wait {
+            let p = pid.map_or_else(|| "its pid is not known".to_string(), |p| format!("pid {p}"));
+            let state = if stopped { "it is stopped (Ctrl-Z, a debugger)" } else { "it still runs" };
+            let fix = match pid {
+                Some(p) if stopped => format!("let it go on (`fg` in its terminal, or `kill -CONT {p}`) or end it (`kill {p}`), then run `cargo xtask {task}` again"),
+                Some(p) => format!("see what it waits for (its terminal or CI log), or end it (`kill {p}`; the lock goes with it), then run `cargo xtask {task}` again; or raise [wait] timeout_secs in {} to wait longer", cluster.source.display()),
+                None => format!("end the `up` or `down` of this cluster that runs (the lock goes with it), then run `cargo xtask {task}` again"),
+            };
+            anyhow::bail!(
+                "{task}: another `{other}` of cluster `{}` ({p}) has held its lock {} for {} s and {state}: nothing was done\n    fix: {fix}",
+                cluster.name,
+                path.display(),
+                start.elapsed().as_secs()
+            );
+        }
+        if said.elapsed() >= LOCK_WAIT_SAYS {
+            progress(&format!(
+                "{task}: still waiting for the `{other}`{holder} of cluster `{}` ({} s of {} s)",
+                cluster.name,
+                start.elapsed().as_secs(),
+                wait.as_secs()
+            ));
+            said = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pid of the process holding an exclusive `flock` on `file`, from `/proc/locks` (by the
+/// file's device and inode), if there is one and it can be read.
+fn lock_holder(file: &std::fs::File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let (dev, ino) = (meta.dev(), meta.ino());
+    // `MAJ:MIN:INODE` in hex device numbers, as the kernel prints them.
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let want = format!("{major:02x}:{minor:02x}:{ino}");
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // `1: FLOCK  ADVISORY  WRITE 12345 08:01:1234 0 EOF`; a waiter's line has `->` after
+        // the number.
+        (f.get(1) == Some(&"FLOCK") && f.get(3) == Some(&"WRITE") && f.get(5) == Some(&want.as_str())).then(|| f.get(4)?.parse().ok()).flatten()
+    })
+}
+
+/// Whether process `pid` is stopped (`T`) or stopped by a tracer (`t`).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('T') || r.starts_with('t')))
 }
 
 /// Removes the recorded backend and worker count (after `down --purge`). The lock file stays:
@@ -241,5 +336,74 @@ mod tests {
         assert_eq!(super::recorded_workers(&cluster), None);
         assert_eq!(super::choose_backend(&cluster, None), cluster.backend);
         std::fs::remove_dir_all(Path::new(&root)).unwrap();
+    }
+
+    /// A process holding the lock (util-linux `flock`, in a process group of its own): a wait
+    /// names it, says once that it is stopped, ends at its deadline with an error naming the
+    /// pid and the fix, and takes the lock as soon as the holder lets it go.
+    #[test]
+    fn a_wait_for_the_lock_names_its_holder_ends_at_its_deadline_and_gets_the_lock_once_free() {
+        use std::os::unix::process::CommandExt;
+        use std::time::Duration;
+        if which::which("flock").is_err() {
+            eprintln!("SKIPPED a_wait_for_the_lock_names_its_holder…: no `flock` (util-linux) on PATH to hold the lock from another process");
+            return;
+        }
+        let root = std::env::temp_dir().join(format!("citus-io-lock-{}", std::process::id()));
+        let cluster = citus_config::Cluster::parse(include_str!("../../../citus.toml"), &root.join("citus.toml")).unwrap();
+        std::fs::create_dir_all(super::cluster_dir(&cluster)).unwrap();
+        let path = super::up_lock_file(&cluster);
+        std::fs::write(&path, "up 1\n").unwrap();
+        // `-o`: only `flock` holds it, not the `sleep` it starts.
+        let holder = std::process::Command::new("flock").arg("-o").arg(&path).args(["sleep", "60"]).process_group(0).spawn().unwrap();
+        struct Group(std::process::Child);
+        impl Drop for Group {
+            fn drop(&mut self) {
+                // SAFETY: kill has no preconditions; the group is the holder's own.
+                unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+                let _ = self.0.wait();
+            }
+        }
+        let holder = Group(holder);
+        let pid = holder.0.id();
+        let file = std::fs::File::open(&path).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while super::lock_holder(&file) != Some(pid) {
+            assert!(std::time::Instant::now() < deadline, "`flock` (pid {pid}) did not take the lock in 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let said = std::sync::Mutex::new(Vec::<String>::new());
+        let progress = |l: &str| said.lock().unwrap().push(l.to_string());
+        // Running: named by the kernel's pid (the file says pid 1), the error says how to go on.
+        let err = super::lock_within(&cluster, "up", Duration::from_millis(300), &progress).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("(pid {pid})"))
+                && err.contains("it still runs")
+                && err.contains(&format!("`kill {pid}`"))
+                && err.contains("[wait] timeout_secs"),
+            "{err}"
+        );
+        assert!(said.lock().unwrap()[0].contains(&format!("(pid {pid})")) && said.lock().unwrap()[0].contains("waiting up to 0 s"), "{said:?}");
+        // Stopped: said once, and the fix is to let it go on.
+        said.lock().unwrap().clear();
+        // SAFETY: kill has no preconditions; the pid is the holder's.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        while !super::is_stopped(pid) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let err = super::lock_within(&cluster, "down", Duration::from_millis(300), &progress).unwrap_err().to_string();
+        assert!(err.contains("it is stopped") && err.contains(&format!("`kill -CONT {pid}`")) && err.contains("`cargo xtask down` again"), "{err}");
+        let stopped: Vec<String> = said.lock().unwrap().iter().filter(|l| l.contains("is stopped")).cloned().collect();
+        assert_eq!(stopped.len(), 1, "{said:?}");
+        // Let go while a wait runs: the wait gets the lock and writes itself in.
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(holder);
+        });
+        let lock = super::lock_within(&cluster, "up", Duration::from_secs(20), &progress).unwrap();
+        killer.join().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("up {}", std::process::id()));
+        drop(lock);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

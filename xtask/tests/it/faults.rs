@@ -727,7 +727,8 @@ fn down_during_an_up_waits_for_it() {
     let lock_path = c.pgdata("citus_master").parent().unwrap().parent().unwrap().join(".up.lock");
     let lock = std::fs::OpenOptions::new().read(true).write(true).open(&lock_path).unwrap();
     lock.lock().unwrap();
-    std::fs::write(&lock_path, "up 4242").unwrap();
+    // As an `up` does: the pid in the file is the holder's, which the kernel also names.
+    std::fs::write(&lock_path, format!("up {}", std::process::id())).unwrap();
     let out = std::thread::scope(|s| {
         let down = s.spawn(|| c.xtask(&["down", "--purge"]));
         std::thread::sleep(Duration::from_secs(2));
@@ -740,7 +741,7 @@ fn down_during_an_up_waits_for_it() {
     });
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("down: waiting for another `up` of cluster `it` (pid 4242) to finish starting its nodes"), "{t}");
+    assert!(t.contains(&format!("down: waiting for another `up` of cluster `it` (pid {}) to finish starting its nodes", std::process::id())), "{t}");
     for node in ["citus_master", "citus_worker1", "citus_worker2"] {
         assert!(!c.pgdata(node).exists(), "{node}'s data was not purged");
     }
