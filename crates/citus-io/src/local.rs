@@ -1164,6 +1164,8 @@ fn template_secret(root: &Path) -> anyhow::Result<Vec<u8>> {
         return Ok(k);
     }
     fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    // What an `up` killed between writing its key and linking it left.
+    remove_stale_partials(root, ".key.tmp");
     let mut k = [0u8; 32];
     getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
     let tmp = root.join(format!(".key.tmp{}", std::process::id()));
@@ -1691,7 +1693,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("citus-io-template-key-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let parts = |pw: &'static str| -> [&'static [u8]; 3] { [b"/usr/lib/postgresql/15/bin/postgres:1:2", b"commcarehq", pw.as_bytes()] };
+        // The half-written key of an `up` that is gone (no pid above 2^22) goes with the first key.
+        fs::create_dir_all(&dir).unwrap();
+        let stale = dir.join(format!(".key.tmp{}", (1 << 22) + 1));
+        fs::write(&stale, b"half").unwrap();
         let a = template_key(&dir, &parts("commcarehq")).unwrap();
+        assert!(!stale.exists(), "{} was left", stale.display());
         assert_eq!(a.len(), 16);
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()), "{a}");
         assert_eq!(template_key(&dir, &parts("commcarehq")).unwrap(), a, "the same parts give the same name");
