@@ -736,6 +736,9 @@ pub fn follow_logs(
                         );
                         live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Arc::clone(&reader));
                         if stop.load(Ordering::SeqCst) {
+                            // `stop_all` ran before this one was in `live`: a dropped reader
+                            // leaves its child running.
+                            let _ = reader.kill();
                             return Ok(());
                         }
                         for l in std::io::BufReader::new(&*reader).split(b'\n') {
