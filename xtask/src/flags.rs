@@ -170,9 +170,10 @@ xflags::xflags! {
             /// How many lines per node (default 50).
             optional -l, --lines n: usize
             /// Keep printing new lines as the servers write them, each after its node's name,
-            /// until Ctrl-C. On Docker a node is followed again when its container runs again
-            /// (restarted, or made anew by `up`), and the follow ends once `down` has removed
-            /// every followed container and none has come back for 5 s.
+            /// until Ctrl-C or until its output closes (`| head`). On Docker a node is followed
+            /// again when its container runs again (restarted, or made anew by `up`), and the
+            /// follow ends once `down` has removed every followed container and none has come
+            /// back for 5 s.
             optional -f, --follow
         }
         /// Print the docker compose file generated from the config: what
