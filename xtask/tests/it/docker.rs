@@ -594,14 +594,7 @@ fn docker_logs_follow_goes_on_across_restarts_and_ends_when_down_removes_the_con
     }
     assert!(follow.0.try_wait().unwrap().is_none(), "`logs --follow` ended while the container ran");
     c.ok(&["down"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = follow.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "`logs --follow` still runs 15 s after `down` removed the container");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let status = follow.exits_within(15, "`logs --follow` still runs after `down` removed the container");
     assert!(status.success(), "`logs --follow` ended with {status}");
 }
 
@@ -630,14 +623,7 @@ fn docker_logs_follow_ends_with_a_closed_stdout_and_stops_every_docker_logs() {
     drop(out);
     // A new line on the coordinator finds stdout closed; the worker stays quiet.
     c.connect(0, &c.database).batch_execute("DO $$ BEGIN RAISE LOG 'closed-stdout-marker'; END $$").unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = follow.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "`logs --follow` still runs 15 s after its stdout closed and a line came");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let status = follow.exits_within(15, "`logs --follow` still runs after its stdout closed and a line came");
     assert!(status.success(), "`logs --follow` ended with {status}");
     for (p, cmd) in &followers {
         assert!(crate::harness::gone_soon(*p), "`{cmd}` (pid {p}) still runs after `logs --follow` ended");

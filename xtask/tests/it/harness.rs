@@ -278,6 +278,21 @@ impl Drop for KillOnDrop {
     }
 }
 
+impl KillOnDrop {
+    /// The child's exit status once it exits, polled every 50 ms; fails the test, saying
+    /// `still_runs`, when it runs `secs` s from now.
+    pub(crate) fn exits_within(&mut self, secs: u64, still_runs: &str) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "{still_runs} ({secs} s)");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
 /// A child started in a process group of its own (`process_group(0)`) whose whole group is
 /// killed (SIGKILL) and the child reaped when the guard is dropped before [`wait`](Self::wait)
 /// reaped it, also when the test panics first: the child's own children (`psql`, `cp`, `initdb`)
