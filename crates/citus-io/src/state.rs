@@ -106,7 +106,8 @@ pub struct UpLock {
 /// Takes the cluster's [`UpLock`] for `up`. A second `up` of the same cluster on this machine
 /// (two terminals, two CI steps) waits here, saying so, until the first has made the data and
 /// started the servers, and then finds them running, instead of racing it to make the same
-/// data directories.
+/// data directories. Either waits at most [`LOCK_WAIT_TIMEOUTS`] × `[wait] timeout_secs`,
+/// then fails naming the holder's pid and the fix.
 pub fn lock_up(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<UpLock> {
     lock(cluster, "up", progress)
 }
