@@ -1152,14 +1152,24 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
         run.join().expect("the docker compose thread panicked")
     })?;
     if !out.status.success() {
-        ensure_engine()?;
-        bail!(
-            "docker compose down failed for project {} ({}): {}\n    fix: see compose's message above; `docker ps -a --filter label=com.docker.compose.project={}` lists the project's containers",
-            project_name(cluster),
-            out.status,
-            compose_errors(&String::from_utf8_lossy(&out.stderr)),
-            project_name(cluster)
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Compose v1 removes the containers, then fails at a network another container is
+        // attached to (v2 keeps such a network and goes on): only the volumes of a purge are
+        // left to remove, and the network is named below.
+        let only_network = stderr.contains("has active endpoints") && containers(cluster).is_ok_and(|c| c.is_empty());
+        if !only_network {
+            ensure_engine()?;
+            bail!(
+                "docker compose down failed for project {} ({}): {}\n    fix: see compose's message above; `docker ps -a --filter label=com.docker.compose.project={}` lists the project's containers",
+                project_name(cluster),
+                out.status,
+                compose_errors(&stderr),
+                project_name(cluster)
+            );
+        }
+        if purge {
+            remove_volumes(cluster)?;
+        }
     }
     progress(&format!(
         "docker compose: project {} stopped{}",
@@ -1185,7 +1195,59 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
         let _ = std::fs::remove_file(&file);
         state::forget(cluster);
     }
+    for (network, attached) in networks_in_use(cluster) {
+        let disconnect = match attached.as_slice() {
+            [one] => format!("`docker network disconnect {network} {one}`"),
+            [first, ..] => format!("`docker network disconnect {network} {first}` (and so for each of them)"),
+            [] => continue,
+        };
+        progress(&format!(
+            "kept network {network}: container(s) not of this cluster are attached to it ({}); {disconnect}, then `docker network rm {network}`, removes it; the next `up` uses it as it is",
+            attached.join(", ")
+        ));
+    }
     Ok(())
+}
+
+/// Removes the volumes of this run's nodes (`<project>_<node>_data`, as compose names them),
+/// where compose could not: v1's `down --volumes` stops at a network still in use before it
+/// gets to them. A volume already gone is no error.
+fn remove_volumes(cluster: &Cluster) -> anyhow::Result<()> {
+    let project = project_name(cluster);
+    let ours: Vec<String> = cluster.nodes().map(|n| format!("{project}_{}", citus_compose::volume_name(n))).collect();
+    for v in volumes(cluster)?.into_iter().filter(|v| ours.contains(v)) {
+        let out = std::process::Command::new("docker").args(["volume", "rm", &v]).output().map_err(|e| not_run(e, "docker volume rm"))?;
+        if !out.status.success() {
+            bail!(
+                "removing volume {v} of project {project}: {}\n    fix: `docker volume rm {v}` once what it names is solved; the cluster's containers are already removed",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The networks of `cluster`'s compose project still there after `down`, each with the
+/// containers attached to it: a container of some other project or none (a CI job's, joined
+/// with `docker network connect`) keeps compose from removing it. Nothing when `docker`
+/// cannot tell, and no network that has no container attached.
+fn networks_in_use(cluster: &Cluster) -> Vec<(String, Vec<String>)> {
+    let label = format!("label=com.docker.compose.project={}", project_name(cluster));
+    let Ok(out) = std::process::Command::new("docker").args(["network", "ls", "--filter", &label, "--format", "{{.Name}}"]).output() else { return Vec::new() };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|network| {
+            let attached = std::process::Command::new("docker")
+                .args(["network", "inspect", "--format", "{{range .Containers}}{{.Name}} {{end}}", network])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
+                .unwrap_or_default();
+            (network.to_string(), attached)
+        })
+        .filter(|(_, attached): &(String, Vec<String>)| !attached.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -670,3 +670,54 @@ fn docker_image_whose_data_would_miss_the_volume_is_refused_before_anything_star
     assert!(t.contains("fix: set [docker] pg_major in ") && t.contains("nothing was started"), "{t}");
     assert_eq!(compose_project_objects(&name).unwrap(), Vec::<String>::new(), "the refused up made docker objects");
 }
+
+/// A container of no project attached to the cluster's network (a CI job's, joined with
+/// `docker network connect`): `down` and `down --purge` still succeed, remove the cluster's
+/// containers (and with `--purge` its volumes, which compose v1 stops short of) and name the
+/// network they keep, the container and the fix; the next `up` uses the kept network.
+#[test]
+fn docker_down_with_another_container_on_the_network_keeps_only_the_network_and_names_it() {
+    let test = "docker_down_with_another_container_on_the_network_keeps_only_the_network_and_names_it";
+    let Some((c, _g)) = docker_cluster(test, &format!("itdn{}", std::process::id())) else { return };
+    let config = std::fs::read_to_string(&c.config).unwrap();
+    let image = config.lines().find_map(|l| l.strip_prefix("image = \"")?.strip_suffix('"').map(String::from)).expect("the test config's image");
+    c.ok(&["up", "--workers", "1"]);
+    c.connect(0, &c.database).batch_execute("CREATE TABLE kept_across_down (x int); INSERT INTO kept_across_down VALUES (7)").unwrap();
+    let network = format!("{}_citus", c.name);
+    let outsider = format!("{}-outsider", c.name);
+    /// Removes the container when dropped (before the project's guard, declared earlier).
+    struct Removed(String);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker").args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let run = std::process::Command::new("docker").args(["run", "-d", "--name", &outsider, "--network", &network, &image, "sleep", "600"]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let _outsider = Removed(outsider.clone());
+    let kept = format!(
+        "kept network {network}: container(s) not of this cluster are attached to it ({outsider}); `docker network disconnect {network} {outsider}`, then `docker network rm {network}`, removes it"
+    );
+    let of_project = |what: &[&str]| -> Vec<String> {
+        let label = format!("label=com.docker.compose.project={}", c.name);
+        let out = std::process::Command::new("docker").args(what).args(["--filter", &label]).output().unwrap();
+        assert!(out.status.success(), "docker {what:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+    };
+    let (containers, volumes, networks) = (["ps", "-aq"], ["volume", "ls", "-q"], ["network", "ls", "-q"]);
+    let down = c.xtask(&["down"]);
+    assert!(down.status.success() && text(&down).contains(&kept), "{}", text(&down));
+    assert_eq!(of_project(&containers), Vec::<String>::new(), "containers of the cluster left after `down`");
+    assert_eq!(of_project(&volumes).len(), 2, "`down` keeps both nodes' data");
+    assert_eq!(of_project(&networks).len(), 1, "the network is kept");
+    // The next `up` uses the kept network, with the data.
+    c.ok(&["up", "--workers", "1"]);
+    let x: i32 = c.connect(0, &c.database).query_one("SELECT x FROM kept_across_down", &[]).unwrap().get(0);
+    assert_eq!(x, 7);
+    let purge = c.xtask(&["down", "--purge"]);
+    assert!(purge.status.success() && text(&purge).contains(&kept) && text(&purge).contains("data deleted (--purge)"), "{}", text(&purge));
+    assert_eq!(of_project(&containers), Vec::<String>::new(), "containers of the cluster left after `down --purge`");
+    assert_eq!(of_project(&volumes), Vec::<String>::new(), "volumes left after `down --purge`");
+    let attached = std::process::Command::new("docker").args(["inspect", "--format", "{{.State.Running}}", &outsider]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&attached.stdout).trim(), "true", "the other container was left running");
+}
