@@ -90,6 +90,12 @@ pub fn volume_name(node: &Node) -> String {
     format!("{}_data", node.name)
 }
 
+/// The name Docker gives `node`'s volume in `cluster`'s project: compose prefixes the file's
+/// key, [`volume_name`], with the project's name.
+pub fn docker_volume_name(cluster: &Cluster, node: &Node) -> String {
+    format!("{}_{}", project_name(cluster), volume_name(node))
+}
+
 /// The label each data volume of a compose file from [`render_owned`] carries: the folder of
 /// the cluster that made it.
 pub const OWNER_LABEL: &str = "org.citus-xtask.cluster-dir";

@@ -1196,11 +1196,11 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
         state::forget(cluster);
     }
     for (network, attached) in networks_in_use(cluster) {
-        let disconnect = match attached.as_slice() {
-            [one] => format!("`docker network disconnect {network} {one}`"),
-            [first, ..] => format!("`docker network disconnect {network} {first}` (and so for each of them)"),
-            [] => continue,
-        };
+        // `networks_in_use` names only networks with a container attached.
+        let mut disconnect = format!("`docker network disconnect {network} {}`", attached[0]);
+        if attached.len() > 1 {
+            disconnect.push_str(" (and so for each of them)");
+        }
         progress(&format!(
             "kept network {network}: container(s) not of this cluster are attached to it ({}); {disconnect}, then `docker network rm {network}`, removes it; the next `up` uses it as it is",
             attached.join(", ")
@@ -1214,7 +1214,7 @@ pub fn down(cluster: &Cluster, creds: &pg::Credentials, purge: bool, progress: P
 /// gets to them. A volume already gone is no error.
 fn remove_volumes(cluster: &Cluster) -> anyhow::Result<()> {
     let project = project_name(cluster);
-    let ours: Vec<String> = cluster.nodes().map(|n| format!("{project}_{}", citus_compose::volume_name(n))).collect();
+    let ours: Vec<String> = cluster.nodes().map(|n| citus_compose::docker_volume_name(cluster, n)).collect();
     for v in volumes(cluster)?.into_iter().filter(|v| ours.contains(v)) {
         let out = std::process::Command::new("docker").args(["volume", "rm", &v]).output().map_err(|e| not_run(e, "docker volume rm"))?;
         if !out.status.success() {

@@ -160,11 +160,10 @@ fn local_servers(cluster: &Cluster) -> Status {
 fn docker_servers(cluster: &Cluster) -> anyhow::Result<Status> {
     let containers = docker::containers(cluster)?;
     let volumes = docker::volumes(cluster).context("listing the cluster's docker volumes")?;
-    let project = docker::project_name(cluster);
     let mut nodes: Vec<NodeStatus> = cluster
         .nodes()
         .map(|n| {
-            let volume = format!("{project}_{}", citus_compose::volume_name(n));
+            let volume = citus_compose::docker_volume_name(cluster, n);
             let data = if volumes.contains(&volume) { format!("data kept in volume {volume}") } else { format!("no volume {volume}") };
             let server = match containers.iter().find(|c| c.service == n.name) {
                 Some(c) if c.state == "running" => Server::Running(format!("container {}, {}; data in volume {volume}", c.id, c.status)),
