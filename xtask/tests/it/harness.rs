@@ -88,9 +88,7 @@ impl TestCluster {
     }
 
     pub(crate) fn xtask_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        let (own, passed_on) = args.split_at(args.iter().position(|a| *a == "--").unwrap_or(args.len()));
-        c.args(own).arg("--config").arg(&self.config).args(passed_on).env("CITUS_IT_PASSWORD", PASSWORD).env_remove("CITUS_CONFIG").env_remove("CI");
+        let mut c = self.command(args);
         for (k, v) in env {
             c.env(k, v);
         }
@@ -173,11 +171,13 @@ impl TestCluster {
         (child, rx)
     }
 
-    /// `xtask <args...> --config <this cluster's file>`, not started, for a test that handles
-    /// the child's pipes itself.
+    /// `xtask <args...> --config <this cluster's file>` (`--config` before a `--`, whose
+    /// arguments belong to another program), with the test password and without `CI` or
+    /// `CITUS_CONFIG` from the test's own environment; not started.
     pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        c.args(args).arg("--config").arg(&self.config).env("CITUS_IT_PASSWORD", PASSWORD).env_remove("CITUS_CONFIG");
+        let (own, passed_on) = args.split_at(args.iter().position(|a| *a == "--").unwrap_or(args.len()));
+        c.args(own).arg("--config").arg(&self.config).args(passed_on).env("CITUS_IT_PASSWORD", PASSWORD).env_remove("CITUS_CONFIG").env_remove("CI");
         c
     }
 
