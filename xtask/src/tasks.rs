@@ -56,12 +56,8 @@ pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
         docker::check_ports(&cluster).map_err(|e| UsageError(format!("{e:#}")))?;
     }
     let creds = credentials(&cluster)?;
-    if let Some(n) = f.workers {
-        // Before any node starts: an `up` that fails half-way has started some of them, and a
-        // later `down` must stop those too.
-        citus_io::state::record_workers(&cluster, (n != configured_workers).then_some(n))
-            .map_err(|e| citus_io::state::file_error(&cluster, "recording the worker count in", &citus_io::state::cluster_dir(&cluster), e))?;
-    }
+    // Written once this `up` holds the cluster's lock, before any node starts.
+    let workers = citus_io::state::WorkersRecord::for_up(f.workers, configured_workers);
     let t0 = Instant::now();
     let target = setup::Target { cluster: &cluster, backend, creds: &creds };
     // Each local server this run starts gets its own database, extension and password as
@@ -73,8 +69,8 @@ pub(crate) fn up(f: flags::Up) -> anyhow::Result<ExitCode> {
         Ok(ready)
     };
     let ready = match backend {
-        Backend::Local => local::up(&cluster, &creds, (!f.no_setup).then_some(&first as citus_io::OnStarted<'_>), f.restart, &progress)?,
-        Backend::Docker => docker::up(&cluster, &creds, &progress)?,
+        Backend::Local => local::up(&cluster, &creds, workers, (!f.no_setup).then_some(&first as citus_io::OnStarted<'_>), f.restart, &progress)?,
+        Backend::Docker => docker::up(&cluster, &creds, workers, &progress)?,
     };
     if f.no_setup {
         println!("up: {} node(s) started and accepting logins in {:.2} s; run `cargo xtask setup` next", cluster.workers.len() + 1, t0.elapsed().as_secs_f64());

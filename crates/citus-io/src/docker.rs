@@ -93,11 +93,12 @@ fn compose(sh: &Shell, cluster: &Cluster, creds: &pg::Credentials, args: &[&str]
 /// waits until every node accepts a login at its client address. A container that exits (or
 /// restarts) before that fails the wait at once, with the tail of its log and the likely fix.
 /// Holds the cluster's [`state::UpLock`] from the pull on: a concurrent `up` of it waits.
-pub fn up(cluster: &Cluster, creds: &pg::Credentials, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
+/// Once it holds it, writes `workers` to the cluster's record ([`state::lock_up`]).
+pub fn up(cluster: &Cluster, creds: &pg::Credentials, workers: state::WorkersRecord, progress: Progress<'_>) -> anyhow::Result<crate::Ready> {
     let sh = Shell::new()?;
     check_ports(cluster)?;
     check_owner(cluster, "up")?;
-    let _lock = state::lock_up(cluster, progress)?;
+    let _lock = state::lock_up(cluster, workers, progress)?;
     let image = &cluster.docker.image;
     let format = "{{json .Config}}";
     let inspect = || cmd!(sh, "docker image inspect --format {format} {image}").quiet().ignore_stderr().read().ok();

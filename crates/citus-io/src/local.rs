@@ -1197,10 +1197,12 @@ impl Mode0600 for fs::OpenOptions {
 /// A running server started with other settings or at another client address than the config
 /// now gives it is named and left running, or, with `restart`, stopped (a clean, fast
 /// shutdown) and started again with them.
-/// Holds the cluster's [`state::UpLock`] throughout: a concurrent `up` of it waits.
+/// Holds the cluster's [`state::UpLock`] throughout: a concurrent `up` of it waits. Once it
+/// holds it, writes `workers` to the cluster's record ([`state::lock_up`]).
 pub fn up(
     cluster: &Cluster,
     creds: &pg::Credentials,
+    workers: state::WorkersRecord,
     on_started: Option<crate::OnStarted<'_>>,
     restart: bool,
     progress: Progress<'_>,
@@ -1219,7 +1221,7 @@ pub fn up(
         }
         make_dirs_enterable(&data_dir).map_err(|e| state::file_error(cluster, "creating", &data_dir, e))?;
     }
-    let _lock = state::lock_up(cluster, progress)?;
+    let _lock = state::lock_up(cluster, workers, progress)?;
     let nodes: Vec<&Node> = cluster.nodes().collect();
     // Refuse before starting anything when a port is taken by something else, or when a node's
     // server already runs at another address than the config now gives it (it would never

@@ -108,8 +108,45 @@ pub struct UpLock {
 /// started the servers, and then finds them running, instead of racing it to make the same
 /// data directories. Either waits at most [`LOCK_WAIT_TIMEOUTS`] × `[wait] timeout_secs`,
 /// then fails naming the holder's pid and the fix.
-pub fn lock_up(cluster: &Cluster, progress: Progress<'_>) -> anyhow::Result<UpLock> {
-    lock(cluster, "up", progress)
+///
+/// Once it holds the lock it writes `workers` to the cluster's record ([`record_workers`]):
+/// not before, so that an `up` waiting behind another, or giving up on the wait, leaves the
+/// record as the running `up` made it; and before any node starts, so that a `down` after an
+/// `up` that failed half-way stops the nodes it started.
+pub fn lock_up(cluster: &Cluster, workers: WorkersRecord, progress: Progress<'_>) -> anyhow::Result<UpLock> {
+    let lock = lock(cluster, "up", progress)?;
+    let record = match workers {
+        WorkersRecord::Keep => return Ok(lock),
+        WorkersRecord::Forget => None,
+        WorkersRecord::Set(n) => Some(n),
+    };
+    record_workers(cluster, record).map_err(|e| file_error(cluster, "recording the worker count in", &cluster_dir(cluster), e))?;
+    Ok(lock)
+}
+
+/// What an `up` writes to the cluster's worker-count record ([`record_workers`]) once it
+/// holds the cluster's lock ([`lock_up`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkersRecord {
+    /// No `--workers`: the record stays as it is (the count it names is the one this `up`
+    /// starts).
+    Keep,
+    /// `--workers N` with N the config's own count: the record goes, and the config decides
+    /// again.
+    Forget,
+    /// `--workers N` with another count than the config's: later tasks act on N workers.
+    Set(usize),
+}
+
+impl WorkersRecord {
+    /// The record for `up --workers` (`asked`) on a config of `configured` workers.
+    pub fn for_up(asked: Option<usize>, configured: usize) -> Self {
+        match asked {
+            None => Self::Keep,
+            Some(n) if n == configured => Self::Forget,
+            Some(n) => Self::Set(n),
+        }
+    }
 }
 
 /// Takes the cluster's [`UpLock`] for `down`: a `down` (or `down --purge`) during an `up`

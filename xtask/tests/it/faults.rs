@@ -749,6 +749,47 @@ fn down_during_an_up_waits_for_it() {
     assert!(lock_path.exists());
 }
 
+/// An `up --workers N` behind another `up` writes its worker count only once it holds the
+/// lock: while it waits, the record is the running `up`'s, and an `up` that gives up on the
+/// wait ("nothing was done") leaves it as it was. Plain PostgreSQL: needs no Citus.
+#[test]
+fn an_up_records_its_worker_count_only_once_it_holds_the_lock() {
+    let test = "an_up_records_its_worker_count_only_once_it_holds_the_lock";
+    let Some(_env) = require(test, &[Need::Postgres]) else { return };
+    let c = TestCluster::new(Spec { top: "shared_preload_libraries = []\n", ..Spec::default() });
+    c.ok(&["up", "--no-setup"]);
+    let dir = c.pgdata("citus_master").parent().unwrap().parent().unwrap().to_path_buf();
+    let record = dir.join("workers");
+    let hold = || {
+        let lock = std::fs::OpenOptions::new().read(true).write(true).open(dir.join(".up.lock")).unwrap();
+        lock.lock().unwrap();
+        std::fs::write(dir.join(".up.lock"), format!("up {}", std::process::id())).unwrap();
+        lock
+    };
+    let lock = hold();
+    let out = std::thread::scope(|s| {
+        let up = s.spawn(|| c.xtask(&["up", "--no-setup", "--workers", "1"]));
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(!up.is_finished(), "up did not wait for the lock");
+        assert!(!record.exists(), "the waiting up recorded its worker count: {:?}", std::fs::read_to_string(&record));
+        drop(lock);
+        up.join().unwrap()
+    });
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "1");
+    // A wait that runs out (10 × timeout_secs) keeps the record: `--workers 2`, the config's
+    // own count, would have removed it.
+    std::fs::write(&c.config, format!("{}\n[wait]\ntimeout_secs = 1\n", std::fs::read_to_string(&c.config).unwrap())).unwrap();
+    let lock = hold();
+    let out = c.xtask(&["up", "--no-setup", "--workers", "2"]);
+    drop(lock);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("nothing was done"), "{t}");
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "1", "the up that gave up on the lock changed the record");
+    assert!(c.pid("citus_worker2").is_some(), "citus_worker2 was stopped");
+}
+
 /// A local server that exits while starting (here: a preloaded library that is not installed)
 /// fails `up` at once, per node, with what that start logged (not the lines of earlier starts)
 /// and the fix; the data directories are kept, and the next `up` with the config fixed starts
