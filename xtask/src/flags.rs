@@ -40,7 +40,8 @@ xflags::xflags! {
         }
         /// Create the database and the citus extension on every node, store the inter-node
         /// password (pg_dist_authinfo), set the coordinator host and register the workers on
-        /// the coordinator; repair what a re-run finds broken (a disabled, desynced or
+        /// the coordinator (with no worker, a single-node Citus, give the coordinator the
+        /// shards); repair what a re-run finds broken (a disabled, desynced or
         /// re-addressed worker). An installed citus extension older than the server's library
         /// is updated (ALTER EXTENSION citus UPDATE, workers first; it cannot be undone).
         /// Idempotent; safe to run twice at once. Works against any reachable nodes, including

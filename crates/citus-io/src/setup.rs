@@ -180,7 +180,10 @@ fn observe_and_identify(t: &Target<'_>, conns: &mut Conns<'_>) -> anyhow::Result
     if observed.nodes[&coord.node.name].installed.is_some() {
         let rows = coord
             .target(t)?
-            .query_typed("SELECT nodeid, groupid, nodename, nodeport, isactive FROM pg_dist_node WHERE noderole = 'primary' ORDER BY nodeid", &[])
+            .query_typed(
+                "SELECT nodeid, groupid, nodename, nodeport, isactive, shouldhaveshards FROM pg_dist_node WHERE noderole = 'primary' ORDER BY nodeid",
+                &[],
+            )
             .with_context(|| format!("reading pg_dist_node on {} at {}", coord.node.name, coord.node.client))?;
         observed.dist_nodes = rows
             .iter()
@@ -189,6 +192,7 @@ fn observe_and_identify(t: &Target<'_>, conns: &mut Conns<'_>) -> anyhow::Result
                 groupid: r.get(1),
                 address: citus_config::Address::new(r.get::<_, String>(2), u16::try_from(r.get::<_, i32>(3)).unwrap_or(0)),
                 isactive: r.get(4),
+                shouldhaveshards: r.get(5),
             })
             .collect();
     }

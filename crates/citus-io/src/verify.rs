@@ -114,7 +114,8 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
     let db = &cluster.database;
     // Reachability, in parallel; a node that answers gets a target-database connection.
     let nodes: Vec<&Node> = cluster.nodes().collect();
-    progress(&format!("logging in to {} nodes, all at once (giving each up to {} s)", nodes.len(), VERIFY_CONNECT_TIMEOUT.as_secs()));
+    let noun = if nodes.len() == 1 { "node" } else { "nodes" };
+    progress(&format!("logging in to {} {noun}, all at once (giving each up to {} s)", nodes.len(), VERIFY_CONNECT_TIMEOUT.as_secs()));
     // Each thread also reads its node's settings and, on a worker, its own metadata: two round
     // trips per node, all nodes at once, instead of the workers' metadata one after another
     // later. Every query goes with its parameter types (`query_typed*`): one round trip, not two.
@@ -162,7 +163,7 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
             Err((e, fix)) => report.push(node, "reachable", false, e, || fix),
         }
     }
-    progress(&format!("{} of {} nodes reachable", live.len(), nodes.len()));
+    progress(&format!("{} of {} {noun} reachable", live.len(), nodes.len()));
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     let (ok, detail, fix) = version_check(&names, &versions);
     report.checks.push(Check { node: "cluster".into(), address: "-".into(), check: "same citus version".into(), ok, skipped: false, detail, fix });
@@ -590,6 +591,14 @@ fn round_trip(t: &Target<'_>, report: &mut Report, coord: &Node, c: &mut postgre
                 message.split_once("remote node ").and_then(|(_, r)| r.split_once(" failed")).map(|(a, _)| a.rsplit('@').next().unwrap_or(a).to_string());
             if let Some(fix) = remote.and_then(|to| peer_fix(t, &coord.name, &to, &pg::peer_failure(std::slice::from_ref(&message))?)) {
                 return fix;
+            }
+            // Citus's "replication_factor (1) exceeds number of worker nodes (0)": no node takes shards.
+            if message.contains("exceeds number of worker nodes") {
+                return if t.cluster.workers.is_empty() {
+                    "the cluster has no worker and its coordinator takes no shards: run `cargo xtask setup` (with no worker, it gives the coordinator shards), or start workers (`cargo xtask up --workers N`)".into()
+                } else {
+                    "no registered node takes shards: run `cargo xtask setup`, then see `SELECT nodename, nodeport, isactive, shouldhaveshards FROM pg_dist_node` on the coordinator".into()
+                };
             }
             "a distributed write failed: a worker is unreachable, disabled or out of sync; run `cargo xtask setup` and check the other failing checks".into()
         }),

@@ -82,6 +82,8 @@ pub struct DistNode {
     pub groupid: i32,
     pub address: Address,
     pub isactive: bool,
+    /// New shards may be placed on the node (`shouldhaveshards`).
+    pub shouldhaveshards: bool,
 }
 
 /// Everything [`plan`] needs to know about the live cluster.
@@ -150,6 +152,8 @@ pub enum StepKind {
     AddWorker,
     ActivateWorker,
     UpdateWorkerAddress,
+    /// A cluster with no worker: the coordinator takes the shards (`shouldhaveshards`).
+    CoordinatorTakesShards,
 }
 
 /// One SQL statement to run on one node.
@@ -189,6 +193,7 @@ impl Step {
             StepKind::AddWorker => format!("registered worker {subject} at{at}"),
             StepKind::ActivateWorker => format!("re-activated worker {subject} at{at}"),
             StepKind::UpdateWorkerAddress => format!("updated the address of worker {subject} to{at}"),
+            StepKind::CoordinatorTakesShards => format!("made the coordinator at{at} take shards (the cluster has no worker)"),
         }
     }
 }
@@ -237,10 +242,8 @@ impl Plan {
     /// The plan as readable SQL, per phase and node, secrets masked.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        for (i, phase) in self.phases.iter().enumerate() {
-            if phase.steps.is_empty() {
-                continue;
-            }
+        // Numbered as shown: a phase with nothing to do is left out.
+        for (i, phase) in self.phases.iter().filter(|p| !p.steps.is_empty()).enumerate() {
             let start = match phase.start {
                 Start::AfterAll => "",
                 Start::AfterOwnNodes => " (each step once its node and the worker it is about are done with the phases before)",
@@ -475,7 +478,7 @@ pub fn plan(cluster: &Cluster, backend: Backend, observed: &Observed, password: 
             None => in_place.push(format!("worker {} registered as {want} (node {}, group {})", w.name, row.nodeid, row.groupid)),
         }
     }
-    let left_alone = observed
+    let mut left_alone: Vec<String> = observed
         .dist_nodes
         .iter()
         .filter(|d| d.groupid != 0 && !claimed.contains(&d.nodeid) && !cluster_wants(cluster, backend, &d.address))
@@ -509,7 +512,54 @@ pub fn plan(cluster: &Cluster, backend: Backend, observed: &Observed, password: 
     let start = if fresh { Start::AfterOwnNodes } else { Start::AfterAll };
     phases.push(Phase { name: "coordinator host", steps: coord_host, start });
     phases.push(Phase { name: "worker membership", steps: membership, start });
+    // Only a cluster of one node has this step: nothing to overlap.
+    phases.push(Phase {
+        name: "shards on the coordinator",
+        steps: coordinator_shards(cluster, observed, &coord_addr, modern, &mut in_place, &mut left_alone),
+        start: Start::AfterAll,
+    });
     Ok(Plan { phases, in_place, left_alone })
+}
+
+/// A cluster with no worker is a single-node Citus: its distributed tables can only live on
+/// the coordinator, which `citus_set_coordinator_host` registers without shards (when Citus
+/// registers the coordinator of an empty cluster itself, at its first distributed table, it
+/// gives it shards). With workers, the coordinator's setting is left as it is, a user may
+/// have given it shards on purpose, and a coordinator that takes shards is named.
+fn coordinator_shards(
+    cluster: &Cluster,
+    observed: &Observed,
+    coord_addr: &Address,
+    modern: bool,
+    in_place: &mut Vec<String>,
+    left_alone: &mut Vec<String>,
+) -> Vec<Step> {
+    if !modern {
+        return Vec::new();
+    }
+    if !cluster.workers.is_empty() {
+        if observed.coordinator_row().is_some_and(|r| r.shouldhaveshards) {
+            // Most likely given while the cluster had no worker (`up --workers 0`).
+            left_alone.push(format!(
+                "the coordinator takes shards (shouldhaveshards), next to the workers; to keep new ones off it: SELECT citus_set_node_property('{}', {}, 'shouldhaveshards', false) on the coordinator",
+                coord_addr.host, coord_addr.port
+            ));
+        }
+        return Vec::new();
+    }
+    if observed.coordinator_row().is_some_and(|r| r.shouldhaveshards) {
+        in_place.push("the coordinator takes shards (the cluster has no worker)".into());
+        return Vec::new();
+    }
+    vec![Step {
+        node: cluster.coordinator.name.clone(),
+        database: Database::Target,
+        kind: StepKind::CoordinatorTakesShards,
+        sql: "SELECT citus_set_node_property($1, $2, 'shouldhaveshards', true)".into(),
+        params: vec![Param::Text(coord_addr.host.clone()), Param::Int(i32::from(coord_addr.port))],
+        why: "the cluster has no worker, so its distributed tables' shards can only go to the coordinator".into(),
+        subject: None,
+    }]
 }
 
 /// What one node needs on its own, whatever the rest of the cluster looks like: its

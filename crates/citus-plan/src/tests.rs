@@ -15,10 +15,10 @@ fn check(cluster: &Cluster, backend: Backend, observed: &Observed) -> String {
 fn settled(cluster: &Cluster) -> Observed {
     let mut o = Observed::default();
     let v = Some(Version::new(13, 2));
-    o.dist_nodes.push(DistNode { nodeid: 1, groupid: 0, address: Address::new("citus_master", 5432), isactive: true });
+    o.dist_nodes.push(DistNode { nodeid: 1, groupid: 0, address: Address::new("citus_master", 5432), isactive: true, shouldhaveshards: false });
     for (i, w) in cluster.workers.iter().enumerate() {
         let id = i as i32 + 2;
-        o.dist_nodes.push(DistNode { nodeid: id, groupid: id, address: Address::new(w.name.clone(), 5432), isactive: true });
+        o.dist_nodes.push(DistNode { nodeid: id, groupid: id, address: Address::new(w.name.clone(), 5432), isactive: true, shouldhaveshards: true });
     }
     let count = o.dist_nodes.len() as i64;
     for (i, n) in cluster.nodes().enumerate() {
@@ -47,6 +47,39 @@ fn seed_cluster_local_backend_uses_client_addresses() {
 fn one_plus_eight_from_nothing() {
     let c = seed().with_workers(8).unwrap();
     insta::assert_snapshot!(check(&c, Backend::Docker, &Observed::fresh(&c, Version::new(13, 2))));
+}
+
+/// No worker: a single-node Citus, whose coordinator must take the shards; once it does,
+/// nothing is left to do. With workers, a coordinator that takes shards or does not is
+/// left as it is.
+#[test]
+fn a_cluster_with_no_worker_gives_the_coordinator_shards() {
+    let c = seed().with_workers(0).unwrap();
+    insta::assert_snapshot!(check(&c, Backend::Docker, &Observed::fresh(&c, Version::new(13, 2))));
+    let mut o = settled(&c);
+    let p = plan(&c, Backend::Docker, &o, "pw").unwrap();
+    assert_eq!(p.steps().map(|s| (s.kind, s.node.as_str())).collect::<Vec<_>>(), [(StepKind::CoordinatorTakesShards, "citus_master")]);
+    assert_eq!(p.steps().next().unwrap().done(&c), "made the coordinator at citus_master:5432 take shards (the cluster has no worker)");
+    o.dist_nodes[0].shouldhaveshards = true;
+    let p = plan(&c, Backend::Docker, &o, "pw").unwrap();
+    assert!(p.is_empty(), "{}", p.render());
+    assert!(p.in_place.iter().any(|l| l == "the coordinator takes shards (the cluster has no worker)"), "{:?}", p.in_place);
+    let c = seed();
+    for on in [false, true] {
+        let mut o = settled(&c);
+        o.dist_nodes[0].shouldhaveshards = on;
+        let p = plan(&c, Backend::Docker, &o, "pw").unwrap();
+        assert!(p.is_empty(), "coordinator shouldhaveshards {on}: {}", p.render());
+        assert!(!p.in_place.iter().any(|l| l.contains("takes shards")), "{:?}", p.in_place);
+        let named = p.left_alone.iter().any(|l| {
+            l.starts_with("the coordinator takes shards (shouldhaveshards)")
+                && l.ends_with("SELECT citus_set_node_property('citus_master', 5432, 'shouldhaveshards', false) on the coordinator")
+        });
+        assert_eq!(named, on, "coordinator shouldhaveshards {on}: {:?}", p.left_alone);
+    }
+    // Citus before 10 has neither citus_set_coordinator_host nor citus_set_node_property.
+    let c = seed().with_workers(0).unwrap();
+    assert!(!check(&c, Backend::Docker, &Observed::fresh(&c, Version::new(9, 5))).contains("shouldhaveshards"));
 }
 
 #[test]
@@ -108,7 +141,7 @@ fn repairs_case() -> (Cluster, Observed) {
     let mut c = c;
     c.workers[3].cluster_address = Some(Address::new("w4-new", 6432));
     // an extra registered node nobody configured.
-    o.dist_nodes.push(DistNode { nodeid: 9, groupid: 9, address: Address::new("stray", 5432), isactive: true });
+    o.dist_nodes.push(DistNode { nodeid: 9, groupid: 9, address: Address::new("stray", 5432), isactive: true, shouldhaveshards: true });
     // the coordinator row still says localhost.
     o.dist_nodes[0].address = Address::new("localhost", 5432);
     (c, o)
@@ -232,7 +265,7 @@ fn membership_overlaps_extensions_only_while_no_worker_is_registered() {
     // coordinator host): still nothing for Citus to contact but the worker being added.
     let mut coord_only = Observed::fresh(&c, Version::new(13, 2));
     coord_only.nodes.get_mut("citus_master").unwrap().installed = Some(Version::new(13, 2));
-    coord_only.dist_nodes.push(DistNode { nodeid: 1, groupid: 0, address: Address::new("citus_master", 5432), isactive: true });
+    coord_only.dist_nodes.push(DistNode { nodeid: 1, groupid: 0, address: Address::new("citus_master", 5432), isactive: true, shouldhaveshards: false });
     let p = plan(&c, Backend::Docker, &coord_only, "pw").unwrap();
     assert_eq!(starts(&p).last(), Some(&("worker membership", Start::AfterOwnNodes)));
 

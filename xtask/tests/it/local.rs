@@ -217,6 +217,41 @@ fn the_round_trip_names_a_worker_that_got_no_shard() {
     c.ok(&["verify"]);
 }
 
+/// A cluster with no worker (`up --workers 0`) is a single-node Citus: `setup` gives the
+/// coordinator shards, so that distributed tables work and `verify` passes; with workers
+/// again, the coordinator keeps them and `setup` says so with the statement that undoes it.
+#[test]
+fn a_cluster_with_no_worker_puts_its_shards_on_the_coordinator() {
+    if !citus("a_cluster_with_no_worker_puts_its_shards_on_the_coordinator") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    let out = c.ok(&["up", "--workers", "0"]);
+    assert!(out.contains(&format!("+ citus_master: made the coordinator at localhost:{} take shards (the cluster has no worker)", c.port(0))), "{out}");
+    let out = c.ok(&["verify"]);
+    assert!(out.lines().any(|l| l.starts_with("ok") && l.contains("distributed round trip") && l.contains("1000 rows across 1 shards on 1 node(s)")), "{out}");
+    // A test suite's own distributed table.
+    let mut coord = c.connect(0, &c.database);
+    coord
+        .batch_execute(
+            "CREATE TABLE single (id int PRIMARY KEY); SELECT create_distributed_table('single', 'id'); INSERT INTO single SELECT generate_series(1, 10)",
+        )
+        .unwrap();
+    let n: i64 = coord.query_one("SELECT count(*) FROM single", &[]).unwrap().get(0);
+    assert_eq!(n, 10);
+    assert!(c.ok(&["setup"]).contains("setup: nothing to change"));
+    let out = c.ok(&["up", "--workers", "2"]);
+    assert!(
+        out.contains(&format!(
+            "! left alone: the coordinator takes shards (shouldhaveshards), next to the workers; to keep new ones off it: SELECT citus_set_node_property('localhost', {}, 'shouldhaveshards', false) on the coordinator",
+            c.port(0)
+        )),
+        "{out}"
+    );
+    let out = c.ok(&["verify"]);
+    assert!(out.contains("1000 rows across 3 shards on 3 node(s)"), "{out}");
+}
+
 /// A node whose server accepts connections but answers none (its postmaster stopped with
 /// SIGSTOP) holds no task past its deadline: `status` names it within its 3 s per login, and
 /// `setup` gives up within `[wait] timeout_secs`, naming it; both succeed once it runs again.
