@@ -541,8 +541,9 @@ fn coordinator_shards(
         if observed.coordinator_row().is_some_and(|r| r.shouldhaveshards) {
             // Most likely given while the cluster had no worker (`up --workers 0`).
             left_alone.push(format!(
-                "the coordinator takes shards (shouldhaveshards), next to the workers; to keep new ones off it: SELECT citus_set_node_property('{}', {}, 'shouldhaveshards', false) on the coordinator",
-                coord_addr.host, coord_addr.port
+                "the coordinator takes shards (shouldhaveshards), next to the workers; to keep new ones off it: SELECT citus_set_node_property({}, {}, 'shouldhaveshards', false) on the coordinator",
+                postgres_protocol::escape::escape_literal(&coord_addr.host),
+                coord_addr.port
             ));
         }
         return Vec::new();
