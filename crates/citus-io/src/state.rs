@@ -215,14 +215,25 @@ fn lock_within(cluster: &Cluster, task: &str, wait: std::time::Duration, progres
 fn wait_for_lock(cluster: &Cluster, task: &str, file: &std::fs::File, path: &Path, wait: std::time::Duration, progress: Progress<'_>) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::time::{Duration, Instant};
-    let written = std::fs::read_to_string(path).unwrap_or_default();
-    let (other, written_pid) = match written.trim().split_once(' ') {
-        Some((t, pid)) => (t.to_string(), pid.parse::<u32>().ok()),
-        None => ("up".to_string(), written.trim().parse::<u32>().ok()),
+    let read = || {
+        let written = std::fs::read_to_string(path).unwrap_or_default();
+        match written.trim().split_once(' ') {
+            Some((t, pid)) => (t.to_string(), pid.parse::<u32>().ok()),
+            None => ("up".to_string(), written.trim().parse::<u32>().ok()),
+        }
     };
+    let (mut other, mut written_pid) = read();
     // The kernel's word on who holds it wins over the file's (a holder in another PID
     // namespace, or one that has not written its pid yet).
-    let pid = lock_holder(file).or(written_pid);
+    let kernel = lock_holder(file);
+    // A holder writes its task and pid right after it takes the lock: a file that does not
+    // name it yet (seen in CI: two `up`s started at once) gets a moment to.
+    let settle = Instant::now();
+    while kernel.is_some() && written_pid != kernel && settle.elapsed() < Duration::from_millis(200) {
+        std::thread::sleep(Duration::from_millis(5));
+        (other, written_pid) = read();
+    }
+    let pid = kernel.or(written_pid);
     let other = if pid == written_pid { other } else { "up` or `down".to_string() };
     let doing = if other == "down" {
         "stopping"
@@ -376,12 +387,71 @@ mod tests {
         std::fs::remove_dir_all(Path::new(&root)).unwrap();
     }
 
+    /// The process group of a `flock` holding the lock on `path`; killed when dropped.
+    struct Group(std::process::Child);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            // SAFETY: kill has no preconditions; the group is the holder's own.
+            unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Starts util-linux `flock` on `path` in a process group of its own and waits until the
+    /// kernel names it the holder; its pid.
+    fn hold(path: &Path) -> (Group, u32) {
+        use std::os::unix::process::CommandExt;
+        use std::time::Duration;
+        // `-o`: only `flock` holds it, not the `sleep` it starts.
+        let holder = Group(std::process::Command::new("flock").arg("-o").arg(path).args(["sleep", "60"]).process_group(0).spawn().unwrap());
+        let pid = holder.0.id();
+        let file = std::fs::File::open(path).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while super::lock_holder(&file) != Some(pid) {
+            assert!(std::time::Instant::now() < deadline, "`flock` (pid {pid}) did not take the lock in 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (holder, pid)
+    }
+
+    /// A holder that has the lock but has not yet written its task and pid (two `up`s started
+    /// at once): the wait gives it a moment and names its task, not "`up` or `down`".
+    #[test]
+    fn a_wait_names_the_task_a_holder_writes_just_after_taking_the_lock() {
+        use std::time::Duration;
+        if which::which("flock").is_err() {
+            eprintln!("SKIPPED a_wait_names_the_task_a_holder_writes…: no `flock` (util-linux) on PATH to hold the lock from another process");
+            return;
+        }
+        let root = std::env::temp_dir().join(format!("citus-io-lock-late-{}", std::process::id()));
+        let cluster = citus_config::Cluster::parse(include_str!("../../../citus.toml"), &root.join("citus.toml")).unwrap();
+        std::fs::create_dir_all(super::cluster_dir(&cluster)).unwrap();
+        let path = super::up_lock_file(&cluster);
+        std::fs::write(&path, "").unwrap();
+        let (holder, pid) = hold(&path);
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(40));
+                std::fs::write(&path, format!("down {pid}")).unwrap();
+            })
+        };
+        let said = std::sync::Mutex::new(Vec::<String>::new());
+        let progress = |l: &str| said.lock().unwrap().push(l.to_string());
+        let err = super::lock_within(&cluster, "up", Duration::from_millis(100), &progress).unwrap_err().to_string();
+        writer.join().unwrap();
+        drop(holder);
+        let first = said.lock().unwrap()[0].clone();
+        assert!(first.contains(&format!("waiting for another `down` of cluster `citus` (pid {pid}) to finish stopping its nodes")), "{first}");
+        assert!(err.contains(&format!("another `down` of cluster `citus` (pid {pid})")), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     /// A process holding the lock (util-linux `flock`, in a process group of its own): a wait
     /// names it, says once that it is stopped, ends at its deadline with an error naming the
     /// pid and the fix, and takes the lock as soon as the holder lets it go.
     #[test]
     fn a_wait_for_the_lock_names_its_holder_ends_at_its_deadline_and_gets_the_lock_once_free() {
-        use std::os::unix::process::CommandExt;
         use std::time::Duration;
         if which::which("flock").is_err() {
             eprintln!("SKIPPED a_wait_for_the_lock_names_its_holder…: no `flock` (util-linux) on PATH to hold the lock from another process");
@@ -392,24 +462,7 @@ mod tests {
         std::fs::create_dir_all(super::cluster_dir(&cluster)).unwrap();
         let path = super::up_lock_file(&cluster);
         std::fs::write(&path, "up 1\n").unwrap();
-        // `-o`: only `flock` holds it, not the `sleep` it starts.
-        let holder = std::process::Command::new("flock").arg("-o").arg(&path).args(["sleep", "60"]).process_group(0).spawn().unwrap();
-        struct Group(std::process::Child);
-        impl Drop for Group {
-            fn drop(&mut self) {
-                // SAFETY: kill has no preconditions; the group is the holder's own.
-                unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
-                let _ = self.0.wait();
-            }
-        }
-        let holder = Group(holder);
-        let pid = holder.0.id();
-        let file = std::fs::File::open(&path).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while super::lock_holder(&file) != Some(pid) {
-            assert!(std::time::Instant::now() < deadline, "`flock` (pid {pid}) did not take the lock in 10 s");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let (holder, pid) = hold(&path);
         let said = std::sync::Mutex::new(Vec::<String>::new());
         let progress = |l: &str| said.lock().unwrap().push(l.to_string());
         // Running: named by the kernel's pid (the file says pid 1), the error says how to go on.
