@@ -397,6 +397,22 @@ mod tests {
         }
     }
 
+    /// The seed config's cluster in a folder of its own under the temp dir, its lock file
+    /// holding `contents`: (cluster, lock file, folder). None, said, without util-linux
+    /// `flock` on PATH to hold the lock from another process.
+    fn lock_fixture(test: &str, contents: &str) -> Option<(citus_config::Cluster, std::path::PathBuf, std::path::PathBuf)> {
+        if which::which("flock").is_err() {
+            eprintln!("SKIPPED {test}: no `flock` (util-linux) on PATH to hold the lock from another process");
+            return None;
+        }
+        let root = std::env::temp_dir().join(format!("citus-io-{test}-{}", std::process::id()));
+        let cluster = citus_config::Cluster::parse(include_str!("../../../citus.toml"), &root.join("citus.toml")).unwrap();
+        std::fs::create_dir_all(super::cluster_dir(&cluster)).unwrap();
+        let path = super::up_lock_file(&cluster);
+        std::fs::write(&path, contents).unwrap();
+        Some((cluster, path, root))
+    }
+
     /// Starts util-linux `flock` on `path` in a process group of its own and waits until the
     /// kernel names it the holder; its pid.
     fn hold(path: &Path) -> (Group, u32) {
@@ -419,15 +435,7 @@ mod tests {
     #[test]
     fn a_wait_names_the_task_a_holder_writes_just_after_taking_the_lock() {
         use std::time::Duration;
-        if which::which("flock").is_err() {
-            eprintln!("SKIPPED a_wait_names_the_task_a_holder_writes…: no `flock` (util-linux) on PATH to hold the lock from another process");
-            return;
-        }
-        let root = std::env::temp_dir().join(format!("citus-io-lock-late-{}", std::process::id()));
-        let cluster = citus_config::Cluster::parse(include_str!("../../../citus.toml"), &root.join("citus.toml")).unwrap();
-        std::fs::create_dir_all(super::cluster_dir(&cluster)).unwrap();
-        let path = super::up_lock_file(&cluster);
-        std::fs::write(&path, "").unwrap();
+        let Some((cluster, path, root)) = lock_fixture("a_wait_names_the_task_a_holder_writes_just_after_taking_the_lock", "") else { return };
         let (holder, pid) = hold(&path);
         let writer = {
             let path = path.clone();
@@ -453,15 +461,10 @@ mod tests {
     #[test]
     fn a_wait_for_the_lock_names_its_holder_ends_at_its_deadline_and_gets_the_lock_once_free() {
         use std::time::Duration;
-        if which::which("flock").is_err() {
-            eprintln!("SKIPPED a_wait_for_the_lock_names_its_holder…: no `flock` (util-linux) on PATH to hold the lock from another process");
+        let Some((cluster, path, root)) = lock_fixture("a_wait_for_the_lock_names_its_holder_ends_at_its_deadline_and_gets_the_lock_once_free", "up 1\n")
+        else {
             return;
-        }
-        let root = std::env::temp_dir().join(format!("citus-io-lock-{}", std::process::id()));
-        let cluster = citus_config::Cluster::parse(include_str!("../../../citus.toml"), &root.join("citus.toml")).unwrap();
-        std::fs::create_dir_all(super::cluster_dir(&cluster)).unwrap();
-        let path = super::up_lock_file(&cluster);
-        std::fs::write(&path, "up 1\n").unwrap();
+        };
         let (holder, pid) = hold(&path);
         let said = std::sync::Mutex::new(Vec::<String>::new());
         let progress = |l: &str| said.lock().unwrap().push(l.to_string());
