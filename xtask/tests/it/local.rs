@@ -252,6 +252,46 @@ fn a_cluster_with_no_worker_puts_its_shards_on_the_coordinator() {
     assert!(out.contains("1000 rows across 3 shards on 3 node(s)"), "{out}");
 }
 
+/// Nodes on the IPv6 loopback (`host = "::1"`): they come up, register each other as `::1`
+/// (Citus keeps the host and the port apart), `verify` passes, and every address the test
+/// environment hands on is bracketed (`[::1]:P`), as URLs and `host:port` pairs need.
+#[test]
+fn nodes_on_the_ipv6_loopback_come_up_verify_and_are_bracketed_in_the_test_env() {
+    let test = "nodes_on_the_ipv6_loopback_come_up_verify_and_are_bracketed_in_the_test_env";
+    if !citus(test) {
+        return;
+    }
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        citus_testkit::skip(test, &format!("this machine has no IPv6 loopback to listen on (binding [::1]:0: {e})"));
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    std::fs::write(&c.config, std::fs::read_to_string(&c.config).unwrap().replace("\nport = ", "\nhost = \"::1\"\nport = ")).unwrap();
+    let out = c.ok(&["up"]);
+    assert!(out.contains(&format!("coordinator citus_master at [::1]:{}", c.port(0))), "{out}");
+    let out = c.ok(&["verify"]);
+    assert!(out.contains("all 20 checks passed"), "{out}");
+    let mut coord = postgres::Config::new()
+        .host("::1")
+        .port(c.port(0))
+        .user(&c.user)
+        .password(crate::harness::PASSWORD)
+        .dbname(&c.database)
+        .connect(postgres::NoTls)
+        .unwrap();
+    let names: Vec<String> = coord.query("SELECT nodename FROM pg_dist_node ORDER BY nodeid", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["::1", "::1", "::1"]);
+    let env = c.ok(&["test-env", "--format", "dotenv"]);
+    for want in [
+        format!("CITUS_COORDINATOR_NODE_NAME='[::1]:{}'", c.port(0)),
+        format!("CITUS_WORKER1_NODE_NAME='[::1]:{}'", c.port(1)),
+        format!("CITUS_WORKERS='[::1]:{},[::1]:{}'", c.port(1), c.port(2)),
+        format!("@[::1]:{}/commcare_ucr_citus'", c.port(0)),
+    ] {
+        assert!(env.contains(&want), "no {want} in {env}");
+    }
+}
+
 /// A node whose server accepts connections but answers none (its postmaster stopped with
 /// SIGSTOP) holds no task past its deadline: `status` names it within its 3 s per login, and
 /// `setup` gives up within `[wait] timeout_secs`, naming it; both succeed once it runs again.
