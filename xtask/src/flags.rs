@@ -23,7 +23,8 @@ xflags::xflags! {
             optional -b, --backend backend: Backend
             /// Number of workers: the first N configured, then derived ones on the next ports
             /// (default: the last `up --workers`, else the config's). Remembered: later tasks
-            /// without --workers act on these nodes; the config's own count forgets it.
+            /// without --workers act on these nodes; the config's own count forgets it. 0 is a
+            /// single-node Citus: `setup` gives the coordinator the shards.
             optional -w, --workers n: usize
             /// Only start the nodes; do not run `setup` (also the way to start plain PostgreSQL
             /// nodes, configured with `shared_preload_libraries = []`).
