@@ -672,6 +672,33 @@ pub fn log_tail(id: &str, lines: usize) -> String {
     }
 }
 
+/// Has the child get SIGTERM when the thread that spawned it ends (Linux's
+/// `PR_SET_PDEATHSIG`), which is also when this process dies, however it dies: killed by pid
+/// alone (`kill P`, which reaches no other process) or with SIGKILL, `logs --follow` would
+/// otherwise leave its `docker logs --follow` children following their containers until `down`
+/// removes them. Each follower thread waits for its `docker logs` to end before it goes on or
+/// returns, except when it fails, and then the child should end too.
+fn ends_with_its_thread(c: &mut std::process::Command) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: between fork and exec the closure only makes system calls (prctl, getppid),
+    // which are async-signal-safe, and allocates nothing (an OS error code is no allocation).
+    unsafe {
+        c.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died between fork and prctl: no signal would come.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        })
+    };
+    Ok(())
+}
+
 /// Follows the logs of `nodes`' containers (`docker logs --follow`, one per container, all at
 /// once): `line` gets each node and line, the last `lines` first, then every new one. `docker
 /// logs --follow` ends when its container stops; the node is then followed again, from its last
@@ -730,6 +757,7 @@ pub fn follow_logs(
                         let again = last.clone();
                         let reader = Arc::new(
                             duct::cmd("docker", ["logs", "--follow", "--timestamps", &from[0], &from[1], id.as_str()])
+                                .before_spawn(ends_with_its_thread)
                                 .stderr_to_stdout()
                                 .unchecked()
                                 .reader()

@@ -630,6 +630,38 @@ fn docker_logs_follow_ends_with_a_closed_stdout_and_stops_every_docker_logs() {
     }
 }
 
+/// `logs --follow` on Docker killed by its pid alone (`kill P`, which reaches no other
+/// process, or SIGKILL, which no handler sees) takes its `docker logs --follow` children with
+/// it: before, they went on following their containers until `down` removed them.
+#[test]
+fn docker_logs_follow_killed_by_its_pid_alone_takes_its_docker_logs_with_it() {
+    let test = "docker_logs_follow_killed_by_its_pid_alone_takes_its_docker_logs_with_it";
+    let Some((c, _g)) = docker_cluster(test, &format!("itdk{}", std::process::id())) else { return };
+    c.ok(&["up", "--workers", "1"]);
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let mut follow = crate::harness::KillOnDrop(
+            c.command(&["logs", "--follow", "--lines", "1"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap(),
+        );
+        let pid = follow.0.id();
+        let mut out = std::io::BufReader::new(follow.0.stdout.take().unwrap());
+        let mut seen = Vec::new();
+        while !(seen.iter().any(|l: &String| l.starts_with("citus_master ")) && seen.iter().any(|l| l.starts_with("citus_worker1 "))) {
+            let mut l = String::new();
+            assert!(std::io::BufRead::read_line(&mut out, &mut l).unwrap() > 0, "`logs --follow` ended early: {seen:#?}");
+            seen.push(l);
+        }
+        let followers: Vec<(i32, String)> = crate::harness::children_of(pid).into_iter().filter(|(_, cmd)| cmd.contains("docker logs")).collect();
+        assert_eq!(followers.len(), 2, "one `docker logs --follow` per node: {followers:?}");
+        // SAFETY: kill has no preconditions; the pid is the child's, not yet waited for.
+        unsafe { libc::kill(pid as i32, signal) };
+        let status = follow.exits_within(15, "`logs --follow` still runs after its signal");
+        assert!(!status.success(), "signal {signal}: {status}");
+        for (p, cmd) in &followers {
+            assert!(crate::harness::gone_soon(*p), "signal {signal}: `{cmd}` (pid {p}) still runs after `logs --follow` was killed");
+        }
+    }
+}
+
 /// An image whose data would land outside the nodes' named volumes (here the test image with
 /// the official images' `VOLUME /var/lib/postgresql/data`, under `pg_major = 18`, whose volume
 /// goes to /var/lib/postgresql) is refused before anything is made: its data would be in an
