@@ -598,6 +598,26 @@ fn docker_logs_follow_goes_on_across_restarts_and_ends_when_down_removes_the_con
     assert!(status.success(), "`logs --follow` ended with {status}");
 }
 
+/// `logs --follow --lines 1` of a 1 + 1 cluster, read until both nodes' tails are printed
+/// (only then is each `docker logs` attached): the process, its stdout, and its two `docker
+/// logs --follow` children (pid, command line).
+fn follow_both_nodes(c: &TestCluster) -> (crate::harness::KillOnDrop, std::io::BufReader<std::process::ChildStdout>, Vec<(i32, String)>) {
+    let mut follow = crate::harness::KillOnDrop(
+        c.command(&["logs", "--follow", "--lines", "1"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap(),
+    );
+    let pid = follow.0.id();
+    let mut out = std::io::BufReader::new(follow.0.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    while !(seen.iter().any(|l: &String| l.starts_with("citus_master ")) && seen.iter().any(|l| l.starts_with("citus_worker1 "))) {
+        let mut l = String::new();
+        assert!(std::io::BufRead::read_line(&mut out, &mut l).unwrap() > 0, "`logs --follow` ended early: {seen:#?}");
+        seen.push(l);
+    }
+    let followers: Vec<(i32, String)> = crate::harness::children_of(pid).into_iter().filter(|(_, cmd)| cmd.contains("docker logs")).collect();
+    assert_eq!(followers.len(), 2, "one `docker logs --follow` per node: {followers:?}");
+    (follow, out, followers)
+}
+
 /// `logs --follow | head`: once a line finds stdout closed, the follow ends with success and
 /// stops the `docker logs --follow` of every node, also of a quiet one whose follower was
 /// blocked reading, instead of leaving them to the next line their container writes.
@@ -606,20 +626,7 @@ fn docker_logs_follow_ends_with_a_closed_stdout_and_stops_every_docker_logs() {
     let test = "docker_logs_follow_ends_with_a_closed_stdout_and_stops_every_docker_logs";
     let Some((c, _g)) = docker_cluster(test, &format!("itdp{}", std::process::id())) else { return };
     c.ok(&["up", "--workers", "1"]);
-    let mut follow = crate::harness::KillOnDrop(
-        c.command(&["logs", "--follow", "--lines", "1"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap(),
-    );
-    let pid = follow.0.id();
-    let mut out = std::io::BufReader::new(follow.0.stdout.take().unwrap());
-    let mut seen = Vec::new();
-    // The tail of both nodes: only then is each `docker logs` attached.
-    while !(seen.iter().any(|l: &String| l.starts_with("citus_master ")) && seen.iter().any(|l| l.starts_with("citus_worker1 "))) {
-        let mut l = String::new();
-        assert!(std::io::BufRead::read_line(&mut out, &mut l).unwrap() > 0, "`logs --follow` ended early: {seen:#?}");
-        seen.push(l);
-    }
-    let followers: Vec<(i32, String)> = crate::harness::children_of(pid).into_iter().filter(|(_, cmd)| cmd.contains("docker logs")).collect();
-    assert_eq!(followers.len(), 2, "one `docker logs --follow` per node: {followers:?}");
+    let (mut follow, out, followers) = follow_both_nodes(&c);
     drop(out);
     // A new line on the coordinator finds stdout closed; the worker stays quiet.
     c.connect(0, &c.database).batch_execute("DO $$ BEGIN RAISE LOG 'closed-stdout-marker'; END $$").unwrap();
@@ -639,21 +646,9 @@ fn docker_logs_follow_killed_by_its_pid_alone_takes_its_docker_logs_with_it() {
     let Some((c, _g)) = docker_cluster(test, &format!("itdk{}", std::process::id())) else { return };
     c.ok(&["up", "--workers", "1"]);
     for signal in [libc::SIGTERM, libc::SIGKILL] {
-        let mut follow = crate::harness::KillOnDrop(
-            c.command(&["logs", "--follow", "--lines", "1"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap(),
-        );
-        let pid = follow.0.id();
-        let mut out = std::io::BufReader::new(follow.0.stdout.take().unwrap());
-        let mut seen = Vec::new();
-        while !(seen.iter().any(|l: &String| l.starts_with("citus_master ")) && seen.iter().any(|l| l.starts_with("citus_worker1 "))) {
-            let mut l = String::new();
-            assert!(std::io::BufRead::read_line(&mut out, &mut l).unwrap() > 0, "`logs --follow` ended early: {seen:#?}");
-            seen.push(l);
-        }
-        let followers: Vec<(i32, String)> = crate::harness::children_of(pid).into_iter().filter(|(_, cmd)| cmd.contains("docker logs")).collect();
-        assert_eq!(followers.len(), 2, "one `docker logs --follow` per node: {followers:?}");
+        let (mut follow, _out, followers) = follow_both_nodes(&c);
         // SAFETY: kill has no preconditions; the pid is the child's, not yet waited for.
-        unsafe { libc::kill(pid as i32, signal) };
+        unsafe { libc::kill(follow.0.id() as i32, signal) };
         let status = follow.exits_within(15, "`logs --follow` still runs after its signal");
         assert!(!status.success(), "signal {signal}: {status}");
         for (p, cmd) in &followers {
