@@ -959,8 +959,9 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// Follows the server logs of `nodes`, each from byte `from[i]` on (see
 /// [`log_lines_and_end`]), calling `line` with the node and each whole line written since,
-/// until the process is interrupted or `line` breaks (its reader went away). A log that is deleted (`down --purge`) or starts over
-/// is followed from the start of the new one; a node without a log is waited for.
+/// until the process is interrupted or `line` breaks (its reader went away). A log that is
+/// deleted (`down --purge`) or starts over is followed from the start of the new one; a node
+/// without a log is waited for.
 pub fn follow_logs(cluster: &Cluster, nodes: &[&Node], from: &[u64], line: &mut dyn FnMut(&Node, &str) -> std::ops::ControlFlow<()>) -> anyhow::Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::MetadataExt;
