@@ -54,6 +54,29 @@ pub fn credentials(cluster: &Cluster) -> anyhow::Result<Credentials> {
     Ok(Credentials { user: cluster.user.clone(), password, origin })
 }
 
+/// The coordinator's primary nodes in `pg_dist_node`, by node id: what `setup` plans from and
+/// what `verify` checks the config against.
+pub fn dist_nodes(c: &mut Client) -> Result<Vec<citus_plan::DistNode>, postgres::Error> {
+    let rows = c.query_typed(
+        "SELECT nodeid, groupid, nodename, nodeport, isactive, shouldhaveshards FROM pg_dist_node WHERE noderole = 'primary' ORDER BY nodeid",
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| citus_plan::DistNode {
+            nodeid: r.get(0),
+            groupid: r.get(1),
+            address: Address::new(r.get::<_, String>(2), u16::try_from(r.get::<_, i32>(3)).unwrap_or(0)),
+            isactive: r.get(4),
+            shouldhaveshards: r.get(5),
+        })
+        .collect())
+}
+
+/// The columns of a node's own Citus metadata that must match the coordinator's: its group id
+/// (`pg_dist_local_group`) and how many nodes its `pg_dist_node` lists.
+pub const OWN_METADATA_COLUMNS: &str = "(SELECT groupid FROM pg_dist_local_group), (SELECT count(*) FROM pg_dist_node)";
+
 /// Why a connection attempt failed.
 #[derive(Debug)]
 pub enum ConnectError {

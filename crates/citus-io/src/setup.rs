@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::{bail, Context};
 use citus_config::{Backend, Cluster, Node};
-use citus_plan::{Database, DistNode, NodeState, Observed, Param, Plan, Start, Step, StepKind, Version};
+use citus_plan::{Database, NodeState, Observed, Param, Plan, Start, Step, StepKind, Version};
 use postgres::{
     error::SqlState,
     types::{ToSql, Type},
@@ -178,23 +178,8 @@ fn observe_and_identify(t: &Target<'_>, conns: &mut Conns<'_>) -> anyhow::Result
     }
     let coord = &mut conns.nodes[0];
     if observed.nodes[&coord.node.name].installed.is_some() {
-        let rows = coord
-            .target(t)?
-            .query_typed(
-                "SELECT nodeid, groupid, nodename, nodeport, isactive, shouldhaveshards FROM pg_dist_node WHERE noderole = 'primary' ORDER BY nodeid",
-                &[],
-            )
-            .with_context(|| format!("reading pg_dist_node on {} at {}", coord.node.name, coord.node.client))?;
-        observed.dist_nodes = rows
-            .iter()
-            .map(|r| DistNode {
-                nodeid: r.get(0),
-                groupid: r.get(1),
-                address: citus_config::Address::new(r.get::<_, String>(2), u16::try_from(r.get::<_, i32>(3)).unwrap_or(0)),
-                isactive: r.get(4),
-                shouldhaveshards: r.get(5),
-            })
-            .collect();
+        observed.dist_nodes =
+            pg::dist_nodes(coord.target(t)?).with_context(|| format!("reading pg_dist_node on {} at {}", coord.node.name, coord.node.client))?;
     }
     Ok((observed, ids))
 }
@@ -237,8 +222,7 @@ fn observe_node(t: &Target<'_>, nc: &mut NodeConn<'_>, wanted_authinfo: &str) ->
     if st.installed.is_some() {
         let r = c
             .query_typed_one(
-                "SELECT (SELECT groupid FROM pg_dist_local_group), (SELECT count(*) FROM pg_dist_node), \
-                 EXISTS (SELECT 1 FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = $1 AND authinfo = $2)",
+                &format!("SELECT {}, EXISTS (SELECT 1 FROM pg_dist_authinfo WHERE nodeid = 0 AND rolename = $1 AND authinfo = $2)", pg::OWN_METADATA_COLUMNS),
                 &[(&t.cluster.user, Type::TEXT), (&wanted_authinfo, Type::TEXT)],
             )
             .with_context(ctx)?;

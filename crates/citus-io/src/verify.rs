@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use citus_config::{Address, Node};
-use citus_plan::Version;
+use citus_plan::{DistNode, Version};
 use postgres::types::Type;
 use serde::Serialize;
 
@@ -130,7 +130,7 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
                 s.spawn(move || {
                     let mut client = pg::connect(n, t.creds, db, VERIFY_CONNECT_TIMEOUT).map_err(|e| (e.to_string(), unreachable_fix(&e, n, &cluster.user)))?;
                     let settings = client.query_typed_one(SETTINGS_QUERY, &[]);
-                    let metadata = (i > 0).then(|| client.query_typed_one(METADATA_QUERY, &[]));
+                    let metadata = (i > 0).then(|| client.query_typed_one(&format!("SELECT {}", pg::OWN_METADATA_COLUMNS), &[]));
                     let configured = (!cluster.settings.is_empty()).then(|| guc::read(&mut client, &cluster.settings));
                     Ok((client, settings, metadata, configured))
                 })
@@ -139,7 +139,7 @@ pub fn run(t: &Target<'_>, progress: Progress<'_>) -> Report {
         hs.into_iter().map(|h| h.join().expect("verify thread panicked")).collect()
     });
     let mut live: Vec<(&Node, postgres::Client)> = Vec::new();
-    // Each live worker's METADATA_QUERY result, by name.
+    // Each live worker's own metadata (`pg::OWN_METADATA_COLUMNS`), by name.
     let mut metadata: std::collections::BTreeMap<String, Result<postgres::Row, postgres::Error>> = Default::default();
     let mut versions: Vec<(String, Option<Version>)> = Vec::new();
     for (node, c) in nodes.iter().zip(conns) {
@@ -224,9 +224,6 @@ fn version_check(nodes: &[&str], versions: &[(String, Option<Version>)]) -> (boo
     (fix.is_none(), detail, fix)
 }
 
-/// What a worker's "metadata in sync" check compares with the coordinator's `pg_dist_node`.
-const METADATA_QUERY: &str = "SELECT (SELECT groupid FROM pg_dist_local_group), (SELECT count(*) FROM pg_dist_node)";
-
 /// What [`node_checks`] looks at: the preload list, the installed and the available citus.
 const SETTINGS_QUERY: &str = "SELECT current_setting('shared_preload_libraries'), \
      (SELECT extversion FROM pg_extension WHERE extname = 'citus'), \
@@ -266,13 +263,6 @@ fn node_checks(report: &mut Report, node: &Node, settings: Result<postgres::Row,
     }
 }
 
-struct Row {
-    nodeid: i32,
-    groupid: i32,
-    address: Address,
-    isactive: bool,
-}
-
 /// Checks run on the coordinator; `live` holds target-database connections, coordinator first.
 fn coordinator_checks(
     t: &Target<'_>,
@@ -283,20 +273,10 @@ fn coordinator_checks(
     let cluster = t.cluster;
     let coord = cluster.coordinator.clone();
     let coord_c = &mut live[0].1;
-    let rows =
-        match coord_c.query_typed("SELECT nodeid, groupid, nodename, nodeport, isactive FROM pg_dist_node WHERE noderole = 'primary' ORDER BY nodeid", &[]) {
-            Ok(r) => r,
-            Err(e) => return report.push(&coord, "pg_dist_node", false, pg::describe(&e), || "run `cargo xtask setup`".into()),
-        };
-    let rows: Vec<Row> = rows
-        .iter()
-        .map(|r| Row {
-            nodeid: r.get(0),
-            groupid: r.get(1),
-            address: Address::new(r.get::<_, String>(2), u16::try_from(r.get::<_, i32>(3)).unwrap_or(0)),
-            isactive: r.get(4),
-        })
-        .collect();
+    let rows = match pg::dist_nodes(coord_c) {
+        Ok(r) => r,
+        Err(e) => return report.push(&coord, "pg_dist_node", false, pg::describe(&e), || "run `cargo xtask setup`".into()),
+    };
     let want_coord = cluster.cluster_address(&coord, t.backend);
     let crow = rows.iter().find(|r| r.groupid == 0);
     report.push(
@@ -383,7 +363,7 @@ const MISSING_SHARDS_QUERY: &str = "SELECT count(*), (array_agg(r ORDER BY r))[1
 /// relations (one query on the coordinator, then one per such node, all at once). A node
 /// whose data directory or database was made anew is registered and in sync again after
 /// `setup`, but its shards are gone: every query on their tables fails.
-fn shards_present(t: &Target<'_>, report: &mut Report, rows: &[Row], live: &mut [(&Node, postgres::Client)]) {
+fn shards_present(t: &Target<'_>, report: &mut Report, rows: &[DistNode], live: &mut [(&Node, postgres::Client)]) {
     let placed: std::collections::BTreeMap<i32, Vec<String>> = match live[0].1.query_typed(PLACEMENTS_QUERY, &[]) {
         Ok(r) => r.iter().map(|r| (r.get(0), r.get(1))).collect(),
         Err(e) => return report.push(live[0].0, "shards present", false, pg::describe(&e), || "run `cargo xtask setup`".into()),
@@ -434,7 +414,7 @@ fn shards_present(t: &Target<'_>, report: &mut Report, rows: &[Row], live: &mut 
 /// times slower on a 1+2 cluster), less each node's connection to its own address: every
 /// address is still tried from every other node, and each self-connection costs as much as
 /// any other (a backend and a SCRAM login; 9 of the 81 on a 1+8 cluster).
-fn all_pairs_health(t: &Target<'_>, report: &mut Report, coord: &Node, rows: &[Row], live: &mut [(&Node, postgres::Client)]) {
+fn all_pairs_health(t: &Target<'_>, report: &mut Report, coord: &Node, rows: &[DistNode], live: &mut [(&Node, postgres::Client)]) {
     match live[0].1.query_typed_one("SELECT to_regproc('citus_check_connection_to_node') IS NOT NULL", &[]) {
         Ok(r) if r.get::<_, bool>(0) => {}
         Ok(_) => {
