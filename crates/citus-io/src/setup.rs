@@ -602,7 +602,7 @@ pub fn apply(t: &Target<'_>, conns: &mut Conns<'_>, plan: &Plan, progress: Progr
                 if !std::mem::replace(&mut announced.lock().expect("apply headings")[p], true) {
                     progress(&format!("{} ...", phase.name));
                 }
-                if let Err(e) = run_step(t, nc, step, progress) {
+                if let Err(e) = check_before_moving(t, nc, step, plan).and_then(|()| run_step(t, nc, step, progress)) {
                     board.finish(me, p, true);
                     return Ok(Some((p, format!("{e:#}"))));
                 }
@@ -685,7 +685,9 @@ fn run_step(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, progress: Progre
     let owned = params(step);
     let refs: Vec<&(dyn ToSql + Sync)> = owned.iter().map(|b| b.as_ref()).collect();
     if matches!(step.kind, StepKind::AddWorker | StepKind::UpdateWorkerAddress) {
-        precheck_reachable(t, nc, step)?;
+        if let Some(subject) = step.subject.as_deref().and_then(|s| t.cluster.node(s)) {
+            precheck_reachable(t, nc, subject)?;
+        }
     }
     let client = match step.database {
         Database::Maintenance => nc.maint(t)?,
@@ -725,9 +727,32 @@ fn subject_address(t: &Target<'_>, step: &Step) -> Option<(String, String)> {
     Some((w.name.clone(), t.cluster.cluster_address(w, t.backend).to_string()))
 }
 
-fn precheck_reachable(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step) -> anyhow::Result<()> {
-    let Some(subject) = step.subject.as_deref().and_then(|s| t.cluster.node(s)) else { return Ok(()) };
+/// Before a coordinator-host step that moves a host already set (the config's cluster
+/// address of the coordinator changed, or the nodes answering are another cluster's), checks
+/// that the coordinator reaches its own new address and every worker the plan registers or
+/// re-addresses, so that a `setup` that would fail there fails before it changes the cluster's
+/// metadata. A host set for the first time is not checked here: nothing set before is lost,
+/// and a worker's check waits for its own extension (which turns its TLS on).
+fn check_before_moving(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, plan: &Plan) -> anyhow::Result<()> {
+    if step.kind != StepKind::SetCoordinatorHost {
+        return Ok(());
+    }
+    let row = nc.target(t)?.query_opt("SELECT nodename || ':' || nodeport FROM pg_dist_node WHERE groupid = 0", &[])?;
+    let Some(current) = row.map(|r| r.get::<_, String>(0)) else { return Ok(()) };
+    let coordinator = nc.node;
+    let workers = plan.phases.iter().flat_map(|p| &p.steps).filter(|s| matches!(s.kind, StepKind::AddWorker | StepKind::UpdateWorkerAddress));
+    let subjects: Vec<&Node> = std::iter::once(coordinator).chain(workers.filter_map(|s| s.subject.as_deref().and_then(|n| t.cluster.node(n)))).collect();
+    for subject in subjects {
+        precheck_reachable(t, nc, subject).map_err(|e| anyhow::anyhow!("{e:#}\n    (checked before moving the coordinator host, which stays {current})"))?;
+    }
+    Ok(())
+}
+
+/// Checks, with Citus's own connection, that the coordinator `nc` reaches `subject` (a worker,
+/// or the coordinator itself) at its cluster address.
+fn precheck_reachable(t: &Target<'_>, nc: &mut NodeConn<'_>, subject: &Node) -> anyhow::Result<()> {
     let addr = t.cluster.cluster_address(subject, t.backend);
+    let whom = if subject.name == nc.node.name { "its own cluster address".to_string() } else { format!("worker {} at its cluster address", subject.name) };
     let c = nc.target(t)?;
     let has_check: bool = c.query_one("SELECT to_regproc('citus_check_connection_to_node') IS NOT NULL", &[])?.get(0);
     if !has_check {
@@ -741,14 +766,13 @@ fn precheck_reachable(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step) -> any
     let why = pg::peer_failure(&notices);
     let because = why.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
     if let Some(fix) = why.as_deref().and_then(|w| peer_fix(t, &nc.node.name, &subject.name, &addr.to_string(), w)) {
-        bail!("the coordinator {} cannot connect to worker {} at its cluster address {addr}{because}\n    fix: {fix}", nc.node.name, subject.name);
+        bail!("the coordinator {} cannot connect to {whom} {addr}{because}\n    fix: {fix}", nc.node.name);
     }
     bail!(
-        "the coordinator {} cannot connect to worker {} at its cluster address {addr}{because}\n    \
+        "the coordinator {} cannot connect to {whom} {addr}{because}\n    \
          Each node has two addresses: the client address this tool uses ({}) and the cluster address the other nodes use ({addr}). \
          Fix: make {addr} reachable and resolvable from the coordinator, or set `cluster_address` of {} in {} (the seed's CITUS_NODE_NAME), then re-run `cargo xtask setup`",
         nc.node.name,
-        subject.name,
         subject.client,
         subject.name,
         t.cluster.source.display()

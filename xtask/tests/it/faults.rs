@@ -487,6 +487,39 @@ fn unresolvable_cluster_address_is_refused_with_both_addresses() {
     assert_eq!(n, 0, "a half-registered node was left behind");
 }
 
+/// A `setup` that would move the coordinator host of a registered cluster checks first that
+/// the coordinator reaches its own new address and every worker it registers: a new address
+/// nothing resolves (or a config pointed at another cluster's nodes) fails with both addresses
+/// and the fix, and the cluster keeps the host it had, so `verify` still passes.
+#[test]
+fn a_coordinator_host_move_to_an_unreachable_address_changes_nothing() {
+    if !citus("a_coordinator_host_move_to_an_unreachable_address_changes_nothing") {
+        return;
+    }
+    let c = TestCluster::new(Spec::default());
+    c.ok(&["up"]);
+    let good = std::fs::read_to_string(&c.config).unwrap();
+    let p0 = c.port(0);
+    let moved = good.replacen(&format!("port = {p0}\n"), &format!("port = {p0}\ncluster_address = \"no-such-host.invalid:5432\"\n"), 1);
+    assert_ne!(moved, good);
+    std::fs::write(&c.config, moved).unwrap();
+    let out = c.xtask(&["setup"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("setup failed in phase `coordinator host`"), "{t}");
+    assert!(
+        t.contains("the coordinator citus_master cannot connect to its own cluster address no-such-host.invalid:5432")
+            && t.contains(&format!("the client address this tool uses (localhost:{p0})"))
+            && t.contains("set `cluster_address` of citus_master"),
+        "{t}"
+    );
+    assert!(t.contains(&format!("(checked before moving the coordinator host, which stays localhost:{p0})")), "{t}");
+    let host: String = c.connect(0, &c.database).query_one("SELECT nodename || ':' || nodeport FROM pg_dist_node WHERE groupid = 0", &[]).unwrap().get(0);
+    assert_eq!(host, format!("localhost:{p0}"), "the coordinator host was moved: {t}");
+    std::fs::write(&c.config, good).unwrap();
+    c.ok(&["verify"]);
+}
+
 /// Makes `setup` stop in the middle of its plan, deterministically: the test holds a SHARE
 /// lock on worker `w`'s `pg_extension` in the target database (which `up` copied from the
 /// template). Reading the catalog still works (logins, readiness, observing), but
