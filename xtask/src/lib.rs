@@ -147,7 +147,7 @@ fn task_help(full: &str, task: &str) -> Option<String> {
 fn bench(args: &[std::ffi::OsString]) -> ExitCode {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut c = std::process::Command::new(&cargo);
-    c.arg("run").arg("--quiet").arg("--manifest-path").arg(config::workspace_root().join("Cargo.toml"));
+    c.arg("run").arg("--manifest-path").arg(config::workspace_root().join("Cargo.toml"));
     c.args(["--package", "citus-bench", "--"]);
     if !args.iter().any(|a| a == "--xtask" || a == "--help" || a == "-h") {
         match std::env::current_exe() {
@@ -158,7 +158,7 @@ fn bench(args: &[std::ffi::OsString]) -> ExitCode {
         }
     }
     c.args(args);
-    // `--quiet` hides cargo's lines: a first run compiles the benchmark crate meanwhile.
+    // Cargo's own lines stay: on a first run they show the benchmark crate compiling.
     eprintln!("  bench: building and starting the benchmark (`cargo run -p citus-bench`; its first build takes a while)");
     match c.status() {
         Ok(s) => ExitCode::from(s.code().map_or(1, |c| u8::try_from(c).unwrap_or(1))),
