@@ -73,6 +73,9 @@ pub fn run() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             let task = args.first().and_then(|a| a.to_str()).filter(|a| TASKS.contains(a));
+            if let Some(near) = task.zip(misspelt_flag(&e.to_string())).and_then(|(t, f)| nearest_flag(t, f)) {
+                eprintln!("  did you mean `{near}`?");
+            }
             match task {
                 Some("psql") => eprintln!("  hint: {}", tasks::PSQL_ARGS_HINT),
                 Some(t) => eprintln!("  `cargo xtask {t} --help` lists its flags"),
@@ -111,9 +114,34 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// The task `word` is most likely a misspelling of: the one at the fewest single-character
-/// edits (Levenshtein distance), if at most 2 and fewer than the word's length.
+/// The task `word` is most likely a misspelling of (see [`nearest`]).
 fn nearest_task(word: &str) -> Option<&'static str> {
+    nearest(&word.to_ascii_lowercase(), TASKS.iter().copied())
+}
+
+/// The flag of `task` that xflags' error about an unknown flag is most likely a misspelling
+/// of, read off the task's own help text (see [`nearest`]).
+fn nearest_flag(task: &str, flag: &str) -> Option<String> {
+    let help = flags::Xtask::from_vec(vec![task.into(), "--help".into()]).err()?.to_string();
+    let section = task_help(&help, task)?;
+    // Option lines: `    -b, --backend <backend>`, `    --no-setup`.
+    let names: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix('-').map(|_| l.trim_start()))
+        .flat_map(|l| l.split([',', ' ']))
+        .filter(|w| w.starts_with("--"))
+        .collect();
+    nearest(flag, names.into_iter()).map(str::to_string)
+}
+
+/// The flag xflags names in an `unexpected flag: `--x`` error.
+fn misspelt_flag(error: &str) -> Option<&str> {
+    error.strip_prefix("unexpected flag: `")?.strip_suffix('`')
+}
+
+/// The candidate `word` is most likely a misspelling of: the one at the fewest single-character
+/// edits (Levenshtein distance), if at most 2 and fewer than the word's length.
+fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     fn distance(a: &str, b: &str) -> usize {
         let b: Vec<char> = b.chars().collect();
         let mut row: Vec<usize> = (0..=b.len()).collect();
@@ -128,8 +156,7 @@ fn nearest_task(word: &str) -> Option<&'static str> {
         }
         row[b.len()]
     }
-    let word = word.to_ascii_lowercase();
-    TASKS.iter().map(|t| (distance(&word, t), *t)).filter(|(d, _)| *d <= 2 && *d < word.chars().count()).min_by_key(|(d, _)| *d).map(|(_, t)| t)
+    candidates.map(|t| (distance(word, t), t)).filter(|(d, _)| *d <= 2 && *d < word.chars().count()).min_by_key(|(d, _)| *d).map(|(_, t)| t)
 }
 
 /// The section of xflags' help text (which describes every task, whichever asked) about `task`:

@@ -31,6 +31,23 @@ fn a_missing_task_or_a_bad_flag_says_what_there_is() {
     let out = xtask(&["verify", "--jsn"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("error: unexpected flag: `--jsn`") && text(&out).contains("`cargo xtask verify --help` lists its flags"), "{}", text(&out));
+    // A misspelt flag: the task's nearest flag, from its own help (short and long forms both
+    // listed there); nothing for a flag near none, nor one of another task.
+    for (args, near) in [
+        (&["verify", "--jsn"][..], "--json"),
+        (&["up", "--bakend", "local"], "--backend"),
+        (&["down", "--prge"], "--purge"),
+        (&["psql", "--nod", "x"], "--node"),
+    ] {
+        let out = xtask(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out).contains(&format!("  did you mean `{near}`?\n")), "{args:?}: {}", text(&out));
+    }
+    for args in [&["up", "--xyzzy"][..], &["verify", "--purg"]] {
+        let out = xtask(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!text(&out).contains("did you mean"), "{args:?}: {}", text(&out));
+    }
 }
 
 #[test]
