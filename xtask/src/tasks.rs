@@ -368,7 +368,7 @@ fn follow_logs(
 }
 
 /// The citus version `setup --dry-run` plans for without `--citus-version`, and where it
-/// comes from: the image's tag (`citusdata/citus:13.0.3-pg15`) on Docker, the citus.control of
+/// comes from: the image's tag (`citusdata/citus:13.2.0-pg15`) on Docker, the citus.control of
 /// the local PostgreSQL on the local backend, else the version this tool was tested with.
 fn dry_run_version(cluster: &citus_config::Cluster, backend: Backend) -> (citus_plan::Version, String) {
     let found = match backend {

@@ -37,7 +37,7 @@ fn one_coordinator_four_workers() {
 /// PostgreSQL 18 image, IPv6 bind address, another password variable, another file name.
 fn pg18_ipv6_cluster() -> Cluster {
     let src = SEED
-        .replace("image = \"citusdata/citus:13.0.3-pg15\"", "image = \"citusdata/citus:13.2.0-pg18\"")
+        .replace("image = \"citusdata/citus:13.2.0-pg15\"", "image = \"citusdata/citus:13.2.0-pg18\"")
         .replace("pg_major = 15", "pg_major = 18")
         .replace("bind = \"127.0.0.1\"", "bind = \"::1\"")
         .replace("password_env = \"CITUS_PASSWORD\"", "password_env = \"MY_CITUS_PW\"");

@@ -456,8 +456,10 @@ fn default_backend() -> Backend {
 fn default_host() -> Spanned<String> {
     unspanned("localhost".into())
 }
-/// The default image: a pinned tag of the official Citus image built on PostgreSQL 15.
-pub const DEFAULT_IMAGE: &str = "citusdata/citus:13.0.3-pg15";
+/// The default image: a pinned tag of the official Citus image built on PostgreSQL 15, of
+/// the Citus minor the tool is tested with (13.2; `setup --dry-run`'s default too). Tags
+/// follow citusdata/docker's publishing: `X.Y.Z-pgNN` for each release and PostgreSQL major.
+pub const DEFAULT_IMAGE: &str = "citusdata/citus:13.2.0-pg15";
 fn default_image() -> String {
     DEFAULT_IMAGE.into()
 }

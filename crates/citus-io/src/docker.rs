@@ -1491,7 +1491,7 @@ mod tests {
         let w = &c.workers[0];
         let no_citus = "    | FATAL:  could not access file \"citus\": No such file or directory";
         let fix = exit_fix(&c, w, no_citus);
-        assert!(fix.starts_with("image citusdata/citus:13.0.3-pg15 has no Citus extension. Set [docker] image in /w/citus.toml"), "{fix}");
+        assert!(fix.starts_with("image citusdata/citus:13.2.0-pg15 has no Citus extension. Set [docker] image in /w/citus.toml"), "{fix}");
         assert!(fix.contains("shared_preload_libraries = []"), "{fix}");
         let fix = exit_fix(&c, w, "FATAL:  could not access file \"pg_cron\": No such file or directory");
         assert!(fix.contains("no library \"pg_cron\": remove it from shared_preload_libraries in /w/citus.toml"), "{fix}");
