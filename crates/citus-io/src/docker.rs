@@ -247,11 +247,13 @@ fn check_owner(cluster: &Cluster, task: &str) -> anyhow::Result<()> {
             .unwrap_or_else(|| cluster.password.env.clone());
         bail!(
             "{task}: the containers {} of compose project `{project}` were started from {}, not by `cargo xtask up` of this cluster (whose compose file is {}); `{task}` leaves them alone\n    \
-             fix: stop them with that file, which keeps their volumes (the data): `{}=... docker compose -p {project} -f {} down`{}",
+             fix: stop them with that file, which keeps their volumes (the data): `{}=... {} -p {project} -f {} down`{}",
             names.join(", "),
             file.display(),
             compose_file(cluster).display(),
             var,
+            // The compose this machine has, as a user types it.
+            if compose_program().is_ok_and(|p| p.len() == 1) { "docker-compose" } else { "docker compose" },
             file.display(),
             match task {
                 "up" => ", then run `cargo xtask up` again: it starts this cluster on those volumes",
