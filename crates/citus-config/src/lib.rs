@@ -278,6 +278,9 @@ pub struct Cluster {
     pub backend: Backend,
     pub coordinator: Node,
     pub workers: Vec<Node>,
+    /// Configured workers this run leaves out (a `--workers` below the config's count, see
+    /// [`Cluster::with_workers`]), in the config's order.
+    pub left_out: Vec<Node>,
     pub docker: DockerSettings,
     pub local: LocalSettings,
     /// The server's `shared_preload_libraries`, in order. `citus` must come first when it is
@@ -631,6 +634,7 @@ impl Cluster {
             backend: raw.backend,
             coordinator,
             workers: nodes.collect(),
+            left_out: Vec::new(),
             docker: DockerSettings { image: raw.docker.image, pg_major: raw.docker.pg_major, bind: raw.docker.bind.into_inner() },
             local: LocalSettings {
                 data_dir: resolve(raw.local.data_dir),
@@ -672,12 +676,31 @@ impl Cluster {
         }
     }
 
+    /// The worker a larger `--workers` would derive at cluster address `addr`, with the
+    /// worker count that first includes it (`citus_worker3`, 3): how a node registered by an
+    /// earlier, larger `up --workers` is named once a smaller run leaves it out. Looks up to
+    /// 256 workers beyond this run's.
+    pub fn derived_worker_at(&self, backend: Backend, addr: &Address) -> Option<(String, usize)> {
+        let n = self.workers.len();
+        let configured = n + self.left_out.len();
+        let wide = (configured + 1..=configured + 256).rev().chain([configured]).find_map(|k| self.clone().with_workers(k).ok())?;
+        wide.workers.iter().enumerate().skip(n).find(|(_, w)| &wide.cluster_address(w, backend) == addr).map(|(i, w)| (w.name.clone(), i + 1))
+    }
+
     /// Returns the cluster with exactly `n` workers: the first `n` configured ones, then
     /// derived ones named after the last worker's name with its number counted up
     /// (`citus_worker3`, `citus_worker4`, ...) on the next client ports.
     pub fn with_workers(mut self, n: usize) -> Result<Cluster, ConfigError> {
         if n <= self.workers.len() {
-            self.workers.truncate(n);
+            let mut out = self.workers.split_off(n);
+            out.append(&mut self.left_out);
+            self.left_out = out;
+            return Ok(self);
+        }
+        // The configured workers an earlier `with_workers` left out come back first.
+        let back = self.left_out.len().min(n - self.workers.len());
+        self.workers.extend(self.left_out.drain(..back));
+        if n == self.workers.len() {
             return Ok(self);
         }
         let last = self.workers.last().cloned().unwrap_or_else(|| Node {

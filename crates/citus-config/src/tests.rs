@@ -50,6 +50,38 @@ fn with_workers_derives_predictably() {
 }
 
 #[test]
+fn a_worker_beyond_this_run_is_found_by_its_cluster_address() {
+    let two = parse(SEED).unwrap();
+    // What `up --workers 4` registered, seen by a run of 2.
+    assert_eq!(two.derived_worker_at(Backend::Docker, &Address::new("citus_worker4", 5432)), Some(("citus_worker4".into(), 4)));
+    assert_eq!(two.derived_worker_at(Backend::Local, &Address::new("localhost", 5603)), Some(("citus_worker3".into(), 3)));
+    // This run's own workers, the coordinator and an address no count derives: none.
+    assert_eq!(two.derived_worker_at(Backend::Docker, &Address::new("citus_worker2", 5432)), None);
+    assert_eq!(two.derived_worker_at(Backend::Local, &Address::new("localhost", 5600)), None);
+    assert_eq!(two.derived_worker_at(Backend::Docker, &Address::new("stray", 5432)), None);
+    let one = two.clone().with_workers(1).unwrap();
+    assert_eq!(one.derived_worker_at(Backend::Docker, &Address::new("citus_worker2", 5432)), Some(("citus_worker2".into(), 2)));
+    // A configured worker this run leaves out is found on its own address and port, which
+    // no derivation from worker 1 would give.
+    let src = MINIMAL.to_string() + "[[workers]]\nname = \"far\"\nport = 7000\ncluster_address = \"10.0.0.9:6000\"\n";
+    let one = parse(&src).unwrap().with_workers(1).unwrap();
+    assert_eq!(one.left_out.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["far"]);
+    assert_eq!(one.derived_worker_at(Backend::Local, &Address::new("10.0.0.9", 6000)), Some(("far".into(), 2)));
+    assert_eq!(one.derived_worker_at(Backend::Local, &Address::new("localhost", 7001)), Some(("far3".into(), 3)));
+}
+
+#[test]
+fn with_workers_brings_back_the_configured_workers_it_left_out_first() {
+    let src = MINIMAL.to_string() + "[[workers]]\nname = \"far\"\nport = 7000\n";
+    let full = parse(&src).unwrap();
+    let names = |c: &Cluster| c.workers.iter().map(|w| format!("{}@{}", w.name, w.client.port)).collect::<Vec<_>>();
+    let back = full.clone().with_workers(0).unwrap().with_workers(3).unwrap();
+    assert_eq!(names(&back), ["w1@5601", "far@7000", "far3@7001"]);
+    assert!(back.left_out.is_empty());
+    assert_eq!(full.clone().with_workers(1).unwrap().with_workers(2).unwrap(), full);
+}
+
+#[test]
 fn with_workers_refuses_collisions() {
     // w5 holds 5602, which the worker derived after w1 (w2 on 5602) would need.
     let src = "database = \"db\"\n[coordinator]\nname = \"c\"\nport = 5600\n[[workers]]\nname = \"w5\"\nport = 5602\n[[workers]]\nname = \"w1\"\nport = 5601\n";

@@ -307,8 +307,23 @@ fn coordinator_checks(
             check: "no unconfigured workers".into(),
             ok: false,
             skipped: false,
-            detail: format!("node {} at {} is registered ({}) but not in {}", r.nodeid, r.address, if r.isactive { "active" } else { "inactive" }, cluster.source.display()),
-            fix: Some(format!("add it to the config, or drain and remove it yourself: SELECT citus_drain_node('{0}', {1}); SELECT citus_remove_node('{0}', {1}); (see README)", r.address.host, r.address.port)),
+            detail: {
+                let state = if r.isactive { "active" } else { "inactive" };
+                match cluster.derived_worker_at(t.backend, &r.address) {
+                    Some((name, _)) => format!("node {} at {} ({state}) is {name}, beyond this run's {} worker(s)", r.nodeid, r.address, cluster.workers.len()),
+                    None => format!("node {} at {} is registered ({state}) but not in {}", r.nodeid, r.address, cluster.source.display()),
+                }
+            },
+            fix: Some(match cluster.derived_worker_at(t.backend, &r.address) {
+                Some((_, k)) => format!(
+                    "verify with `--workers {k}` (or more) if it belongs to the cluster, or drain and remove it yourself, on the coordinator: {} (see README)",
+                    citus_plan::remove_worker_sql(&r.address)
+                ),
+                None => format!(
+                    "add it to the config, or drain and remove it yourself, on the coordinator: {} (see README)",
+                    citus_plan::remove_worker_sql(&r.address)
+                ),
+            }),
         });
     }
     // Each worker's own metadata must match the coordinator's (a recreated database passes

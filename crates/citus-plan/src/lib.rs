@@ -482,7 +482,19 @@ pub fn plan(cluster: &Cluster, backend: Backend, observed: &Observed, password: 
         .dist_nodes
         .iter()
         .filter(|d| d.groupid != 0 && !claimed.contains(&d.nodeid) && !cluster_wants(cluster, backend, &d.address))
-        .map(|d| format!("node {} at {} is registered but not in the config; remove it yourself if intended (see README)", d.nodeid, d.address))
+        .map(|d| {
+            let n = cluster.workers.len();
+            let what = match cluster.derived_worker_at(backend, &d.address) {
+                Some((name, k)) => format!("is {name}, beyond this run's {n} worker(s) (`--workers {k}` includes it again)"),
+                None => format!("is registered but is not one of this run's {n} worker(s) ({})", cluster.source.display()),
+            };
+            let remove = if modern {
+                format!("to remove it, drain it first, on the coordinator: {}", remove_worker_sql(&d.address))
+            } else {
+                "to remove it, see the README (Removing a worker)".into()
+            };
+            format!("node {} at {} {what}; it stays registered, with any shards on it; {remove}", d.nodeid, d.address)
+        })
         .collect();
 
     // Creating the extension touches only the node it runs on, so every node does its own
@@ -648,6 +660,13 @@ pub fn node_items(cluster: &Cluster, n: &Node, st: &NodeState, password: &str) -
         });
     }
     items
+}
+
+/// The statements that take a worker out of the cluster without losing its shards: move
+/// them to the other nodes, then unregister it (Citus 10 and later; run on the coordinator).
+pub fn remove_worker_sql(addr: &Address) -> String {
+    let host = postgres_protocol::escape::escape_literal(&addr.host);
+    format!("SELECT citus_drain_node({host}, {0}); SELECT citus_remove_node({host}, {0});", addr.port)
 }
 
 fn cluster_wants(cluster: &Cluster, backend: Backend, addr: &Address) -> bool {

@@ -155,11 +155,30 @@ fn worker_removed_from_config_is_reported_not_deleted() {
     }
     let c = TestCluster::new(Spec::default());
     c.ok(&["up"]);
+    let p2 = c.port(2);
     let out = c.ok(&["setup", "--workers", "1"]);
-    assert!(out.contains("left alone") && out.contains(&format!("localhost:{}", c.port(2))), "{out}");
+    // Named as the worker a run of 2 has, with the statements that remove it.
+    assert!(
+        out.contains(&format!(
+            "! left alone: node 3 at localhost:{p2} is citus_worker2, beyond this run's 1 worker(s) (`--workers 2` includes it again); it stays registered, with any shards on it; to remove it, drain it first, on the coordinator: SELECT citus_drain_node('localhost', {p2}); SELECT citus_remove_node('localhost', {p2});"
+        )),
+        "{out}"
+    );
     let out = c.xtask(&["verify", "--workers", "1"]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("not in"), "{}", text(&out));
+    let t = text(&out);
+    let line = t.lines().find(|l| l.contains("no unconfigured workers")).unwrap_or_else(|| panic!("{t}"));
+    assert!(line.starts_with("FAIL") && line.contains(&format!("node 3 at localhost:{p2} (active) is citus_worker2, beyond this run's 1 worker(s)")), "{t}");
+    assert!(t.contains(&format!("fix: verify with `--workers 2` (or more) if it belongs to the cluster, or drain and remove it yourself, on the coordinator: SELECT citus_drain_node('localhost', {p2});")), "{t}");
+    // A worker nothing derives (registered by hand): named as not in the config.
+    let mut coord = c.connect(0, &c.database);
+    coord.execute("SELECT citus_update_node(nodeid, '127.0.0.1', $1) FROM pg_dist_node WHERE nodeport = $1", &[&i32::from(p2)]).unwrap();
+    let t = text(&c.xtask(&["verify", "--workers", "1"]));
+    assert!(t.contains(&format!("node 3 at 127.0.0.1:{p2} is registered (active) but not in ")), "{t}");
+    assert!(
+        t.contains(&format!("fix: add it to the config, or drain and remove it yourself, on the coordinator: SELECT citus_drain_node('127.0.0.1', {p2});")),
+        "{t}"
+    );
     let n: i64 = c.connect(0, &c.database).query_one("SELECT count(*) FROM pg_dist_node WHERE groupid <> 0", &[]).unwrap().get(0);
     assert_eq!(n, 2, "a worker was removed");
 }
