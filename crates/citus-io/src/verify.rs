@@ -300,30 +300,31 @@ fn coordinator_checks(
         report.push(w, "registered and active", ok, detail, || "run `cargo xtask setup` (citus_add_node / citus_activate_node)".into());
     }
     let configured: Vec<Address> = cluster.workers.iter().map(|w| cluster.cluster_address(w, t.backend)).collect();
-    for r in rows.iter().filter(|r| r.groupid != 0 && !configured.contains(&r.address)) {
+    let beyond: Vec<(&DistNode, Option<(String, usize)>)> =
+        rows.iter().filter(|r| r.groupid != 0 && !configured.contains(&r.address)).map(|r| (r, cluster.derived_worker_at(t.backend, &r.address))).collect();
+    // The count that takes in every such worker a larger run would have.
+    let widest = beyond.iter().filter_map(|(_, d)| d.as_ref().map(|(_, k)| *k)).max();
+    for (r, derived) in &beyond {
+        let state = if r.isactive { "active" } else { "inactive" };
+        let remove = citus_plan::remove_worker_sql(&r.address);
+        let (detail, fix) = match (derived, widest) {
+            (Some((name, _)), Some(k)) => (
+                format!("node {} at {} ({state}) is {name}, beyond this run's {} worker(s)", r.nodeid, r.address, cluster.workers.len()),
+                format!("verify with `--workers {k}` if it belongs to the cluster, or drain and remove it yourself, on the coordinator: {remove} (see README)"),
+            ),
+            _ => (
+                format!("node {} at {} is registered ({state}) but not in {}", r.nodeid, r.address, cluster.source.display()),
+                format!("add it to the config, or drain and remove it yourself, on the coordinator: {remove} (see README)"),
+            ),
+        };
         report.checks.push(Check {
             node: "cluster".into(),
             address: r.address.to_string(),
             check: "no unconfigured workers".into(),
             ok: false,
             skipped: false,
-            detail: {
-                let state = if r.isactive { "active" } else { "inactive" };
-                match cluster.derived_worker_at(t.backend, &r.address) {
-                    Some((name, _)) => format!("node {} at {} ({state}) is {name}, beyond this run's {} worker(s)", r.nodeid, r.address, cluster.workers.len()),
-                    None => format!("node {} at {} is registered ({state}) but not in {}", r.nodeid, r.address, cluster.source.display()),
-                }
-            },
-            fix: Some(match cluster.derived_worker_at(t.backend, &r.address) {
-                Some((_, k)) => format!(
-                    "verify with `--workers {k}` (or more) if it belongs to the cluster, or drain and remove it yourself, on the coordinator: {} (see README)",
-                    citus_plan::remove_worker_sql(&r.address)
-                ),
-                None => format!(
-                    "add it to the config, or drain and remove it yourself, on the coordinator: {} (see README)",
-                    citus_plan::remove_worker_sql(&r.address)
-                ),
-            }),
+            detail,
+            fix: Some(fix),
         });
     }
     // Each worker's own metadata must match the coordinator's (a recreated database passes
