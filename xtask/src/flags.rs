@@ -143,7 +143,8 @@ xflags::xflags! {
         /// psql (on PATH, else for local nodes [local] bin_dir's) connects to the node's client
         /// address; without one, a Docker node's own psql runs in its container. Arguments after `--` go to psql, e.g.
         /// `cargo xtask psql -- -c 'SELECT * FROM citus_get_active_worker_nodes()'`.
-        /// Exits with psql's exit code.
+        /// Exits with psql's exit code; Ctrl-C cancels the running query, also for a psql in
+        /// its container without a terminal (the tool cancels it there, then exits 130).
         cmd psql {
             /// Config file (default: $CITUS_CONFIG, else citus.toml at the workspace root).
             optional -c, --config path: PathBuf

@@ -10,6 +10,7 @@ use std::{
     ffi::{OsStr, OsString},
     io::IsTerminal,
     path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use anyhow::{bail, Context};
@@ -76,10 +77,10 @@ pub fn command(
                 args.push("-t".into());
             }
             args.extend(
-                ["-e", "PGHOST=127.0.0.1", "-e", "PGPORT=5432", "-e", "PGUSER", "-e", "PGDATABASE", "-e", "PGPASSWORD", id.as_str(), "psql"]
+                ["-e", "PGHOST=127.0.0.1", "-e", "PGPORT=5432", "-e", "PGUSER", "-e", "PGDATABASE", "-e", "PGPASSWORD", "-e", "PGAPPNAME", id.as_str(), "psql"]
                     .map(OsString::from),
             );
-            ("docker".into(), args, who.into_iter().collect())
+            ("docker".into(), args, who.into_iter().chain([("PGAPPNAME", application_name())]).collect())
         }
     };
     args.extend(extra.iter().cloned());
@@ -106,27 +107,97 @@ pub fn run(cluster: &Cluster, backend: Backend, node: &Node, creds: &pg::Credent
         cmd = cmd.env(k, v);
     }
     let child = cmd.start().with_context(|| format!("running {}", OsStr::new(&program).to_string_lossy()))?;
-    let out = {
-        let _psqls = TerminalSignalsGoToTheChild::new();
-        child.wait()?.status
+    // Without a terminal, `docker exec` (no `-t`) passes no signal on: at Ctrl-C the docker CLI
+    // exits and psql's query runs on in the container. So here Ctrl-C cancels that query
+    // itself, as psql would, through a connection of its own to the node.
+    let cancels = matches!(psql, Psql::Container(_)) && !tty;
+    let (status, cancelled) = {
+        let _psqls = TerminalSignalsGoToTheChild::new(cancels);
+        if cancels {
+            let done = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|s| {
+                let watcher = s.spawn(|| {
+                    let mut cancelled = false;
+                    while !done.load(Ordering::SeqCst) {
+                        if CTRL_C.swap(false, Ordering::SeqCst) {
+                            cancel(cluster, node, creds, progress);
+                            cancelled = true;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    cancelled
+                });
+                let status = child.wait().map(|o| o.status);
+                done.store(true, Ordering::SeqCst);
+                let mut cancelled = watcher.join().expect("the Ctrl-C watcher does not panic");
+                // The Ctrl-C that reached the whole foreground group ended the docker CLI too,
+                // maybe before the watcher saw it.
+                if CTRL_C.swap(false, Ordering::SeqCst) {
+                    cancel(cluster, node, creds, progress);
+                    cancelled = true;
+                }
+                (status, cancelled)
+            })
+        } else {
+            (child.wait().map(|o| o.status), false)
+        }
     };
-    Ok(out.code().unwrap_or(1))
+    let code = status?.code().unwrap_or(1);
+    // Interrupted: the shell's code for SIGINT, unless psql itself said otherwise.
+    Ok(if cancelled && code == 0 { 130 } else { code })
+}
+
+/// What a container's psql calls itself (`application_name`), so that [`cancel`] finds its
+/// session and no other.
+fn application_name() -> String {
+    format!("citus-xtask psql {}", std::process::id())
+}
+
+/// Set by the SIGINT handler of [`TerminalSignalsGoToTheChild`] (container psql, no terminal).
+static CTRL_C: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_ctrl_c(_: libc::c_int) {
+    CTRL_C.store(true, Ordering::SeqCst);
+}
+
+/// Cancels the running query of this run's psql in `node`'s container (`pg_cancel_backend` on
+/// its session, found by [`application_name`]), saying what it did.
+fn cancel(cluster: &Cluster, node: &Node, creds: &pg::Credentials, progress: Progress<'_>) {
+    let app = application_name();
+    let sql = "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND pid <> pg_backend_pid()";
+    let done = pg::connect(node, creds, &cluster.database, std::time::Duration::from_secs(5))
+        .map_err(|e| e.to_string())
+        .and_then(|mut c| c.query_one(sql, &[&app]).map(|r| r.get::<_, i64>(0)).map_err(|e| pg::describe(&e)));
+    progress(&match done {
+        Ok(0) => format!("psql: Ctrl-C: no query of this psql was running on {} (docker exec without a terminal passes no signal on)", node.name),
+        Ok(_) => format!("psql: Ctrl-C: cancelled the running query on {} (docker exec without a terminal passes no signal on)", node.name),
+        Err(e) => format!(
+            "psql: Ctrl-C: could not cancel the query on {} at {} ({e}); it may still run there: SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = {}",
+            node.name,
+            node.client,
+            postgres_protocol::escape::escape_literal(&app)
+        ),
+    });
 }
 
 /// While psql has the terminal, Ctrl-C (SIGINT, which cancels psql's running query) and
 /// Ctrl-\ (SIGQUIT) reach every process in the foreground group, this one too: it ignores
 /// them until psql exits, as a shell does while its foreground job runs, instead of dying and
 /// leaving psql behind without its parent. Set after the child started, so psql keeps its own.
+/// With `cancels` (a container's psql without a terminal), SIGINT sets [`CTRL_C`] instead, and
+/// `run` cancels the query.
 struct TerminalSignalsGoToTheChild {
     int: libc::sighandler_t,
     quit: libc::sighandler_t,
 }
 
 impl TerminalSignalsGoToTheChild {
-    fn new() -> Self {
-        // SAFETY: signal() with SIG_IGN installs no handler code; the previous dispositions
-        // are put back on drop.
-        unsafe { TerminalSignalsGoToTheChild { int: libc::signal(libc::SIGINT, libc::SIG_IGN), quit: libc::signal(libc::SIGQUIT, libc::SIG_IGN) } }
+    fn new(cancels: bool) -> Self {
+        CTRL_C.store(false, Ordering::SeqCst);
+        let on_int = if cancels { on_ctrl_c as extern "C" fn(libc::c_int) as libc::sighandler_t } else { libc::SIG_IGN };
+        // SAFETY: the handler only stores to an atomic (async-signal-safe); SIG_IGN installs
+        // no code. The previous dispositions are put back on drop.
+        unsafe { TerminalSignalsGoToTheChild { int: libc::signal(libc::SIGINT, on_int), quit: libc::signal(libc::SIGQUIT, libc::SIG_IGN) } }
     }
 }
 
@@ -172,10 +243,29 @@ mod tests {
         assert_eq!(program, "docker");
         assert_eq!(
             strings(&args),
-            ["exec", "-i", "-t", "-e", "PGHOST=127.0.0.1", "-e", "PGPORT=5432", "-e", "PGUSER", "-e", "PGDATABASE", "-e", "PGPASSWORD", "abc123", "psql"]
+            [
+                "exec",
+                "-i",
+                "-t",
+                "-e",
+                "PGHOST=127.0.0.1",
+                "-e",
+                "PGPORT=5432",
+                "-e",
+                "PGUSER",
+                "-e",
+                "PGDATABASE",
+                "-e",
+                "PGPASSWORD",
+                "-e",
+                "PGAPPNAME",
+                "abc123",
+                "psql"
+            ]
         );
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        assert_eq!(env, [("PGUSER", "u"), ("PGDATABASE", "d=b")]);
+        let app = format!("citus-xtask psql {}", std::process::id());
+        assert_eq!(env, [("PGUSER", "u"), ("PGDATABASE", "d=b"), ("PGAPPNAME", app.as_str())]);
         let (_, args, _) = command(&c, m, "u", &Psql::Container("abc123".into()), &[], false);
         assert!(!strings(&args).contains(&"-t".to_string()));
     }

@@ -182,6 +182,7 @@ fn docker_up_verify_down_up_keeps_data_and_clusters_coexist() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("5432|{}|3", a.user));
     assert!(String::from_utf8_lossy(&out.stderr).contains("psql: citus_worker1 in its container"), "{}", text(&out));
+    psql_in_a_container_without_a_terminal_cancels_its_query_at_ctrl_c(&a, bin.path());
     // `logs` reads the container's log.
     let logs = a.ok(&["logs", "--node", "citus_worker1", "--lines", "500"]);
     assert!(logs.starts_with("==> citus_worker1: docker logs ") && logs.contains("database system is ready to accept connections"), "{logs}");
@@ -749,4 +750,50 @@ fn docker_down_with_another_container_on_the_network_keeps_only_the_network_and_
     assert_eq!(of_project(&volumes), Vec::<String>::new(), "volumes left after `down --purge`");
     let attached = std::process::Command::new("docker").args(["inspect", "--format", "{{.State.Running}}", &outsider]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&attached.stdout).trim(), "true", "the other container was left running");
+}
+
+/// Ctrl-C (SIGINT to the whole foreground group, as a terminal sends it) while the psql in a
+/// container runs a query with no terminal on stdin: the docker CLI exits at once and passes
+/// nothing on, so `psql` cancels the query itself. It exits 130, says so, and the query is
+/// gone from the server. `path` has `docker` and no `psql`.
+fn psql_in_a_container_without_a_terminal_cancels_its_query_at_ctrl_c(c: &TestCluster, path: &std::path::Path) {
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["psql", "--config"])
+        .arg(&c.config)
+        .args(["--", "-Xc", "SELECT pg_sleep(60)"])
+        .env("PATH", path)
+        .env("CITUS_IT_PASSWORD", crate::harness::PASSWORD)
+        .env_remove("CITUS_CONFIG")
+        .env_remove("CI")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut coord = c.connect(0, &c.database);
+    let running = |coord: &mut postgres::Client| -> i64 {
+        coord.query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'citus-xtask psql %' AND state = 'active'", &[]).unwrap().get(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while running(&mut coord) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the psql's query never showed up in pg_stat_activity");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let group = i32::try_from(child.id()).unwrap();
+    // SAFETY: signals the process group this test just made.
+    assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);
+    let started = std::time::Instant::now();
+    let out = loop {
+        if child.try_wait().unwrap().is_some() {
+            break child.wait_with_output().unwrap();
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "psql did not end after Ctrl-C");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{t}");
+    assert!(t.contains("psql: Ctrl-C: cancelled the running query on citus_master (docker exec without a terminal passes no signal on)"), "{t}");
+    assert_eq!(running(&mut coord), 0, "the query still runs after Ctrl-C: {t}");
 }
