@@ -140,6 +140,7 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, workers: state::WorkersRec
         );
     }
     check_settings(cluster, progress)?;
+    check_ports_free(cluster)?;
     // Recorded once the image is here and the settings passed (a missing image or a refused
     // setting makes nothing, and leaves the backend of the last `up` that did, or the
     // config's, to the next task).
@@ -345,6 +346,37 @@ pub fn check_ports(cluster: &Cluster) -> anyhow::Result<()> {
                 cluster.source.display()
             );
         }
+    }
+    Ok(())
+}
+
+/// Refuses, before compose creates or starts anything, a client port that another program
+/// (or another container's published port) holds on `[docker] bind`, naming it: compose would
+/// start the other nodes, then fail on that one with only docker's "address already in use".
+/// The ports of this cluster's running containers are theirs, and not checked.
+fn check_ports_free(cluster: &Cluster) -> anyhow::Result<()> {
+    let Ok(ip) = cluster.docker.bind.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() else { return Ok(()) };
+    let running: Vec<String> = containers(cluster)?.into_iter().filter(|c| c.state == "running").map(|c| c.service).collect();
+    for n in cluster.nodes().filter(|n| !running.contains(&n.name)) {
+        let taken = std::net::TcpListener::bind((ip, n.client.port)).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse);
+        if !taken {
+            continue;
+        }
+        let (by, what) = match crate::local::holder(n.client.port) {
+            Some(h) if h.starts_with("docker-proxy") => {
+                (format!(" by a container's published port ({h}; `docker ps --filter publish={}` names it)", n.client.port), "that container")
+            }
+            Some(h) => (format!(" by {h}"), "that program"),
+            None => (format!(" (`ss -ltnp 'sport = :{}'` or `docker ps --filter publish={}` shows by what)", n.client.port, n.client.port), "it"),
+        };
+        bail!(
+            "node {}: client port {} ({}, where Docker would publish it) is already in use{by}; nothing was started\n    fix: stop {what}, or give {} another `port` in {}",
+            n.name,
+            n.client.port,
+            std::net::SocketAddr::from((ip, n.client.port)),
+            n.name,
+            cluster.source.display()
+        );
     }
     Ok(())
 }

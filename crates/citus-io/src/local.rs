@@ -1123,7 +1123,7 @@ fn check_port_free(cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
 }
 
 /// Names the process listening on `port`, from `ss` when it is installed.
-fn holder(port: u16) -> Option<String> {
+pub(crate) fn holder(port: u16) -> Option<String> {
     let ss = which::which("ss").ok()?;
     let out = std::process::Command::new(ss).args(["-Hltnp", &format!("sport = :{port}")]).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);

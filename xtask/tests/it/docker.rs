@@ -496,6 +496,30 @@ fn docker_setup_without_containers_names_each_node_and_up() {
     assert_eq!(compose_project_objects(&name).unwrap(), Vec::<String>::new(), "setup created docker objects");
 }
 
+/// A client port another program holds on `[docker] bind` fails `up` before compose creates
+/// anything, naming the node, the address, the program (here this test itself) and the fix.
+/// Before, compose started the other nodes and failed on that one with docker's "address
+/// already in use".
+#[test]
+fn docker_port_held_by_another_program_fails_up_before_anything_is_made() {
+    let test = "docker_port_held_by_another_program_fails_up_before_anything_is_made";
+    let Some(env) = require(test, &[Need::Docker]) else { return };
+    let name = format!("itdp{}", std::process::id());
+    let (c, _g) = docker_cluster_in(&env, &name, "");
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", c.port(1))).unwrap();
+    let out = c.xtask(&["up"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!("node citus_worker1: client port {0} (127.0.0.1:{0}, where Docker would publish it) is already in use by ", c.port(1)))
+            && t.contains("; nothing was started"),
+        "{t}"
+    );
+    assert!(t.contains("fix: stop that program, or give citus_worker1 another `port` in "), "{t}");
+    assert_eq!(compose_project_objects(&name).unwrap(), Vec::<String>::new(), "up created docker objects");
+    drop(squatter);
+}
+
 /// An image that is neither on the machine nor pullable fails `up` before compose creates
 /// anything: no volume, network or container is left for `down --purge` to clean up, and the
 /// message names the image and the fix. Before, `docker compose up` created the network and
