@@ -353,10 +353,12 @@ pub fn check_ports(cluster: &Cluster) -> anyhow::Result<()> {
 /// Refuses, before compose creates or starts anything, a client port that another program
 /// (or another container's published port) holds on `[docker] bind`, naming it: compose would
 /// start the other nodes, then fail on that one with only docker's "address already in use".
-/// The ports of this cluster's running containers are theirs, and not checked.
+/// The ports of this cluster's own containers that may hold them (running, restarting, paused
+/// or being removed) are theirs, and not checked.
 fn check_ports_free(cluster: &Cluster) -> anyhow::Result<()> {
     let Ok(ip) = cluster.docker.bind.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() else { return Ok(()) };
-    let running: Vec<String> = containers(cluster)?.into_iter().filter(|c| c.state == "running").map(|c| c.service).collect();
+    let running: Vec<String> =
+        containers(cluster)?.into_iter().filter(|c| matches!(c.state.as_str(), "running" | "restarting" | "paused" | "removing")).map(|c| c.service).collect();
     for n in cluster.nodes().filter(|n| !running.contains(&n.name)) {
         let taken = std::net::TcpListener::bind((ip, n.client.port)).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse);
         if !taken {
