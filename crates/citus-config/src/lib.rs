@@ -208,6 +208,8 @@ pub struct Node {
     pub client: Address,
     /// Explicit cluster address (the seed's `CITUS_NODE_NAME`); `None` means the backend default.
     pub cluster_address: Option<Address>,
+    /// A worker [`Cluster::with_workers`] made beyond the configured ones: not in the file.
+    pub derived: bool,
 }
 
 /// Where the password comes from. The password itself is never stored in the file.
@@ -571,7 +573,7 @@ impl Cluster {
                 err(span, format!("node `{}`: {e}", rn.name.get_ref()));
             }
             spans.push((rn.name.span(), rn.port.span()));
-            nodes.push(Node { name: rn.name.get_ref().clone(), role, client: Address::new(rn.host.get_ref().clone(), port), cluster_address });
+            nodes.push(Node { name: rn.name.get_ref().clone(), role, client: Address::new(rn.host.get_ref().clone(), port), cluster_address, derived: false });
         }
         let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, n) in nodes.iter().enumerate() {
@@ -676,6 +678,20 @@ impl Cluster {
         }
     }
 
+    /// How to give `node` another client port, for the messages about a taken one: its `port`
+    /// in the file, or, for a worker `--workers` derived, a `[[workers]]` entry of its own.
+    pub fn port_fix(&self, node: &Node) -> String {
+        if node.derived {
+            format!(
+                "give {} another `port` in {}: it is not in the file (`--workers` derived it on the port after the previous worker's), so add it under [[workers]] with a free `port`, or use fewer workers",
+                node.name,
+                self.source.display()
+            )
+        } else {
+            format!("give {} another `port` in {}", node.name, self.source.display())
+        }
+    }
+
     /// The worker a larger `--workers` would derive at cluster address `addr`, with the
     /// worker count that first includes it (`citus_worker3`, 3): how a node registered by an
     /// earlier, larger `up --workers` is named once a smaller run leaves it out. Looks up to
@@ -708,6 +724,7 @@ impl Cluster {
             role: Role::Worker,
             client: self.coordinator.client.clone(),
             cluster_address: None,
+            derived: true,
         });
         let stem = last.name.trim_end_matches(|c: char| c.is_ascii_digit());
         let mut number: usize = last.name[stem.len()..].parse().unwrap_or(self.workers.len());
@@ -728,7 +745,7 @@ impl Cluster {
             if name.len() > MAX_IDENTIFIER_BYTES {
                 return Err(ConfigError::Invalid(format!("--workers {n}: derived name `{name}` is longer than {MAX_IDENTIFIER_BYTES} bytes")));
             }
-            self.workers.push(Node { name, role: Role::Worker, client: Address::new(last.client.host.clone(), port), cluster_address: None });
+            self.workers.push(Node { name, role: Role::Worker, client: Address::new(last.client.host.clone(), port), cluster_address: None, derived: true });
         }
         Ok(self)
     }

@@ -82,6 +82,19 @@ fn with_workers_brings_back_the_configured_workers_it_left_out_first() {
 }
 
 #[test]
+fn the_fix_for_a_taken_port_of_a_derived_worker_says_it_is_not_in_the_file() {
+    let c = parse(SEED).unwrap().with_workers(3).unwrap();
+    assert!(!c.workers[1].derived && c.workers[2].derived);
+    assert_eq!(c.port_fix(&c.workers[1]), "give citus_worker2 another `port` in conf/citus.toml");
+    let fix = c.port_fix(&c.workers[2]);
+    assert!(fix.starts_with("give citus_worker3 another `port` in conf/citus.toml: it is not in the file"), "{fix}");
+    assert!(fix.contains("add it under [[workers]] with a free `port`, or use fewer workers"), "{fix}");
+    // Left out and brought back, a configured worker stays configured.
+    let back = c.with_workers(1).unwrap().with_workers(3).unwrap();
+    assert_eq!(back.workers.iter().map(|w| w.derived).collect::<Vec<_>>(), [false, false, true]);
+}
+
+#[test]
 fn with_workers_refuses_collisions() {
     // w5 holds 5602, which the worker derived after w1 (w2 on 5602) would need.
     let src = "database = \"db\"\n[coordinator]\nname = \"c\"\nport = 5600\n[[workers]]\nname = \"w5\"\nport = 5602\n[[workers]]\nname = \"w1\"\nport = 5601\n";

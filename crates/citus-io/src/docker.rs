@@ -158,15 +158,14 @@ pub fn up(cluster: &Cluster, creds: &pg::Credentials, workers: state::WorkersRec
         } else if err.contains("port is already allocated") || err.contains("address already in use") {
             match node_of_taken_port(cluster, &err) {
                 Some(n) => format!(
-                    "\n    fix: {}'s client port {} ({}:{}) is taken by another program or container (`ss -ltnp 'sport = :{}'` or `docker ps --filter publish={}` shows which): stop it, or give {} another `port` in {}",
+                    "\n    fix: {}'s client port {} ({}:{}) is taken by another program or container (`ss -ltnp 'sport = :{}'` or `docker ps --filter publish={}` shows which): stop it, or {}",
                     n.name,
                     n.client.port,
                     cluster.docker.bind,
                     n.client.port,
                     n.client.port,
                     n.client.port,
-                    n.name,
-                    cluster.source.display()
+                    cluster.port_fix(n)
                 ),
                 None => format!("\n    fix: a client port is taken; change the `port` of that node in {}", cluster.source.display()),
             }
@@ -372,12 +371,11 @@ fn check_ports_free(cluster: &Cluster) -> anyhow::Result<()> {
             None => (format!(" (`ss -ltnp 'sport = :{}'` or `docker ps --filter publish={}` shows by what)", n.client.port, n.client.port), "it"),
         };
         bail!(
-            "node {}: client port {} ({}, where Docker would publish it) is already in use{by}; nothing was started\n    fix: stop {what}, or give {} another `port` in {}",
+            "node {}: client port {} ({}, where Docker would publish it) is already in use{by}; nothing was started\n    fix: stop {what}, or {}",
             n.name,
             n.client.port,
             std::net::SocketAddr::from((ip, n.client.port)),
-            n.name,
-            cluster.source.display()
+            cluster.port_fix(n)
         );
     }
     Ok(())

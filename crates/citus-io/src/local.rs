@@ -924,8 +924,10 @@ pub fn exit_fix(cluster: &Cluster, bin_dir: &Path, node: &Node, log: &str) -> St
             )
         }
         Some(crate::StartFailure::PortTaken) => format!(
-            "another program took port {} while {} started: stop it (`ss -ltnp` names it), or change `port` of {} in {source}",
-            node.client.port, node.name, node.name
+            "another program took port {} while {} started: stop it (`ss -ltnp` names it), or {}",
+            node.client.port,
+            node.name,
+            cluster.port_fix(node)
         ),
         Some(crate::StartFailure::HostNotHere) => host_fix(cluster, node),
         Some(crate::StartFailure::BadSetting(_)) | None => format!(
@@ -1104,7 +1106,7 @@ fn check_port_free(cluster: &Cluster, node: &Node) -> anyhow::Result<()> {
                             cluster.name
                         )
                     } else {
-                        format!("stop that program or change `port` of {} in {}", node.name, cluster.source.display())
+                        format!("stop that program, or {}", cluster.port_fix(node))
                     }
                 );
             }

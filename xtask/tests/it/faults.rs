@@ -40,6 +40,7 @@ fn client_port_in_use_is_named_before_anything_starts() {
     assert!(!out.status.success());
     let t = text(&out);
     assert!(t.contains(&format!("port {}", c.port(2))) && t.contains("citus_worker2") && t.contains("already in use"), "{t}");
+    assert!(t.contains(&format!("stop that program, or give citus_worker2 another `port` in {}", c.config.display())), "{t}");
     assert!(c.pid("citus_master").is_none(), "the coordinator was started anyway");
 }
 
