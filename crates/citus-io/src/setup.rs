@@ -731,8 +731,9 @@ fn subject_address(t: &Target<'_>, step: &Step) -> Option<(String, String)> {
 /// address of the coordinator changed, or the nodes answering are another cluster's), checks
 /// that the coordinator reaches its own new address and every worker the plan registers or
 /// re-addresses, so that a `setup` that would fail there fails before it changes the cluster's
-/// metadata. A host set for the first time is not checked here: nothing set before is lost,
-/// and a worker's check waits for its own extension (which turns its TLS on).
+/// metadata. A host set for the first time is not checked here: nothing set before is lost.
+/// Nor are the workers when the step may run before their own extensions exist
+/// ([`Start::AfterOwnNodes`]): a worker's TLS comes with its extension, and Citus requires it.
 fn check_before_moving(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, plan: &Plan) -> anyhow::Result<()> {
     if step.kind != StepKind::SetCoordinatorHost {
         return Ok(());
@@ -740,7 +741,8 @@ fn check_before_moving(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, plan:
     let row = nc.target(t)?.query_opt("SELECT nodename || ':' || nodeport FROM pg_dist_node WHERE groupid = 0", &[])?;
     let Some(current) = row.map(|r| r.get::<_, String>(0)) else { return Ok(()) };
     let coordinator = nc.node;
-    let workers = plan.phases.iter().flat_map(|p| &p.steps).filter(|s| matches!(s.kind, StepKind::AddWorker | StepKind::UpdateWorkerAddress));
+    let workers_ready = plan.phases.iter().find(|p| p.steps.iter().any(|s| std::ptr::eq(s, step))).is_some_and(|p| p.start == Start::AfterAll);
+    let workers = plan.phases.iter().flat_map(|p| &p.steps).filter(|s| workers_ready && matches!(s.kind, StepKind::AddWorker | StepKind::UpdateWorkerAddress));
     let subjects: Vec<&Node> = std::iter::once(coordinator).chain(workers.filter_map(|s| s.subject.as_deref().and_then(|n| t.cluster.node(n)))).collect();
     for subject in subjects {
         precheck_reachable(t, nc, subject).map_err(|e| anyhow::anyhow!("{e:#}\n    (checked before moving the coordinator host, which stays {current})"))?;
