@@ -130,9 +130,8 @@ fn changed_cluster_address_updates_the_node_in_place() {
     }
     let c = TestCluster::new(Spec::default());
     c.ok(&["up"]);
-    let cfg = std::fs::read_to_string(&c.config).unwrap();
     let port = c.port(1);
-    std::fs::write(&c.config, cfg.replacen(&format!("port = {port}\n"), &format!("port = {port}\ncluster_address = \"127.0.0.1:{port}\"\n"), 1)).unwrap();
+    c.set_cluster_address(1, &format!("127.0.0.1:{port}"));
     let out = c.ok(&["setup"]);
     assert!(out.contains(&format!("citus_master: updated the address of worker citus_worker1 to 127.0.0.1:{port}")), "{out}");
     let mut rows: Vec<(String, i32)> = c
@@ -194,9 +193,7 @@ fn worker_address_pointing_at_the_coordinator_is_refused() {
         return;
     }
     let c = TestCluster::new(Spec::default());
-    let cfg = std::fs::read_to_string(&c.config).unwrap();
-    let p1 = c.port(1);
-    std::fs::write(&c.config, cfg.replacen(&format!("port = {p1}\n"), &format!("port = {p1}\ncluster_address = \"localhost:{}\"\n", c.port(0)), 1)).unwrap();
+    c.set_cluster_address(1, &format!("localhost:{}", c.port(0)));
     let out = c.xtask(&["up"]);
     assert!(!out.status.success());
     let t = text(&out);
@@ -497,9 +494,8 @@ fn unresolvable_cluster_address_is_refused_with_both_addresses() {
         return;
     }
     let c = TestCluster::new(Spec::default());
-    let cfg = std::fs::read_to_string(&c.config).unwrap();
     let p2 = c.port(2);
-    std::fs::write(&c.config, cfg.replacen(&format!("port = {p2}\n"), &format!("port = {p2}\ncluster_address = \"no-such-host.invalid:5432\"\n"), 1)).unwrap();
+    c.set_cluster_address(2, "no-such-host.invalid:5432");
     let out = c.xtask(&["up"]);
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out);
@@ -522,11 +518,8 @@ fn a_coordinator_host_move_to_an_unreachable_address_changes_nothing() {
     }
     let c = TestCluster::new(Spec::default());
     c.ok(&["up"]);
-    let good = std::fs::read_to_string(&c.config).unwrap();
     let p0 = c.port(0);
-    let moved = good.replacen(&format!("port = {p0}\n"), &format!("port = {p0}\ncluster_address = \"no-such-host.invalid:5432\"\n"), 1);
-    assert_ne!(moved, good);
-    std::fs::write(&c.config, moved).unwrap();
+    let good = c.set_cluster_address(0, "no-such-host.invalid:5432");
     let out = c.xtask(&["setup"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");

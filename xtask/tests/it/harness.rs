@@ -115,6 +115,17 @@ impl TestCluster {
         self.ports[i]
     }
 
+    /// Gives node `i` (0 = coordinator) `cluster_address = addr` in the config file and
+    /// returns the file as it was, for the test to put back.
+    pub(crate) fn set_cluster_address(&self, i: usize, addr: &str) -> String {
+        let was = std::fs::read_to_string(&self.config).unwrap();
+        let port = self.port(i);
+        let now = was.replacen(&format!("port = {port}\n"), &format!("port = {port}\ncluster_address = \"{addr}\"\n"), 1);
+        assert_ne!(now, was, "node {i}'s port line is not in the config");
+        std::fs::write(&self.config, now).unwrap();
+        was
+    }
+
     /// A connection to node `i`'s `db`.
     pub(crate) fn connect(&self, i: usize, db: &str) -> postgres::Client {
         self.connect_with(i, db, PASSWORD)
