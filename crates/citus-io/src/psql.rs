@@ -114,7 +114,7 @@ pub fn run(cluster: &Cluster, backend: Backend, node: &Node, creds: &pg::Credent
     let (status, cancelled) = {
         let _psqls = TerminalSignalsGoToTheChild::new(cancels);
         if cancels {
-            let done = std::sync::atomic::AtomicBool::new(false);
+            let done = AtomicBool::new(false);
             std::thread::scope(|s| {
                 let watcher = s.spawn(|| {
                     let mut cancelled = false;

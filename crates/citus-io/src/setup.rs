@@ -741,9 +741,13 @@ fn check_before_moving(t: &Target<'_>, nc: &mut NodeConn<'_>, step: &Step, plan:
     let row = nc.target(t)?.query_opt("SELECT nodename || ':' || nodeport FROM pg_dist_node WHERE groupid = 0", &[])?;
     let Some(current) = row.map(|r| r.get::<_, String>(0)) else { return Ok(()) };
     let coordinator = nc.node;
+    // The workers' extensions exist only when this phase waits for every node's earlier ones.
     let workers_ready = plan.phases.iter().find(|p| p.steps.iter().any(|s| std::ptr::eq(s, step))).is_some_and(|p| p.start == Start::AfterAll);
-    let workers = plan.phases.iter().flat_map(|p| &p.steps).filter(|s| workers_ready && matches!(s.kind, StepKind::AddWorker | StepKind::UpdateWorkerAddress));
-    let subjects: Vec<&Node> = std::iter::once(coordinator).chain(workers.filter_map(|s| s.subject.as_deref().and_then(|n| t.cluster.node(n)))).collect();
+    let mut subjects = vec![coordinator];
+    if workers_ready {
+        let moved = plan.phases.iter().flat_map(|p| &p.steps).filter(|s| matches!(s.kind, StepKind::AddWorker | StepKind::UpdateWorkerAddress));
+        subjects.extend(moved.filter_map(|s| s.subject.as_deref().and_then(|n| t.cluster.node(n))));
+    }
     for subject in subjects {
         precheck_reachable(t, nc, subject).map_err(|e| anyhow::anyhow!("{e:#}\n    (checked before moving the coordinator host, which stays {current})"))?;
     }

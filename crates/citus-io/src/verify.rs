@@ -307,16 +307,20 @@ fn coordinator_checks(
     for (r, derived) in &beyond {
         let state = if r.isactive { "active" } else { "inactive" };
         let remove = citus_plan::remove_worker_sql(&r.address);
-        let (detail, fix) = match (derived, widest) {
-            (Some((name, _)), Some(k)) => (
+        let (detail, fix) =
+            match derived {
+                Some((name, own)) => {
+                    let k = widest.unwrap_or(*own);
+                    (
                 format!("node {} at {} ({state}) is {name}, beyond this run's {} worker(s)", r.nodeid, r.address, cluster.workers.len()),
                 format!("verify with `--workers {k}` if it belongs to the cluster, or drain and remove it yourself, on the coordinator: {remove} (see README)"),
-            ),
-            _ => (
-                format!("node {} at {} is registered ({state}) but not in {}", r.nodeid, r.address, cluster.source.display()),
-                format!("add it to the config, or drain and remove it yourself, on the coordinator: {remove} (see README)"),
-            ),
-        };
+            )
+                }
+                None => (
+                    format!("node {} at {} is registered ({state}) but not in {}", r.nodeid, r.address, cluster.source.display()),
+                    format!("add it to the config, or drain and remove it yourself, on the coordinator: {remove} (see README)"),
+                ),
+            };
         report.checks.push(Check {
             node: "cluster".into(),
             address: r.address.to_string(),
